@@ -1,0 +1,90 @@
+"""The one exception family of releaser.
+
+The core raises; only the CLI (``releaser.cli``) turns an exception into a
+message and an exit code.  Each subclass names a condition the user can act on,
+and carries the exit code the CLI reports for it.
+"""
+
+from __future__ import annotations
+
+
+class ReleaserError(Exception):
+    """Base of every error releaser reports to its user as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(ReleaserError):
+    """releaser.toml is missing, unreadable or invalid (names key and file)."""
+
+    exit_code = 2
+
+
+class UsageError(ReleaserError):
+    """A command-line argument is invalid: unknown environment, malformed version..."""
+
+    exit_code = 2
+
+
+class GitError(ReleaserError):
+    """The source repository cannot give what was asked: unknown ref, missing directory."""
+
+    exit_code = 2
+
+
+class VersionError(ReleaserError):
+    """A tag or version string is not a valid Gentoo version."""
+
+    exit_code = 2
+
+
+class DirtyTreeError(ReleaserError):
+    """The work tree has uncommitted changes and --allow-dirty was not given."""
+
+    exit_code = 2
+
+
+class CommandError(ReleaserError):
+    """An external command (git, portage, ssh...) failed."""
+
+    def __init__(self, argv, returncode, stdout="", stderr="", host="local"):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.host = host
+        tail = (stderr or stdout).strip().splitlines()
+        reason = tail[-1] if tail else "no output"
+        super().__init__(f"{host}: {' '.join(self.argv[:3])} ... exited {returncode}: {reason}")
+
+
+class BuildError(ReleaserError):
+    """The release could not be built (template, manifest, tarball)."""
+
+
+class PublishError(ReleaserError):
+    """Publishing was refused or failed; nothing half-published remains."""
+
+
+class ReleaseNotFound(ReleaserError):
+    """The asked-for release or version is not known."""
+
+    exit_code = 2
+
+
+class NodeError(ReleaserError):
+    """A node operation failed (sync, emerge, start, health)."""
+
+
+class HostKeyError(ReleaserError):
+    """An SSH host key is unknown or changed: the host is refused."""
+
+
+class UnreachableError(ReleaserError):
+    """A host could not be reached over SSH."""
+
+
+class LockHeld(ReleaserError):
+    """Another releaser run holds the environment's lock."""
+
+    exit_code = 5
