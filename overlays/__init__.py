@@ -1,0 +1,1 @@
+"""Skeletons of the environment overlays (copied without this file)."""

@@ -1,0 +1,47 @@
+"""Packaging for releaser.
+
+``ebuild_templates/`` and ``overlays/`` live at the top of the repository (where
+operators look for them) and are shipped as package data of
+``releaser.ebuild_templates`` and ``releaser.overlays``, loaded with
+importlib.resources.
+"""
+
+from setuptools import setup
+
+setup(
+    name="releaser",
+    version="0.1.0",
+    description="Package-and-release tool for fleets of Gentoo hosts",
+    python_requires=">=3.11",
+    packages=["releaser", "releaser.ebuild_templates", "releaser.overlays"],
+    package_dir={
+        "releaser": "releaser",
+        "releaser.ebuild_templates": "ebuild_templates",
+        "releaser.overlays": "overlays",
+    },
+    package_data={
+        "releaser.ebuild_templates": ["*.j2", "**/*"],
+        "releaser.overlays": ["**/*"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "click>=8.1,<9",
+        "fabric>=3.2,<4",
+        "paramiko>=3.4",
+        "jinja2>=3.1,<4",
+        "GitPython>=3.1.40,<4",
+        "python-gnupg>=0.4.4",
+        "flask>=3.0,<4",
+        "waitress>=3.0,<4",
+        "portage>=3.0.60",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pkgcheck==0.10.37",
+            "pkgcore==0.12.30",
+            "pkgdev==0.2.13",
+        ],
+    },
+    entry_points={"console_scripts": ["releaser = releaser.cli:main"]},
+)
