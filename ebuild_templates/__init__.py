@@ -1,1 +1,22 @@
-"""Jinja2 templates of the package files releaser renders."""
+"""Jinja2 templates of the package files releaser renders (package data).
+
+``ebuild.j2`` and ``metadata.xml.j2`` are rendered by ``releaser.ebuild`` with
+these variables:
+
+==================  ==============================================================
+``name``            package name (PN), e.g. ``notes``
+``category``        package category, e.g. ``www-apps``
+``description``     one-line DESCRIPTION
+``homepage``        HOMEPAGE
+``license``         LICENSE, a licence file present in the overlay's ``licenses/``
+``distfiles_url``   base URL of the central repository's distfiles; SRC_URI is
+                    ``{distfiles_url}/${P}.tar.gz``
+``rdepend``         list of runtime dependency atoms (RDEPEND)
+``db_path``         the application's database path on a host, e.g.
+                    ``/var/lib/notes/notes.db``; pkg_preinst dumps it
+``year``            copyright year of the header
+==================  ==============================================================
+
+The ebuild does not mention its own version: the same text serves every
+version, so promoting to production copies it byte for byte.
+"""

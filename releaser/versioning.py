@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import re
 
+from dataclasses import dataclass
+
 from portage.versions import vercmp, ververify
 
+from . import gitsource
 from .errors import VersionError
 
 NO_TAG_BASE = "0"
@@ -68,3 +71,21 @@ def newest(versions) -> str | None:
 
     ordered = sorted(versions, key=cmp_to_key(compare))
     return ordered[-1] if ordered else None
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    version: str
+    tag: str | None
+    distance: int
+
+
+def resolve_version(repo, commit, tag_prefix: str) -> ResolvedVersion:
+    """Version of ``commit`` from the nearest release tag (see releaser.versioning)."""
+    found = gitsource.describe(repo, commit, tag_prefix)
+    if found is None:
+        count = gitsource.commit_count(repo, commit)
+        return ResolvedVersion(version_after(NO_TAG_BASE, count), None, count)
+    tag, distance = found
+    base = tag_to_version(tag, tag_prefix)
+    return ResolvedVersion(version_after(base, distance), tag, distance)

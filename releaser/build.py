@@ -1,0 +1,134 @@
+"""``releaser build``: a git ref becomes a tarball, an ebuild, a Manifest and a record.
+
+Output layout under OUT (default ``[build] out``)::
+
+    OUT/distfiles/PN-PV.tar.gz                 the reproducible source tarball
+    OUT/releases/PN-PV/PN-PV.ebuild            rendered from ebuild_templates/
+    OUT/releases/PN-PV/metadata.xml
+    OUT/releases/PN-PV/Manifest                written by Portage (``ebuild ... manifest``)
+    OUT/releases/PN-PV/release.json            the release record
+
+Nothing is written when the input is bad: the ref, the app directory and the
+version are all checked before the first file is made, and the release folder
+appears by rename only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import gitsource, noderoot, overlay, portage_tools, versioning
+from .config import Config, DatabaseConfig
+from .ebuild import render_ebuild, render_metadata, template_variables
+from .release import Release, write_json_atomic
+from .runner import LocalRunner
+from .tarball import write_tarball
+
+MANIFEST_SKELETON = "staging"  # any skeleton: ebuild and Manifest do not name the overlay
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    release: Release
+    release_dir: Path
+    tarball: Path
+    seconds: float
+
+
+def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
+                  build_number: int | None = None, allow_dirty: bool = False,
+                  distfiles_url: str | None = None) -> BuildResult:
+    """Build ``ref`` of the configured app into ``out``."""
+    started = time.monotonic()
+    app = config.app
+    out = Path(out or config.build_out).resolve()
+    repo = gitsource.open_repo(app.source)
+    source = gitsource.resolve(repo, ref, app.subdir, allow_dirty=allow_dirty)
+    resolved = versioning.resolve_version(repo, source.commit, app.tag_prefix)
+    version = resolved.version
+    pv = f"{app.name}-{version}"
+    url = distfiles_url or (config.central.distfiles_url if config.central else
+                            "http://localhost/distfiles")
+
+    mtime = source.commit.committed_date
+    tarball = out / "distfiles" / f"{pv}.tar.gz"
+    digests = write_tarball(source.tree, pv, mtime, tarball)
+
+    year = datetime.fromtimestamp(mtime, timezone.utc).year
+    database = _database_for(config)
+    variables = template_variables(app, url, database, year)
+    release_dir = out / "releases" / pv
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as scratch:
+        files = _package_files(Path(scratch), app.category, app.name, version,
+                               render_ebuild(variables), render_metadata(variables),
+                               tarball.parent)
+        staged = Path(scratch) / "release"
+        staged.mkdir()
+        for f in files:
+            shutil.copy2(f, staged / f.name)
+        release = Release(
+            name=app.name,
+            category=app.category,
+            version=version,
+            commit=source.hexsha,
+            branch=source.branch,
+            tag=resolved.tag,
+            distance=resolved.distance,
+            dirty=source.dirty,
+            build_number=build_number,
+            built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source_tree=source.tree.hexsha,
+            tarball={"name": tarball.name, **digests.as_dict()},
+            ebuild={"name": f"{pv}.ebuild", "sha512": _sha512(staged / f"{pv}.ebuild")},
+            manifest={"sha512": _sha512(staged / "Manifest")},
+        )
+        write_json_atomic(staged / "release.json", release.to_json())
+        if release_dir.exists():
+            shutil.rmtree(release_dir)
+        release_dir.parent.mkdir(parents=True, exist_ok=True)
+        staged.rename(release_dir)
+    return BuildResult(release, release_dir, tarball, time.monotonic() - started)
+
+
+def _database_for(config: Config) -> DatabaseConfig:
+    """The database settings baked into the ebuild: the same in every environment."""
+    paths = {env.database.path for env in config.environments.values()}
+    if len(paths) > 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{config.path}: environments use different database paths "
+                          f"{sorted(paths)}; one ebuild serves them all")
+    return next(iter(config.environments.values())).database if config.environments \
+        else DatabaseConfig(path=f"/var/lib/{config.app.name}/{config.app.name}.db")
+
+
+def _package_files(scratch: Path, category: str, name: str, version: str, ebuild_text: str,
+                   metadata_text: str, distdir: Path) -> list[Path]:
+    """Lay the package into a scratch overlay and let Portage write its Manifest."""
+    tree = scratch / "overlay"
+    overlay.init_overlay(tree, MANIFEST_SKELETON)
+    overlay.add_category(tree, category)
+    pkg = tree / category / name
+    pkg.mkdir(parents=True)
+    ebuild = pkg / f"{name}-{version}.ebuild"
+    ebuild.write_text(ebuild_text)
+    (pkg / "metadata.xml").write_text(metadata_text)
+    root = scratch / "root"
+    noderoot.create_node_root(noderoot.NodeRootSpec(
+        root=root,
+        repos=[noderoot.RepoSpec(name=overlay.repo_name(tree), location=tree)],
+        profile_repo=overlay.repo_name(tree),
+        distdir=distdir,
+    ))
+    portage_tools.manifest(LocalRunner(env=noderoot.portage_env(root)), ebuild)
+    return [ebuild, pkg / "metadata.xml", pkg / "Manifest"]
+
+
+def _sha512(path: Path) -> str:
+    return hashlib.sha512(path.read_bytes()).hexdigest()
