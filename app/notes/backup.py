@@ -209,9 +209,17 @@ def _check_integrity(conn: sqlite3.Connection, path: Path, *, full: bool) -> Non
     """Run integrity_check (or the cheaper quick_check) and raise on anything but "ok"."""
     pragma = "integrity_check" if full else "quick_check"
     rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}")]
-    if rows != ["ok"]:
-        more = f" (and {len(rows) - 1} more problems)" if len(rows) > 1 else ""
-        raise DumpError(f"{path}: {pragma} failed: {rows[0] if rows else 'no result'}{more}")
+    if rows == ["ok"]:
+        return
+    # One result row can hold several newline-separated problems: report one line.
+    problems = [
+        line.strip()
+        for row in rows
+        for line in row.splitlines()
+        if line.strip() and not line.startswith("*** in database")
+    ] or ["no result"]
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    raise DumpError(f"{path}: {pragma} failed: {problems[0]}{more}")
 
 
 def _sha256(path: Path) -> str:
