@@ -73,11 +73,11 @@ def get_note(conn: sqlite3.Connection, note_id: int) -> Note | None:
 def create_note(conn: sqlite3.Connection, title: str, body: str) -> Note:
     """Insert a note stamped with the current UTC time and return it as stored."""
     created_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with conn:
-        cursor = conn.execute(
-            "INSERT INTO notes (title, body, created_at) VALUES (?, ?, ?)",
-            (title, body, created_at),
-        )
+    # Connections are in autocommit mode (see notes.db.connect): one INSERT is one transaction.
+    cursor = conn.execute(
+        "INSERT INTO notes (title, body, created_at) VALUES (?, ?, ?)",
+        (title, body, created_at),
+    )
     return Note(id=int(cursor.lastrowid), title=title, body=body, created_at=created_at)
 
 
