@@ -218,7 +218,10 @@ class SSHRunner:
             except BaseException as exc:
                 # paramiko leaves the transport thread running on refusal.
                 conn.client.close()
-                raise self._connect_error(exc) from exc
+                mapped = self._connect_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             if spec.keepalive:
                 conn.transport.set_keepalive(spec.keepalive)
             self._conn = conn

@@ -40,7 +40,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -300,7 +300,7 @@ def _descendants(pid: int) -> list[int]:
 class SandboxSSHD:
     """One node's sshd: its files live in ``state_dir``, it listens on ``address:port``.
 
-    ``authorized_key`` is the public key line the fleet's client key; ``env``
+    ``authorized_key`` is the public key line of the fleet's client key; ``env``
     is the login environment of the node (see the module docstring for why a
     ``HOME`` of ``<state_dir>/home`` is added unless given).  ``start()``
     writes everything, validates with ``sshd -t``, starts the daemon and waits
@@ -310,6 +310,7 @@ class SandboxSSHD:
 
     state_dir: Path
     address: str
+    _: KW_ONLY
     authorized_key: str
     port: int = 22
     env: Mapping[str, str] = field(default_factory=dict)
@@ -393,11 +394,16 @@ class SandboxSSHD:
             env=self.login_env,
             sshd_version=_sshd_version(),
         ))
-        PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SSHDError(f"cannot create {PRIVSEP_DIR}, sshd's privilege separation "
+                            f"directory ({exc.strerror}); create it as root") from exc
         proc = subprocess.run([SSHD, "-t", "-f", str(self.config_path)],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().replace("\n", "; ")
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            msg = "; ".join(line for line in lines if not line.startswith("@"))
             raise SSHDError(f"sshd rejected {self.config_path}: {msg}")
         return self.config_path
 
@@ -405,6 +411,9 @@ class SandboxSSHD:
         """Start the daemon and return once it accepts TCP connections."""
         if self.running:
             return self
+        # A daemon left behind by an earlier run (same state dir) is restarted
+        # with the current configuration rather than reported as a busy port.
+        self.stop()
         if not port_is_free(self.address, self.port):
             raise SSHDError(f"{self.address}:{self.port} is already in use; "
                             "pick another port or address for this node")
