@@ -14,8 +14,9 @@ Findings that shaped this module (OpenSSH 9.2, Debian bash):
   ``PATH`` included: the value arrives byte for byte when the whole token is
   double-quoted with ``\\`` and ``"`` backslash-escaped (spaces, ``#``, ``'``,
   ``$``, ``%``, tabs and UTF-8 all survive; newlines cannot be expressed).
-* The user's login shell still runs between sshd and the command, and Debian's
-  (and Gentoo's) bash sources ``~/.bashrc`` when started by sshd.  If the
+* The user's login shell still runs between sshd and the command, and a bash
+  built with SSH_SOURCE_BASHRC (Debian's is) sources ``~/.bashrc`` when
+  started by sshd, even for ``bash -c``.  If the
   developer's ``/root/.bashrc`` prepends to ``PATH`` (pyenv, cargo...), the node
   would see the developer's ``PATH``, not its own.  So the node's login gets
   its own ``HOME`` (``<state_dir>/home`` unless the caller sets ``HOME``):
