@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import gitsource, noderoot, overlay, portage_tools, versioning
+from . import gitsource, overlay, versioning
 from .config import Config, DatabaseConfig
+from .manifest import write_manifest
 from .ebuild import render_ebuild, render_metadata, template_variables
 from .release import Release, write_json_atomic
-from .runner import LocalRunner
 from .tarball import write_tarball
 
 MANIFEST_SKELETON = "staging"  # any skeleton: ebuild and Manifest do not name the overlay
@@ -119,15 +119,8 @@ def _package_files(scratch: Path, category: str, name: str, version: str, ebuild
     ebuild = pkg / f"{name}-{version}.ebuild"
     ebuild.write_text(ebuild_text)
     (pkg / "metadata.xml").write_text(metadata_text)
-    root = scratch / "root"
-    noderoot.create_node_root(noderoot.NodeRootSpec(
-        root=root,
-        repos=[noderoot.RepoSpec(name=overlay.repo_name(tree), location=tree)],
-        profile_repo=overlay.repo_name(tree),
-        distdir=distdir,
-    ))
-    portage_tools.manifest(LocalRunner(env=noderoot.portage_env(root)), ebuild)
-    return [ebuild, pkg / "metadata.xml", pkg / "Manifest"]
+    manifest = write_manifest(tree, ebuild, distdir)
+    return [ebuild, pkg / "metadata.xml", manifest]
 
 
 def _sha512(path: Path) -> str:
