@@ -67,6 +67,136 @@ def build(obj: _Context, ref: str, out: Path | None, build_number: int | None,
         click.echo(f"  record   {result.release_dir / 'release.json'}")
 
 
+def _progress(quiet: bool):
+    import time
+
+    start = time.monotonic()
+
+    def show(message: str) -> None:
+        if not quiet:
+            click.echo(f"[{time.monotonic() - start:6.1f}s] {message}", err=True)
+    return show
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--ref", default="HEAD", show_default=True, help="Git ref to build (first environment).")
+@click.option("--version", "version", help="Version to promote (later environments; default: newest healthy).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.pass_obj
+def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
+            as_json: bool, quiet: bool) -> None:
+    """Publish a release to ENV and install it on every node of ENV."""
+    from .exitcodes import PROMOTE_FAILED
+    from .promote import promote as run_promote
+    from .report import print_promote
+
+    report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
+                         progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_promote(report)
+    if not report.ok:
+        raise SystemExit(PROMOTE_FAILED)
+
+
+@cli.command()
+@click.argument("env", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(obj: _Context, env: str | None, as_json: bool) -> None:
+    """Per node: the installed version (from its vdb) next to what the overlay offers."""
+    from .exitcodes import DRIFT
+    from .promote import central_of
+    from .report import print_status
+    from .status import environment_status
+
+    config = obj.config
+    names = [env] if env else list(config.environments)
+    central = central_of(config)
+    statuses = [environment_status(config, central, name) for name in names]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        for s in statuses:
+            print_status(s)
+    if any(s.drifted for s in statuses):
+        raise SystemExit(DRIFT)
+
+
+@cli.group()
+def sandbox() -> None:
+    """A local sandbox fleet: central repository, HTTP server, node roots."""
+
+
+@sandbox.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--nodes", "nodes_spec", default="staging=2,production=2", show_default=True,
+              help="Nodes per environment, ENV=COUNT,...")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path),
+              help="Git repository of the app (default: the config's [app] source).")
+@click.pass_obj
+def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None) -> None:
+    """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
+    from .sandbox import init_sandbox, parse_nodes
+
+    nodes = parse_nodes(nodes_spec)
+    app = _app_config(obj, source)
+    path = init_sandbox(directory, app, nodes, progress=_progress(False))
+    click.echo(f"sandbox ready: releaser -c {path} promote staging")
+
+
+def _app_config(obj: _Context, source: Path | None):
+    import dataclasses
+
+    from .config import AppConfig
+    from .errors import ConfigError
+
+    try:
+        app = obj.config.app
+    except ConfigError:
+        if obj.config_path:
+            raise
+        app = default_app()
+    if source is not None:
+        app = dataclasses.replace(app, source=source.resolve())
+    return app
+
+
+def default_app():
+    """The demo app of this repository, for use without a releaser.toml."""
+    from .config import AppConfig
+
+    return AppConfig(name="notes", category="www-apps", source=Path.cwd(), subdir="app",
+                     description="Notes, the demo web application releaser ships",
+                     homepage="https://example.invalid/notes",
+                     rdepend=(">=dev-lang/python-3.11", "dev-python/flask", "dev-python/waitress"))
+
+
+@sandbox.command("down")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def sandbox_down(directory: Path) -> None:
+    """Stop what `sandbox init` and later runs started under DIRECTORY."""
+    from .sandbox import down_sandbox
+
+    down_sandbox(directory, progress=_progress(False))
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to create the sandbox (default: a new temporary folder).")
+@click.option("--keep", is_flag=True, help="Leave the sandbox running at the end.")
+@click.pass_obj
+def demo(obj: _Context, directory: Path | None, keep: bool) -> None:
+    """The whole pipeline on a local sandbox fleet: two releases through staging and production."""
+    from .demo import run_demo
+
+    run_demo(directory, project=Path.cwd(), keep=keep, echo=click.echo)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, mapping releaser errors to one line and an exit code."""
     try:
@@ -77,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("releaser: aborted", err=True)
         return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

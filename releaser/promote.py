@@ -1,0 +1,264 @@
+"""``releaser promote ENV``: publish a release to an environment and install it
+on every node of that environment with Portage.
+
+staging (an environment with no ``promote_from``): build REF (reproducible, so
+an unchanged ref gives the identical release), publish it, roll it out.
+
+production (``promote_from = "staging"``): take a release that was healthy on
+the source environment (newest by default), refuse a dirty build, copy its
+ebuild, metadata.xml and Manifest entry byte for byte from the source overlay,
+roll it out.
+
+Per node: sync the overlay, install ``=CAT/PN-PV``, restart the service,
+health-check; what is installed is read back from the vdb, never assumed from
+an exit code.  Every node's result goes to the ledger; the release becomes
+*healthy* in the environment only when every node is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import ledger as ledger_mod
+from . import overlay_git, versioning
+from .build import build_release
+from .central import CentralRepository
+from .config import Config, EnvironmentConfig
+from .errors import NodeError, ReleaseNotFound, ReleaserError, UsageError
+from .ledger import Ledger
+from .lock import EnvironmentLock
+from .node import Node, connect
+from .publish import PublishOutcome, ReleaseFiles, load_published, publish
+from .release import Release
+from .runner import LocalRunner
+
+Progress = Callable[[str], None]
+
+# Node outcomes.
+INSTALLED, UNCHANGED, FAILED, PLANNED = "installed", "unchanged", "failed", "planned"
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: str
+    before: str | None = None
+    after: str | None = None
+    phase: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    portage_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PromoteReport:
+    env: str
+    release: Release
+    publish: PublishOutcome | None
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status in (INSTALLED, UNCHANGED, PLANNED) for n in self.nodes)
+
+    @property
+    def changed(self) -> bool:
+        return any(n.status == INSTALLED for n in self.nodes) or bool(
+            self.publish and self.publish.published)
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "version": self.release.version, "cpv": self.release.cpv,
+                "ok": self.ok, "dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+                "published": bool(self.publish and self.publish.published),
+                "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def central_of(config: Config) -> CentralRepository:
+    if config.central is None:
+        raise UsageError(f"{config.path}: no [central] repository configured")
+    if config.central.address is None:
+        return CentralRepository(LocalRunner(host="central"), str(config.central.path))
+    from .ssh import HostSpec, SSHRunner
+
+    spec = HostSpec(address=config.central.address, port=config.central.port,
+                    user=config.ssh.user, identity_file=Path(config.ssh.identity_file),
+                    known_hosts=Path(config.ssh.known_hosts),
+                    connect_timeout=config.ssh.connect_timeout, name="central")
+    return CentralRepository(SSHRunner(spec), str(config.central.path))
+
+
+def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
+            dry_run: bool = False, progress: Progress = lambda _msg: None) -> PromoteReport:
+    started = time.monotonic()
+    env = config.environment(env_name)
+    if not env.nodes:
+        raise UsageError(f"environment {env_name} has no nodes configured")
+    central = central_of(config)
+    if env.promote_from:
+        if ref != "HEAD":
+            raise UsageError(f"{env_name} takes releases from {env.promote_from}: "
+                             "give --version, not --ref")
+        release, files_from = _release_from_source(config, central, env, version, progress)
+        tarball = None
+    else:
+        if version is not None:
+            raise UsageError(f"{env_name} builds from git: give --ref, not --version")
+        progress(f"build {config.app.cp} from {ref}")
+        built = build_release(config, ref=ref)
+        release, files_from, tarball = built.release, built.release_dir, built.tarball
+        progress(f"  {release.cpv} from commit {release.commit[:12]}"
+                 f"{' (dirty)' if release.dirty else ''}")
+        if release.dirty and not env.allow_dirty:
+            progress(f"  note: a dirty build can reach {env_name} but never production")
+
+    if dry_run:
+        return _plan(config, central, env, release, files_from, tarball, progress, started)
+
+    with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}") as lock:
+        if lock.taken_over:
+            progress(f"took over a stale lock left by pid {lock.taken_over.get('pid')}")
+        ledger = Ledger.load(central, env_name)
+        outcome = _publish(central, env, release, files_from, tarball)
+        progress(outcome.describe())
+        if outcome.published or not ledger.release(release.version):
+            ledger.set_release(release.version, ledger_mod.PUBLISHED, commit=release.commit,
+                               overlay_commit=outcome.commit)
+        ledger.save()
+        report = PromoteReport(env_name, release, outcome)
+        for node_cfg in env.nodes:
+            report.nodes.append(_roll_out_node(config, env, release, node_cfg, ledger, progress))
+            ledger.save()
+        if report.ok:
+            ledger.set_release(release.version, ledger_mod.HEALTHY)
+            ledger.set_current(release.version, "promote")
+        else:
+            failed = [n.node for n in report.nodes if n.status == FAILED]
+            ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
+        ledger.save()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _publish(central, env: EnvironmentConfig, release: Release, files_from, tarball):
+    if isinstance(files_from, Path):
+        files = ReleaseFiles(release, files_from)
+        return publish(central, env.name, env.name, files, tarball)
+    with overlay_git.checkout(central, files_from) as source:
+        pkg = Path(source.working_tree_dir) / release.category / release.name
+        return publish(central, env.name, env.name, ReleaseFiles(release, pkg), tarball)
+
+
+def _release_from_source(config: Config, central, env: EnvironmentConfig, version, progress):
+    source = env.promote_from
+    ledger = Ledger.load(central, source)
+    healthy = ledger.ever_healthy()
+    if version is not None:
+        versioning.validate(version)
+        if ledger.release(version) is None:
+            raise ReleaseNotFound(f"{config.app.name}-{version} was never published to {source}")
+        if version not in healthy:
+            raise UsageError(f"{config.app.name}-{version} was never healthy on {source}; "
+                             f"promote it there first")
+    elif not healthy:
+        raise UsageError(f"nothing has been healthy on {source} yet: promote {source} first")
+    else:
+        version = healthy[-1]
+    release = load_published(central, f"{config.app.name}-{version}")
+    if release is None:
+        raise ReleaseNotFound(f"no release record for {config.app.name}-{version} on the "
+                              "central repository")
+    if release.dirty and not env.allow_dirty:
+        raise UsageError(f"{release.cpv} is a dirty build (uncommitted changes); "
+                         f"{env.name} never takes one")
+    progress(f"{release.cpv} was healthy on {source}; promoting it to {env.name}")
+    return release, source
+
+
+def _plan(config, central, env, release, files_from, tarball, progress, started) -> PromoteReport:
+    """What promote would do, touching nothing (no lock, no publish, no install)."""
+    outcome = None
+    if isinstance(files_from, Path):
+        outcome = publish(central, env.name, env.name, ReleaseFiles(release, files_from),
+                          tarball, dry_run=True)
+    progress(f"plan: publish {release.cpv} to {env.name} (if not already there)")
+    report = PromoteReport(env.name, release, outcome, dry_run=True)
+    for node_cfg in env.nodes:
+        node = connect(config, node_cfg)
+        try:
+            before = node.installed_version(config.app.cp)
+        except ReleaserError as exc:
+            report.nodes.append(NodeOutcome(node_cfg.name, FAILED, detail=str(exc)))
+            continue
+        finally:
+            node.close()
+        if before == release.version:
+            action = "already runs it: health check only"
+        else:
+            action = f"sync, emerge ={release.cpv}, restart, health check"
+        progress(f"plan: {node_cfg.name}: {before or 'nothing'} -> {release.version}: {action}")
+        report.nodes.append(NodeOutcome(node_cfg.name, PLANNED, before=before,
+                                        after=release.version, detail=action))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _roll_out_node(config: Config, env: EnvironmentConfig, release: Release, node_cfg,
+                   ledger: Ledger, progress: Progress) -> NodeOutcome:
+    started = time.monotonic()
+    out = NodeOutcome(node_cfg.name, FAILED)
+    node = connect(config, node_cfg)
+    repo = env.overlay
+    try:
+        out.phase = "connect"
+        out.before = node.installed_version(release.cp)
+        if out.before == release.version:
+            out.phase = "health"
+            health = node.health(release.version, env.policy.health_timeout)
+            if health.ok:
+                out.status, out.after = UNCHANGED, out.before
+                out.detail = f"already runs {release.version} and is healthy: nothing to do"
+                progress(f"{node.name}: {out.detail}")
+                return out
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("sync", lambda: node.sync(repo)),
+            ("install", lambda: node.install(release.cpv)),
+            ("restart", lambda: node.restart(config.app.name)),
+        ]
+        for phase, step in steps:
+            out.phase = phase
+            progress(f"{node.name}: {phase}")
+            t0 = time.monotonic()
+            step()
+            if phase in ("sync", "install"):
+                out.portage_seconds += time.monotonic() - t0
+            ledger.set_node(node.name, phase=phase, version=release.version)
+        out.phase = "health"
+        health = node.health(release.version, env.policy.health_timeout)
+        out.after = node.installed_version(release.cp)
+        if not health.ok:
+            out.detail = f"health check failed: {health.detail}"
+        else:
+            out.status, out.detail = INSTALLED, f"healthy on {release.version}"
+    except NodeError as exc:
+        out.detail = f"{out.phase} failed: {exc}"
+        try:
+            out.after = node.installed_version(release.cp)
+        except ReleaserError:
+            out.after = None
+    except ReleaserError as exc:
+        out.detail = f"{out.phase} failed: {exc}"
+    finally:
+        node.close()
+        out.seconds = time.monotonic() - started
+    ledger.set_node(node_cfg.name, phase="healthy" if out.status != FAILED else f"failed:{out.phase}",
+                    version=out.after, target=release.version, detail=out.detail)
+    progress(f"{node_cfg.name}: {out.status}: {out.detail}")
+    return out

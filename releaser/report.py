@@ -1,0 +1,45 @@
+"""Human-readable tables for the CLI: one row per node, the truth first."""
+
+from __future__ import annotations
+
+import click
+
+from .promote import FAILED, PromoteReport
+from .status import EnvStatus
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def print_promote(report: PromoteReport) -> None:
+    title = "plan" if report.dry_run else "promote"
+    click.echo(f"\n{title} {report.release.cpv} -> {report.env}")
+    if report.publish and not report.dry_run:
+        click.echo(f"  {report.publish.describe()}")
+    rows = [[n.node, n.before or "-", n.after or "-", n.status.upper() if n.status == FAILED
+             else n.status, f"{n.seconds:.1f}s", n.detail] for n in report.nodes]
+    _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
+    failed = [n.node for n in report.nodes if n.status == FAILED]
+    if report.dry_run:
+        click.echo("dry run: nothing was changed")
+    elif failed:
+        click.echo(f"FAILED on {len(failed)} of {len(report.nodes)} node(s): {', '.join(failed)}"
+                   f" ({report.seconds:.1f}s)")
+    else:
+        click.echo(f"{report.env} runs {report.release.version} on all "
+                   f"{len(report.nodes)} node(s), healthy ({report.seconds:.1f}s)")
+
+
+def print_status(status: EnvStatus) -> None:
+    offered = ", ".join(status.offered) or "nothing"
+    click.echo(f"\n{status.env}: overlay offers {offered}; environment is on "
+               f"{status.current or 'nothing yet'}")
+    rows = [[n.name, n.installed or "-",
+             {True: "healthy", False: "UNHEALTHY", None: "-"}[n.healthy],
+             f"DRIFT: {n.drift}" if n.drift else "ok"] for n in status.nodes]
+    _table(["NODE", "INSTALLED", "HEALTH", "STATE"], rows)

@@ -1,0 +1,92 @@
+"""``releaser status [ENV]``: what each node really runs, next to what the
+environment's overlay offers and what the ledger last saw healthy.
+
+The installed version is read from each node's vdb (``portageq``), never from
+the ledger, so drift made by hand (an ``emerge`` on a node, a failed run) shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import versioning
+from .central import CentralRepository
+from .config import Config
+from .errors import ReleaserError
+from .ledger import Ledger
+from .node import connect
+from .overlay_git import BRANCH
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    installed: str | None
+    healthy: bool | None
+    detail: str
+    drift: str = ""
+
+
+@dataclass
+class EnvStatus:
+    env: str
+    offered: list[str]
+    current: str | None  # newest version healthy in this environment
+    nodes: list[NodeStatus] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return any(n.drift for n in self.nodes)
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "offered": self.offered, "current": self.current,
+                "nodes": [n.__dict__ for n in self.nodes]}
+
+
+def offered_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
+    """Versions whose ebuild is in ``env``'s overlay, in Portage order."""
+    repo = central.overlay_repo(env)
+    if not central.exists(repo):
+        return []
+    result = central.runner.run(["git", f"--git-dir={repo}", "ls-tree", "--name-only",
+                                 f"{BRANCH}:{cp}"], check=False)
+    if not result.ok:
+        return []
+    pn = cp.split("/", 1)[1]
+    versions = [name[len(pn) + 1:-len(".ebuild")] for name in result.stdout.split()
+                if name.startswith(f"{pn}-") and name.endswith(".ebuild")]
+    return sorted(versions, key=_key)
+
+
+def _key(version: str):
+    from functools import cmp_to_key
+
+    return cmp_to_key(versioning.compare)(version)
+
+
+def environment_status(config: Config, central: CentralRepository, env_name: str) -> EnvStatus:
+    env = config.environment(env_name)
+    ledger = Ledger.load(central, env_name)
+    healthy = ledger.current
+    status = EnvStatus(env_name, offered_versions(central, env_name, config.app.cp), healthy)
+    for node_cfg in env.nodes:
+        try:
+            node = connect(config, node_cfg)
+            try:
+                installed = node.installed_version(config.app.cp)
+            finally:
+                node.close()
+        except ReleaserError as exc:
+            status.nodes.append(NodeStatus(node_cfg.name, None, None, str(exc), "unreachable"))
+            continue
+        health = node.health(installed, timeout=2.0) if installed else None
+        ns = NodeStatus(node_cfg.name, installed, health.ok if health else None,
+                        health.detail if health else "not installed")
+        if installed is None:
+            ns.drift = "nothing installed" if healthy else ""
+        elif healthy and installed != healthy:
+            ns.drift = f"runs {installed}, environment is on {healthy}"
+        elif health and not health.ok:
+            ns.drift = "unhealthy"
+        status.nodes.append(ns)
+    return status
