@@ -16,6 +16,10 @@ What is deliberately *not* in a skeleton:
   the overlay it scans, so ``init_overlay`` writes a ``.gitignore`` keeping it
   out of overlay commits (package data globs skip dotfiles, hence in code).
 
+The profile's ``package.provided`` (in ``profiles/releaser/provided``, an EAPI 6
+parent profile, since PMS bans the file in EAPI 7+ profiles) lists what the
+app's ebuild depends on but the overlay cannot build; see overlays/README.md.
+
 These functions only touch files; committing and pushing is the git module's job.
 """
 
@@ -132,6 +136,45 @@ def add_category(overlay_dir: Path, category: str) -> bool:
     return True
 
 
+#: The profile directory whose package.provided stands in for ::gentoo packages.
+PROVIDED_PROFILE = Path("profiles/releaser/provided")
+
+
+def provided(overlay_dir: Path) -> list[str]:
+    """The ``cat/pkg-ver`` entries the overlay's profile declares as provided."""
+    path = Path(overlay_dir) / PROVIDED_PROFILE / "package.provided"
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def set_provided(overlay_dir: Path, entries: list[str]) -> bool:
+    """Rewrite the profile's ``package.provided`` (sorted); True if it changed.
+
+    These are the runtime dependencies the app's ebuild names (RDEPEND) that a
+    standalone overlay cannot build: without them sandbox nodes cannot resolve
+    the dependencies and pkgcheck reports NonsolvableDepsInStable, an error.
+    Each entry must be an exact ``category/package-version``.
+    """
+    from portage.versions import catpkgsplit
+
+    for entry in entries:
+        split = catpkgsplit(entry) if isinstance(entry, str) else None
+        if split is None or split[0] is None or entry.strip() != entry or " " in entry:
+            raise UsageError(f"package.provided entry is not category/package-version: {entry!r}")
+    wanted = sorted(set(entries))
+    if wanted == sorted(provided(overlay_dir)):
+        return False
+    directory = Path(overlay_dir) / PROVIDED_PROFILE
+    directory.mkdir(parents=True, exist_ok=True)
+    eapi = directory / "eapi"
+    if not eapi.exists():
+        eapi.write_text("6\n", encoding="utf-8")
+    (directory / "package.provided").write_text("".join(f"{e}\n" for e in wanted), encoding="utf-8")
+    return True
+
+
 def format_timestamp(when: datetime) -> str:
     """``when`` as Gentoo's timestamp.chk writes it: ``Sat, 21 Nov 2026 12:00:00 +0000``.
 
@@ -173,6 +216,8 @@ __all__ = [
     "categories",
     "format_timestamp",
     "init_overlay",
+    "provided",
+    "set_provided",
     "read_timestamp",
     "repo_name",
     "skeleton",

@@ -28,7 +28,8 @@ def pkgcheck(overlay_dir: Path, tmp_path: Path, *args: str) -> subprocess.Comple
                           capture_output=True, text=True, timeout=120)
 
 
-def publish_fixture(overlay_dir: Path, tmp_path: Path, *, license: str = "MIT") -> Path:
+def publish_fixture(overlay_dir: Path, tmp_path: Path, *, license: str = "MIT",
+                    rdepend: str = "") -> Path:
     """hello-1.0 (ebuild, metadata.xml, distfile, Manifest by Portage) into overlay_dir."""
     pkg = overlay_dir / "www-apps" / "hello"
     pkg.mkdir(parents=True)
@@ -36,7 +37,8 @@ def publish_fixture(overlay_dir: Path, tmp_path: Path, *, license: str = "MIT") 
     ebuild = pkg / "hello-1.0.ebuild"
     ebuild.write_text((FIXTURE / "hello.ebuild").read_text()
                       .replace("@DIST_URL@", "https://example.com/distfiles")
-                      .replace('LICENSE="MIT"', f'LICENSE="{license}"'))
+                      .replace('LICENSE="MIT"', f'LICENSE="{license}"')
+                      .replace('RESTRICT="mirror"\n', f'RESTRICT="mirror"\n{rdepend}'))
     distdir = tmp_path / "distfiles"
     distdir.mkdir(exist_ok=True)
     with tarfile.open(distdir / "hello-1.0.tar.gz", "w:gz") as tar:
@@ -139,3 +141,43 @@ def test_pkgcheck_is_really_checking(tmp_path):
     scan = pkgcheck(dest, tmp_path, "--exit", "error")
     assert scan.returncode == 1
     assert "UnknownLicense" in scan.stdout
+
+
+APP_RDEPEND = 'RDEPEND="\n\t>=dev-lang/python-3.11\n\tdev-python/flask\n\tdev-python/waitress\n"\n'
+
+
+def test_runtime_dependencies_outside_the_overlay_are_provided_by_its_profile(tmp_path):
+    dest = tmp_path / "ov"
+    overlay.init_overlay(dest, "staging")
+    assert overlay.provided(dest) == ["dev-lang/python-3.11.2", "dev-python/flask-3.1.3",
+                                      "dev-python/waitress-3.0.2"]
+    ebuild = publish_fixture(dest, tmp_path, rdepend=APP_RDEPEND)
+    assert ">=dev-lang/python-3.11" in ebuild.read_text()
+
+    scan = pkgcheck(dest, tmp_path, "--exit", "error")
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert "NonsolvableDeps" not in scan.stdout  # only warnings (NonexistentDeps...) remain
+
+    # Portage resolves them the same way on a node (no node-level package.provided).
+    root = tmp_path / "scratch-root"
+    runner = LocalRunner(env=noderoot.portage_env(root))
+    pretend = runner.run(["emerge", "--pretend", "--color=n", "=www-apps/hello-1.0"], check=False)
+    assert pretend.returncode == 0, pretend.stderr
+    assert "www-apps/hello-1.0" in pretend.stdout and "dev-python/flask" not in pretend.stdout
+
+    # Control: without the profile's entries both tools refuse.
+    assert overlay.set_provided(dest, ["dev-lang/python-3.11.2"]) is True
+    assert overlay.set_provided(dest, ["dev-lang/python-3.11.2"]) is False
+    scan = pkgcheck(dest, tmp_path, "--exit", "error")
+    assert scan.returncode == 1 and "NonsolvableDepsInStable" in scan.stdout
+    pretend = runner.run(["emerge", "--pretend", "--color=n", "=www-apps/hello-1.0"], check=False)
+    assert pretend.returncode == 1 and "dev-python/flask" in pretend.stderr
+
+
+def test_set_provided_validates_entries(tmp_path):
+    dest = tmp_path / "ov"
+    overlay.init_overlay(dest, "staging")
+    for bad in ("dev-python/flask", ">=dev-python/flask-3", "dev-python/flask-3.1;id", "x"):
+        with pytest.raises(UsageError):
+            overlay.set_provided(dest, [bad])
+    assert len(overlay.provided(dest)) == 3
