@@ -31,7 +31,7 @@ from .runner import CommandResult, Runner
 #: A service name: what OpenRC accepts as an init script name (``notes``,
 #: ``net.eth0``, ``postgresql-16``), and nothing a shell or an option parser
 #: could misread: no leading ``-``, no ``/``, no metacharacters or spaces.
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}$")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
 
 #: ``rc-service NAME status`` exit statuses meaning "not running".
 STATUS_STOPPED = 3
@@ -40,7 +40,7 @@ STATUS_CRASHED = 32
 
 def check_service_name(service: str) -> str:
     """Return ``service`` if it is a safe init script name, else raise UsageError."""
-    if not isinstance(service, str) or not _SERVICE_NAME.match(service) or service in (".", ".."):
+    if not isinstance(service, str) or not _SERVICE_NAME.fullmatch(service) or service in (".", ".."):
         raise UsageError(f"invalid service name {service!r}: use letters, digits and _ . + @ -, "
                          f"not starting with - or .")
     return service

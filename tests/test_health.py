@@ -1,0 +1,135 @@
+"""check_health against a real HTTP server (a thread) answering what a test sets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from releaser.errors import UsageError
+from releaser.health import HealthResult, check_health
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - stdlib hook
+        state = self.server.state
+        state["hits"] += 1
+        answers = state["answers"]
+        code, body = answers[min(state["hits"], len(answers)) - 1]
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def app():
+    """A server whose successive answers are ``state["answers"]`` (the last one repeats)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.state = {"hits": 0, "answers": [(200, {"status": "ok", "version": "1.0.0", "schema": "current"})]}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server.state, f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_healthy_with_expected_version(app):
+    state, url = app
+    result = check_health(url, expect_version="1.0.0", timeout=5)
+    assert isinstance(result, HealthResult)
+    assert result.ok and result.status_code == 200
+    assert (result.version, result.schema) == ("1.0.0", "current")
+    assert result.attempts == 1
+    assert "healthy" in result.detail
+
+
+def test_any_version_when_none_expected(app):
+    _, url = app
+    assert check_health(url, expect_version=None, timeout=5).ok
+
+
+def test_wrong_version_retries_until_timeout(app):
+    state, url = app
+    result = check_health(url, expect_version="1.1.0", timeout=1.0, interval=0.2)
+    assert not result.ok
+    assert result.detail == f"{url} answered version 1.0.0, expected 1.1.0"
+    assert result.version == "1.0.0" and result.status_code == 200
+    assert state["hits"] >= 3 and result.attempts == state["hits"]
+    assert 0.8 <= result.seconds < 5
+
+
+def test_becomes_healthy_after_a_restart(app):
+    state, url = app
+    state["answers"] = [
+        (503, {"status": "error", "schema": "behind", "version": "1.1.0"}),
+        (200, {"status": "ok", "version": "1.0.0", "schema": "current"}),
+        (200, {"status": "ok", "version": "1.1.0", "schema": "current"}),
+    ]
+    result = check_health(url, expect_version="1.1.0", timeout=10, interval=0.05)
+    assert result.ok and result.version == "1.1.0" and result.attempts == 3
+
+
+def test_503_detail_names_schema_and_database_error(app):
+    state, url = app
+    state["answers"] = [(503, {"status": "error", "schema": "unknown", "version": "1.0.0",
+                               "database": {"reachable": False, "error": "unable to open database file"}})]
+    result = check_health(url, expect_version=None, timeout=0.3, interval=0.1)
+    assert not result.ok and result.status_code == 503 and result.schema == "unknown"
+    assert result.detail.startswith(f"{url} answered HTTP 503 (")
+    assert "schema unknown" in result.detail and "unable to open database file" in result.detail
+    assert "\n" not in result.detail
+
+
+def test_not_json(app):
+    state, url = app
+    state["answers"] = [(200, b"<html>proxy error</html>")]
+    result = check_health(url, expect_version=None, timeout=0, interval=0.1)
+    assert not result.ok and result.attempts == 1
+    assert "not with a JSON health object" in result.detail
+
+
+def test_connection_refused_never_raises():
+    url = f"http://127.0.0.1:{_free_port()}/health"
+    result = check_health(url, expect_version="1.0.0", timeout=0.5, interval=0.1)
+    assert not result.ok and result.status_code is None and result.version is None
+    assert result.detail == f"{url}: connection refused"
+
+
+def test_silent_server_times_out():
+    with socket.socket() as listener:  # accepts (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(5)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/health"
+        result = check_health(url, expect_version=None, timeout=0.6, interval=0.1, request_timeout=0.3)
+    assert not result.ok
+    assert "no answer within" in result.detail
+
+
+def test_proxy_settings_are_ignored(app, monkeypatch):
+    _, url = app
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert check_health(url, expect_version="1.0.0", timeout=2).ok
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/health", "127.0.0.1:8080/health", "http:///health"])
+def test_url_must_be_http(url):
+    with pytest.raises(UsageError):
+        check_health(url, expect_version=None)

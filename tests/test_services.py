@@ -1,0 +1,278 @@
+"""OpenRC service control through the sandbox's rc-service stand-in, with the real notes app.
+
+Every test that starts the app stops it in a finalizer, by pidfile and, as a
+last resort, by the node's marker in /proc/PID/environ, so no notes process
+outlives a failing test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from releaser.distserver import pid_alive
+from releaser.errors import NodeError, UsageError
+from releaser.health import check_health
+from releaser.runner import LocalRunner
+from releaser.sandbox_rc import (MARKER, RC_SERVICE, SERVICES_FILE, Service, ServiceSpec,
+                                 install_rc_service, load_services, stop)
+from releaser.services import OpenRC, check_service_name
+
+APP_PACKAGE = Path(__file__).resolve().parent.parent / "app" / "notes"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kill_marked(root: Path) -> None:
+    """SIGKILL every process carrying this node's marker (finalizer fallback)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(e.startswith(f"{MARKER}={root}:".encode()) for e in environ):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Node:
+    """A fake node root with the stand-in installed; ``install()`` copies the app in."""
+
+    def __init__(self, root: Path, port: int):
+        self.root = root
+        self.port = port
+        self.spec = ServiceSpec.for_app("notes", port)
+        self.url = f"http://127.0.0.1:{port}/health"
+        # NOTES_VERSION in the caller's environment must not reach the service.
+        self.runner = LocalRunner(env={"ROOT": str(root),
+                                       "PATH": f"{root}/.releaser/bin:" + os.environ["PATH"],
+                                       "NOTES_VERSION": "9.9.9"})
+
+    def install(self, version: str = "1.2.3") -> None:
+        shutil.copytree(APP_PACKAGE, self.root / "usr/lib/notes/notes",
+                        ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        self.set_version(version)
+
+    def set_version(self, version: str) -> None:
+        (self.root / "usr/lib/notes/VERSION").write_text(version + "\n")
+
+    def rc(self, *args: str):
+        return self.runner.run(["rc-service", *args], check=False, timeout=60)
+
+    @property
+    def service(self) -> Service:
+        return Service(self.root, "notes", self.spec)
+
+    def cleanup(self) -> None:
+        stop(self.service, lambda line, is_error: None)
+        _kill_marked(self.root)
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    node = Node(tmp_path / "NODE", _free_port())
+    node.root.mkdir()
+    install_rc_service(node.root, {"notes": node.spec})
+    yield node
+    node.cleanup()
+
+
+@pytest.fixture
+def installed(node: Node) -> Node:
+    node.install("1.2.3")
+    return node
+
+
+# --------------------------------------------------------------------------
+# Service names and the OpenRC argv
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["notes", "net.eth0", "postgresql-16", "getty@tty1", "a_b"])
+def test_valid_service_names(name):
+    assert check_service_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-rf", ".hidden", "..", "a/b", "notes; rm -rf /", "a b",
+                                  "$(id)", "`id`", "a|b", "a&b", "x\n", "notes'", "a>b"])
+def test_invalid_service_names_are_usage_errors(name):
+    with pytest.raises(UsageError):
+        check_service_name(name)
+
+
+def test_openrc_validates_before_running_anything(node: Node):
+    with pytest.raises(UsageError):
+        OpenRC().restart(node.runner, "notes; touch /tmp/pwned")
+
+
+def test_openrc_command_prefix_for_non_root_hosts(installed: Node):
+    # A real host may need ("sudo", "-n", "rc-service"); any prefix is an argv prefix.
+    manager = OpenRC(command=("env", "rc-service"))
+    manager.start(installed.runner, "notes")
+    assert manager.status(installed.runner, "notes") is True
+
+
+# --------------------------------------------------------------------------
+# The stand-in and OpenRC together
+# --------------------------------------------------------------------------
+
+
+def test_install_writes_services_json_and_script(node: Node):
+    script = node.root / RC_SERVICE
+    assert os.access(script, os.X_OK)
+    assert script.read_text().startswith(f"#!{sys.executable}\n")
+    assert load_services(node.root) == {"notes": node.spec}
+    data = json.loads((node.root / SERVICES_FILE).read_text())
+    assert data == {"notes": {"module": "notes", "app_dir": "usr/lib/notes",
+                              "config": "etc/notes/notes.toml", "database": "var/lib/notes/notes.db",
+                              "host": "127.0.0.1", "port": node.port, "log": "var/log/notes/notes.log"}}
+
+
+def test_start_health_restart_stop(installed: Node):
+    node = installed
+    manager = OpenRC()
+    started = node.rc("notes", "start")
+    assert started.returncode == 0, started.stderr
+    assert " * Starting notes ..." in started.stdout
+
+    health = check_health(node.url, expect_version="1.2.3", timeout=15)
+    assert health.ok, health.detail
+    assert health.schema == "current"
+    assert (node.root / "var/lib/notes/notes.db").is_file()
+    assert node.rc("notes", "status").returncode == 0
+    assert manager.status(node.runner, "notes") is True
+    first_pid = node.service.recorded_pid()
+
+    again = node.rc("notes", "start")
+    assert again.returncode == 0 and "already been started" in again.stderr
+
+    node.set_version("1.2.4")
+    manager.restart(node.runner, "notes")
+    health = check_health(node.url, expect_version="1.2.4", timeout=15)
+    assert health.ok, health.detail
+    assert node.service.recorded_pid() != first_pid
+    assert not pid_alive(first_pid)
+
+    manager.stop(node.runner, "notes")
+    assert node.rc("notes", "status").returncode == 3
+    assert manager.status(node.runner, "notes") is False
+    assert not (node.root / "run/notes.pid").exists()
+    down = check_health(node.url, expect_version="1.2.4", timeout=0.5, interval=0.1)
+    assert not down.ok
+    assert "connection refused" in down.detail
+
+    second = node.rc("notes", "stop")
+    assert second.returncode == 0 and "already stopped" in second.stderr
+    log = (node.root / "var/log/notes/notes.log").read_text()
+    assert "notes 1.2.3 serving" in log and "notes 1.2.4 serving" in log
+
+
+def test_health_times_out_on_the_wrong_version(installed: Node):
+    OpenRC().start(installed.runner, "notes")
+    result = check_health(installed.url, expect_version="2.0.0", timeout=1.0, interval=0.2)
+    assert not result.ok and result.version == "1.2.3"
+    assert result.detail == f"{installed.url} answered version 1.2.3, expected 2.0.0"
+
+
+def test_start_when_not_installed_fails_clearly(node: Node):
+    result = node.rc("notes", "start")
+    assert result.returncode == 1
+    assert "notes is not installed" in result.stderr
+    with pytest.raises(NodeError, match="notes is not installed"):
+        OpenRC().restart(node.runner, "notes")
+    assert node.rc("notes", "status").returncode == 3
+
+
+def test_failed_migration_keeps_the_service_stopped(installed: Node):
+    (installed.root / "var/lib/notes/notes.db").mkdir(parents=True)  # not a database file
+    result = installed.rc("notes", "start")
+    assert result.returncode == 1
+    assert "migrate failed" in result.stderr
+    assert installed.rc("notes", "status").returncode == 3
+
+
+def test_port_taken_by_another_program(installed: Node):
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", installed.port))
+        squatter.listen(5)
+        result = installed.rc("notes", "start")
+    assert result.returncode == 1
+    assert "already in use" in result.stderr
+
+
+def test_crashed_service_reports_32_and_starts_again(installed: Node):
+    OpenRC().start(installed.runner, "notes")
+    pid = installed.service.recorded_pid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = installed.rc("notes", "status")
+    assert status.returncode == 32 and "crashed" in status.stdout
+    assert OpenRC().status(installed.runner, "notes") is False
+    OpenRC().restart(installed.runner, "notes")
+    assert check_health(installed.url, expect_version="1.2.3", timeout=15).ok
+
+
+def test_stale_pidfile_of_an_unrelated_process_is_not_killed(installed: Node):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (installed.root / "run").mkdir(exist_ok=True)
+        (installed.root / "run/notes.pid").write_text(f"{sleeper.pid}\n")
+        assert installed.rc("notes", "stop").returncode == 0
+        assert sleeper.poll() is None
+        (installed.root / "run/notes.pid").write_text(f"{sleeper.pid}\n")
+        restarted = installed.rc("notes", "restart")
+        assert restarted.returncode == 0, restarted.stderr
+        assert sleeper.poll() is None
+        assert check_health(installed.url, expect_version="1.2.3", timeout=15).ok
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_node_root_from_the_script_location_without_root(installed: Node):
+    runner = LocalRunner(env={"ROOT": ""})
+    result = runner.run([str(installed.root / RC_SERVICE), "notes", "status"], check=False, timeout=60)
+    assert result.returncode == 3, result.stderr
+
+
+def test_unknown_service_and_bad_usage(node: Node):
+    unknown = node.rc("nosuch", "start")
+    assert unknown.returncode == 1 and "does not exist" in unknown.stderr
+    with pytest.raises(NodeError, match="does not exist"):
+        OpenRC().status(node.runner, "nosuch")
+    assert node.rc("notes").returncode != 0
+    assert node.rc("notes", "frobnicate").returncode != 0
+    assert node.rc("-l").stdout.split() == ["notes"]
+
+
+@pytest.mark.parametrize("bad", [{"app_dir": "/usr/lib/notes"}, {"log": "../escape.log"},
+                                 {"port": 0}, {"module": "no-tes"}])
+def test_service_spec_validation(tmp_path: Path, bad):
+    spec = {**ServiceSpec.for_app("notes", 9101).__dict__, **bad}
+    with pytest.raises(UsageError):
+        install_rc_service(tmp_path, {"notes": spec})
+
+
+def test_service_name_validated_on_install(tmp_path: Path):
+    with pytest.raises(UsageError):
+        install_rc_service(tmp_path, {"no tes": ServiceSpec.for_app("notes", 9101)})
