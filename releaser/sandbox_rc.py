@@ -43,6 +43,7 @@ service name to its settings; paths are relative to NODE::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import socket
@@ -410,7 +411,13 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
     if args.service not in services:
         _print(f" * rc-service: service `{args.service}' does not exist", True)
         return 1
-    return ACTIONS[args.action](Service(root, args.service, services[args.service]), _print)
+    svc = Service(root, args.service, services[args.service])
+    # One operation per service at a time, as OpenRC serialises a service's
+    # state changes: two overlapping restarts would race on the pidfile.
+    svc.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(svc.pidfile.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return ACTIONS[args.action](svc, _print)
 
 
 __all__ = [

@@ -276,3 +276,24 @@ def test_service_spec_validation(tmp_path: Path, bad):
 def test_service_name_validated_on_install(tmp_path: Path):
     with pytest.raises(UsageError):
         install_rc_service(tmp_path, {"no tes": ServiceSpec.for_app("notes", 9101)})
+
+
+def test_concurrent_restarts_leave_exactly_one_server(installed: Node):
+    procs = [subprocess.Popen(["rc-service", "notes", "restart"], env={**os.environ, **installed.runner.env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    codes = [p.wait(timeout=120) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert codes == [0, 0, 0]
+    assert check_health(installed.url, expect_version="1.2.3", timeout=15).ok
+    servers = [d for d in Path("/proc").iterdir() if d.name.isdigit()
+               and f"{MARKER}={installed.root}:notes".encode() in _environ(d)]
+    assert [int(d.name) for d in servers] == [installed.service.recorded_pid()]
+
+
+def _environ(proc_dir: Path) -> list[bytes]:
+    try:
+        return (proc_dir / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
