@@ -78,7 +78,8 @@ GLOBAL_CONFIG_FILES = (Path("make.globals"), Path("sets/portage.conf"))
 
 #: FEATURES every node sets.  The first six turn off what needs a ``portage``
 #: user or a Gentoo sandbox binary, and the news reader; the last gives one
-#: binary package file per version (PKGDIR/cat/pn/pf.gpkg.tar) so a rollback
+#: binary package file per version (PKGDIR/<category>/<PF>.gpkg.tar, not
+#: <category>/<PN>/<PF>-<N>.gpkg.tar) so a rollback
 #: finds it by name (pitfall 7).
 DEFAULT_FEATURES = (
     "-sandbox", "-usersandbox", "-userpriv", "-usersync", "-userfetch", "-news",

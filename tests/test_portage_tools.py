@@ -124,14 +124,17 @@ def http_root(tmp_path: Path):
     server.close()
 
 
-def real_paths_untouched(node_root: Path) -> None:
-    """Nothing of the fixture package exists outside the node (nor in the venv)."""
+def real_paths_untouched(node: Node) -> None:
+    """Nothing of the fixture package exists outside the node, nor in the venv."""
     for path in ("/var/db/pkg/www-apps", "/usr/share/hello", "/etc/hello",
-                 "/var/cache/binpkgs/www-apps", "/var/cache/distfiles/hello-1.0.tar.gz"):
+                 "/var/cache/binpkgs/www-apps", "/var/cache/distfiles/hello-1.0.tar.gz",
+                 "/var/tmp/portage/www-apps"):
         assert not os.path.lexists(path), f"{path} written outside the node root"
-    venv_depcache = Path(sys.prefix) / "var/cache/edb/dep" / str(node_root).lstrip("/")
-    assert not venv_depcache.parent.exists() or not any(
-        str(p).startswith(str(venv_depcache)) for p in venv_depcache.parent.iterdir())
+    for repo in node.spec.repos:
+        # Without the right PORTAGE_OVERRIDE_EPREFIX, the metadata cache lands in the venv.
+        location = str(repo.location_in(node.root)).lstrip("/")
+        assert not (Path(sys.prefix) / "var/cache/edb/dep" / location).exists()
+        assert (node.root / noderoot.PORTAGE_PREFIX / "var/cache/edb/dep" / location).is_dir()
 
 
 def gpkg_image(path: Path) -> dict[str, bytes]:
@@ -294,7 +297,7 @@ def test_emerge_installs_into_the_node_root_only(node):
     assert node.installed() == "1.0"
     assert portage_tools.installed_version(node.runner, str(node.root), "www-apps/other") is None
     assert (node.root / "var/log/emerge.log").exists()
-    real_paths_untouched(node.root)
+    real_paths_untouched(node)
 
 
 def test_quickpkg_unmerge_and_reinstall_from_the_binary_package(node, tmp_path, http_root):
@@ -336,7 +339,7 @@ def test_quickpkg_unmerge_and_reinstall_from_the_binary_package(node, tmp_path, 
     assert (other.root / "var/cache/binhost/central/www-apps/hello-1.0.gpkg.tar").exists()
     with pytest.raises(NodeError, match="no binary packages to satisfy"):
         portage_tools.emerge(node.runner, "www-apps/hello-9.9", usepkgonly=True)
-    real_paths_untouched(node.root)
+    real_paths_untouched(node)
 
 
 def git(*args: str, cwd: Path | None = None) -> None:
