@@ -127,15 +127,9 @@ def _make_node(node: SandboxNode, central: CentralRepository, app: AppConfig) ->
         provided=provided_packages(),
     )
     noderoot.create_node_root(spec)
-    sandbox_rc.install_rc_service(node.root, {app.name: sandbox_rc_service(app, node.port)})
+    sandbox_rc.install_rc_service(node.root,
+                                  {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port)})
     portage_tools.sync(LocalRunner(host=node.name, env=noderoot.portage_env(node.root)), repo)
-
-
-def sandbox_rc_service(app: AppConfig, port: int) -> dict:
-    name = app.name
-    return {"module": name, "app_dir": f"usr/lib/{name}", "config": f"etc/{name}/{name}.toml",
-            "database": f"var/lib/{name}/{name}.db", "host": "127.0.0.1", "port": port,
-            "log": f"var/log/{name}/{name}.log"}
 
 
 def _skeleton_repo_name(env: str) -> str:
