@@ -85,8 +85,8 @@ class PolicyConfig:
 class NodeConfig:
     name: str
     health_url: str
-    root: Path | None = None  # local sandbox node: the directory playing its /
-    address: str | None = None  # SSH node
+    root: Path | None = None  # the node's ROOT: a sandbox directory; "/" on a real host
+    address: str | None = None  # SSH node; None: a local sandbox node
     port: int = 22
     app_port: int | None = None
 
@@ -310,12 +310,14 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
     r.unknown({"name", "root", "address", "port", "health_url", "app_port"})
     root = r.get("root", str, None)
     address = r.get("address", str, None)
-    if (root is None) == (address is None):
-        raise r.fail("root", "give exactly one of root (sandbox node) or address (SSH node)")
+    if root is None and address is None:
+        raise r.fail("root", "give root (a local sandbox node) or address (an SSH node)")
+    if address is not None and root is not None and not Path(root).is_absolute():
+        raise r.fail("root", "the ROOT of an SSH node must be an absolute path on that host")
     return NodeConfig(
         name=r.get("name", str, required=True),
         health_url=r.get("health_url", str, required=True),
-        root=_path(base, root) if root else None,
+        root=(Path(root) if address else _path(base, root)) if root else None,
         address=address,
         port=r.get("port", int, 22),
         app_port=r.get("app_port", int, None),

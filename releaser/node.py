@@ -66,4 +66,4 @@ def connect(config: Config, node: NodeConfig) -> Node:
                     identity_file=Path(config.ssh.identity_file),
                     known_hosts=Path(config.ssh.known_hosts),
                     connect_timeout=config.ssh.connect_timeout, name=node.name)
-    return Node(node, SSHRunner(spec), "/")
+    return Node(node, SSHRunner(spec), str(node.root or "/"))

@@ -1,0 +1,72 @@
+"""Helpers for tests that need a sandbox fleet (real Portage, git, HTTP)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from releaser.cli import default_app
+from releaser.config import load_config
+from releaser.sandbox import down_sandbox, init_sandbox
+
+from .conftest import APP_DIR, commit_all, git
+
+
+def make_source(dest: Path) -> Path:
+    """A git repository holding this project's app, tagged v1.0.0."""
+    dest.mkdir(parents=True)
+    git(dest, "init", "-q", "-b", "main")
+    shutil.copytree(APP_DIR, dest / "app",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+    commit_all(dest, "notes 1.0.0")
+    git(dest, "tag", "v1.0.0")
+    return dest
+
+
+def add_migration(source: Path, tag: str, number: int = 2) -> None:
+    """A new release whose app changes the schema (one more migration)."""
+    schema = source / "app" / "notes" / "schema.py"
+    text = schema.read_text()
+    at = text.rindex("\n]")
+    column = f"extra{number}"
+    text = (text[:at] + f'\n    ({number}, """ALTER TABLE notes ADD COLUMN {column} TEXT '
+            f"NOT NULL DEFAULT ''\"\"\"),{text[at:]}")
+    schema.write_text(text)
+    commit_all(source, f"migration {number}", when="2026-02-01T00:00:00+00:00")
+    git(source, "tag", tag)
+
+
+class Sandbox:
+    def __init__(self, base: Path, nodes: dict[str, int]):
+        self.base = base
+        self.source = make_source(base / "src")
+        app = dataclasses.replace(default_app(), source=self.source)
+        self.config_path = init_sandbox(base / "sandbox", app, nodes)
+        self.config = load_config(self.config_path)
+
+    @property
+    def central(self) -> Path:
+        return self.base / "sandbox" / "central"
+
+    def node_root(self, name: str) -> Path:
+        return self.base / "sandbox" / "nodes" / name
+
+    def down(self) -> None:
+        down_sandbox(self.base / "sandbox")
+
+
+def tree_digests(*roots: Path) -> dict[str, str]:
+    """sha256 of every regular file under the roots (symlinks by target)."""
+    out = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in filenames:
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    out[str(p)] = "-> " + os.readlink(p)
+                elif p.is_file():
+                    out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
