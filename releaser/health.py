@@ -56,6 +56,8 @@ class HealthResult:
     detail: str
     seconds: float
     attempts: int = 1
+    db_schema_version: int | None = None  # the database's schema version, as the app read it
+    app_schema_version: int | None = None  # the schema version the running app expects
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class _Probe:
     version: str | None
     schema: str | None
     detail: str
+    data: dict | None = None
 
 
 def check_health(url: str, *, expect_version: str | None, timeout: float = 30,
@@ -88,8 +91,11 @@ def check_health(url: str, *, expect_version: str | None, timeout: float = 30,
         probe = _probe(opener, url, expect_version, max(0.2, min(request_timeout, remaining)))
         now = time.monotonic()
         if probe.ok or now + interval > deadline:
+            db = (probe.data or {}).get("database")
+            db = db if isinstance(db, dict) else {}
             return HealthResult(probe.ok, probe.status_code, probe.version, probe.schema,
-                                probe.detail, round(now - started, 3), attempts)
+                                probe.detail, round(now - started, 3), attempts,
+                                _int(db.get("schema_version")), _int(db.get("app_schema_version")))
         time.sleep(interval)
 
 
@@ -112,7 +118,7 @@ def _probe(opener: urllib.request.OpenerDirector, url: str, expect_version: str 
         data = _json_object(body)
         version, schema = _field(data, "version"), _field(data, "schema")
         return _Probe(False, exc.code, version, schema,
-                      f"{url} answered HTTP {exc.code}{_explain(data)}")
+                      f"{url} answered HTTP {exc.code}{_explain(data)}", data)
     except urllib.error.URLError as exc:
         return _Probe(False, None, None, None, f"{url}: {_network_reason(exc.reason, timeout)}")
     except (OSError, http.client.HTTPException) as exc:
@@ -125,12 +131,16 @@ def _probe(opener: urllib.request.OpenerDirector, url: str, expect_version: str 
     version, schema = _field(data, "version"), _field(data, "schema")
     if data.get("status") != "ok":
         return _Probe(False, status_code, version, schema,
-                      f"{url} answered HTTP {status_code}{_explain(data)}")
+                      f"{url} answered HTTP {status_code}{_explain(data)}", data)
     if expect_version is not None and version != expect_version:
         return _Probe(False, status_code, version, schema,
-                      f"{url} answered version {version}, expected {expect_version}")
+                      f"{url} answered version {version}, expected {expect_version}", data)
     return _Probe(True, status_code, version, schema,
-                  f"{url} is healthy: version {version}, schema {schema}")
+                  f"{url} is healthy: version {version}, schema {schema}", data)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -1,0 +1,72 @@
+"""The rollout scheduler: canary, batches, concurrency cap, failure threshold."""
+
+import threading
+import time
+
+import pytest
+
+from releaser.errors import UsageError
+from releaser.fleet import RolloutPolicy, allowed_failures, plan_stages, run_stages
+
+
+def test_stages_canary_then_batches():
+    nodes = list("abcdefg")
+    assert plan_stages(nodes, RolloutPolicy(canary=1, batch_size=2)) == [
+        ["a"], ["b", "c"], ["d", "e"], ["f", "g"]]
+    assert plan_stages(nodes, RolloutPolicy()) == [nodes]
+    assert plan_stages(nodes, RolloutPolicy(canary=10)) == [nodes]
+
+
+@pytest.mark.parametrize("text,total,expected", [("0", 8, 0), ("2", 8, 2), ("25%", 8, 2),
+                                                  ("25%", 3, 0), ("100%", 5, 5)])
+def test_allowed_failures(text, total, expected):
+    assert allowed_failures(text, total) == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "x", "150%", "1.5"])
+def test_bad_max_fail(bad):
+    with pytest.raises(UsageError):
+        RolloutPolicy(max_fail=bad)
+
+
+def test_canary_failure_touches_nothing_else():
+    policy = RolloutPolicy(canary=1, batch_size=2, max_fail="50%")
+    done = []
+    run = run_stages(plan_stages(list("abcde"), policy), lambda n: done.append(n) or n != "a",
+                     policy=policy, failed=lambda ok: not ok)
+    assert done == ["a"] and run.untouched == list("bcde")
+    assert "canary" in run.halted
+
+
+def test_threshold_halts_before_next_batch():
+    policy = RolloutPolicy(batch_size=2, max_fail="1")
+    fail = {"a", "c"}
+    run = run_stages(plan_stages(list("abcdef"), policy), lambda n: n not in fail,
+                     policy=policy, failed=lambda ok: not ok)
+    assert [n for n, _ in run.results] == list("abcd")
+    assert run.untouched == ["e", "f"] and "more than --max-fail 1" in run.halted
+
+
+def test_halting_result_stops_after_its_batch():
+    policy = RolloutPolicy(batch_size=2, max_fail="100%")
+    run = run_stages(plan_stages(list("abcd"), policy), lambda n: n,
+                     policy=policy, failed=lambda r: r == "b", halts=lambda r: r == "b")
+    assert run.untouched == ["c", "d"] and "rolled back" in run.halted
+
+
+def test_concurrency_cap_is_honoured():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def work(_n):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return True
+
+    policy = RolloutPolicy(concurrency=3)
+    run = run_stages(plan_stages(list(range(9)), policy), work, policy=policy,
+                     failed=lambda ok: not ok)
+    assert peak[0] == 3 and len(run.results) == 9 and not run.halted
