@@ -3,15 +3,23 @@
 Nodes sync an overlay with Portage's own git sync; releaser changes one by
 cloning it, committing, and pushing one commit, so a node sees either the old
 overlay or the new one, never half of a release.
+
+Where the central repository is an SSH host (its runner is an ``SSHRunner``),
+releaser's own git reaches it over SSH with the very trust the runner uses:
+the one identity file, the one pinned known_hosts file, strict host key
+checking, no agent, no prompt, and none of the operator's ``~/.ssh/config``
+or ``/etc/ssh/ssh_config`` (``-F /dev/null``), so a git push can never trust
+more than a ``releaser`` command does.  A local central is used by path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import git
 
@@ -24,8 +32,55 @@ BRANCH = "main"
 
 
 def overlay_url(central: CentralRepository, env: str) -> str:
-    """The URL releaser clones and pushes; nodes get theirs from the config/sandbox."""
-    return central.overlay_repo(env)
+    """The URL releaser clones and pushes ``env``'s overlay from.
+
+    The central bare repository's path for a local central;
+    ``ssh://USER@ADDRESS:PORT/PATH`` for an SSH central host.  This is only
+    releaser's own URL: what nodes use as their overlay ``sync-uri`` is written
+    into each node's repos.conf when the node is set up (the sandbox writes
+    the bare repository's path, its nodes being on the same machine as the
+    central repository; a real fleet names a URL its nodes can reach).
+    """
+    path = central.overlay_repo(env)
+    spec = _ssh_spec(central)
+    if spec is None:
+        return path
+    host = f"[{spec.address}]" if ":" in spec.address else spec.address
+    return f"ssh://{spec.user}@{host}:{int(spec.port)}{path}"
+
+
+def git_ssh_command(spec) -> str:
+    """``GIT_SSH_COMMAND`` for reaching ``spec`` (an ``ssh.HostSpec``) with pinned trust.
+
+    git splits the value like a shell, so it is built with ``shlex.join``:
+    paths with spaces or quotes stay one argument each.
+    """
+    return shlex.join([
+        "ssh",
+        "-i", str(spec.identity_file),
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={spec.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",  # never rewrite the pinned trust file
+        "-o", f"ConnectTimeout={max(1, int(spec.connect_timeout))}",
+        "-F", "/dev/null",
+    ])
+
+
+def git_env(central: CentralRepository) -> Mapping[str, str]:
+    """Environment for git commands that talk to ``central`` (empty for a local one)."""
+    spec = _ssh_spec(central)
+    return {} if spec is None else {"GIT_SSH_COMMAND": git_ssh_command(spec)}
+
+
+def _ssh_spec(central: CentralRepository):
+    # Imported here: paramiko/fabric are only needed when there is an SSH host.
+    from .ssh import SSHRunner
+
+    runner = central.runner
+    return runner.spec if isinstance(runner, SSHRunner) else None
 
 
 def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
@@ -42,20 +97,28 @@ def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
         repo.index.commit(f"Initialise the {env} overlay from overlays/{skeleton}",
                           author=AUTHOR, committer=AUTHOR)
         repo.create_remote("origin", overlay_url(central, env))
+        repo.git.update_environment(**git_env(central))
         repo.git.push("origin", BRANCH)
     return True
 
 
 @contextlib.contextmanager
 def checkout(central: CentralRepository, env: str) -> Iterator[git.Repo]:
-    """A temporary clone of ``env``'s overlay; removed afterwards."""
+    """A temporary clone of ``env``'s overlay; removed afterwards.
+
+    The clone keeps the environment git needs to reach the central host, so
+    ``commit_and_push`` on it pushes with the same pinned trust.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="releaser-overlay-"))
+    env_vars = dict(git_env(central))
     try:
         try:
-            repo = git.Repo.clone_from(overlay_url(central, env), tmp / "overlay", branch=BRANCH)
+            repo = git.Repo.clone_from(overlay_url(central, env), tmp / "overlay", branch=BRANCH,
+                                       env=env_vars or None)
         except git.GitCommandError as exc:
             raise PublishError(f"cannot clone the {env} overlay from the central repository: "
-                               f"{exc.stderr.strip().splitlines()[-1] if exc.stderr else exc}") from None
+                               f"{git_reason(exc)}") from None
+        repo.git.update_environment(**env_vars)
         yield repo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -69,5 +132,26 @@ def commit_and_push(repo: git.Repo, message: str) -> str:
         repo.git.push("origin", BRANCH)
     except git.GitCommandError as exc:
         raise PublishError(f"pushing the overlay commit failed (someone else pushed? "
-                           f"re-run): {exc.stderr.strip() if exc.stderr else exc}") from None
+                           f"re-run): {git_reason(exc)}") from None
     return commit.hexsha
+
+
+#: git's boilerplate after an SSH failure, which says nothing about the cause.
+_NOISE = ("Cloning into ", "Please make sure you have the correct access rights",
+          "and the repository exists.")
+
+
+def git_reason(exc: git.GitCommandError) -> str:
+    """The lines of a failed git command's stderr that say why, on one line.
+
+    GitPython wraps stderr as ``stderr: '...'``, and over SSH the cause is
+    ssh's own message ("Host key verification failed.") *before* git's
+    generic "fatal: Could not read from remote repository." and its advice;
+    so the wrapper and the advice are dropped and the rest is kept in order.
+    """
+    text = (exc.stderr or "").strip()
+    if text.startswith("stderr: '") and text.endswith("'"):
+        text = text[len("stderr: '"):-1]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_NOISE)]
+    return "; ".join(lines) or str(exc)

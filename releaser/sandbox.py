@@ -15,10 +15,20 @@ central bare git repository with Portage's own git sync, fetches distfiles
 over HTTP and checks them against the Manifest.  Each node runs the installed
 app on its own loopback port through the ``rc-service`` stand-in
 (``releaser.sandbox_rc``), so node code is the same as on an OpenRC host.
+
+With ``ssh=True`` (``sandbox init --ssh``) nothing is reached by path any more:
+the central repository and every node get their own real sshd on their own
+loopback address (``releaser.sandbox_ssh``), releaser.toml names them by
+address and port with a pinned known_hosts file, and every command, file
+copy and git push goes over SSH, as against production.  Each node's app then
+listens on the node's own address.  The node roots are still set up here
+with local file operations: that is provisioning the host (what a bootstrap
+or an installer does), not something releaser does to a running node.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import platform
@@ -26,12 +36,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import distserver, noderoot, overlay_git, portage_tools, sandbox_rc
+from . import distserver, noderoot, overlay_git, portage_tools, sandbox_rc, sandbox_ssh
 from .central import CentralRepository
 from .config import AppConfig, load_config
 from .errors import UsageError
 from .overlay import repo_name, skeleton
-from .runner import LocalRunner
+from .runner import LocalRunner, Runner
+from .sshd import SandboxSSHD
 
 STATE = "sandbox.json"
 DEFAULT_NODES = {"staging": 2, "production": 2}
@@ -40,14 +51,18 @@ ENV_ORDER = ("staging", "production")
 
 @dataclass(frozen=True)
 class SandboxNode:
+    """One node: ``port`` is its app's port on ``address``; ``ssh_port`` None = local node."""
+
     name: str
     env: str
     root: Path
     port: int
+    address: str = "127.0.0.1"
+    ssh_port: int | None = None
 
     @property
     def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/health"
+        return f"http://{self.address}:{self.port}/health"
 
 
 def parse_nodes(text: str) -> dict[str, int]:
@@ -71,72 +86,173 @@ def provided_packages() -> list[str]:
             f"dev-python/waitress-{importlib.metadata.version('waitress')}"]
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
-                 progress=lambda _m: None) -> Path:
-    """Create (or complete) a sandbox under ``directory``; returns its releaser.toml."""
+                 progress=lambda _m: None, *, ssh: bool = False) -> Path:
+    """Create a sandbox under ``directory``; returns its releaser.toml.
+
+    ``ssh``: put the central repository and every node behind their own sshd
+    (see the module docstring).  If setting up fails half way, the daemons
+    already started (sshds, HTTP server) are stopped again before the error
+    propagates, so a failed ``init`` leaves no process behind.
+    """
     directory = Path(directory).absolute()
     nodes = nodes or DEFAULT_NODES
     if (directory / STATE).exists():
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
     directory.mkdir(parents=True, exist_ok=True)
-    central = CentralRepository(LocalRunner(host="central"), str(directory / "central"))
-    central.init_dirs()
-    progress(f"central repository at {central.root}")
-    for env in _ordered(nodes):
-        overlay_git.ensure_overlay(central, env, env)
-        progress(f"  overlay {env}: {central.overlay_repo(env)}")
+    world = _World(directory, ssh)
+    try:
+        return world.build(app, nodes, progress)
+    except BaseException:
+        world.undo()
+        raise
 
-    server = distserver.start_server(Path(central.path("distfiles")), "127.0.0.1", 0,
-                                     pidfile=directory / "distserver.pid",
-                                     logfile=directory / "logs" / "distserver.log")
-    progress(f"HTTP distfile server: {server.url} (pid {server.pid})")
 
-    made: list[SandboxNode] = []
-    for env in _ordered(nodes):
-        for i in range(1, nodes[env] + 1):
-            node = SandboxNode(f"{env}-{i}", env, directory / "nodes" / f"{env}-{i}", free_port())
-            _make_node(node, central, app)
-            made.append(node)
-            progress(f"node {node.name}: root {node.root}, app port {node.port}")
+class _World:
+    """What one ``init_sandbox`` starts, so a failure can stop it again."""
 
-    config_path = directory / "releaser.toml"
-    config_path.write_text(render_config(app, server.url, made))
-    state = {"distserver": {"pidfile": str(directory / "distserver.pid"), "url": server.url},
-             "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port} for n in made}}
-    (directory / STATE).write_text(json.dumps(state, indent=2) + "\n")
-    return config_path
+    def __init__(self, directory: Path, ssh: bool) -> None:
+        self.directory = directory
+        self.ssh = ssh
+        self.daemons: dict[str, SandboxSSHD] = {}
+        self.pidfile = directory / "distserver.pid"
+        self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
+
+    def build(self, app: AppConfig, nodes: dict[str, int], progress) -> Path:
+        directory = self.directory
+        central = CentralRepository(self._central_runner(progress), str(directory / "central"))
+        central.init_dirs()
+        progress(f"central repository at {central.root}")
+        for env in _ordered(nodes):
+            overlay_git.ensure_overlay(central, env, env)
+            progress(f"  overlay {env}: {central.overlay_repo(env)}")
+        _close(central.runner)
+
+        server = distserver.start_server(Path(directory / "central" / "distfiles"), "127.0.0.1",
+                                         0, pidfile=self.pidfile,
+                                         logfile=directory / "logs" / "distserver.log")
+        progress(f"HTTP distfile server: {server.url} (pid {server.pid})")
+
+        made: list[SandboxNode] = []
+        for env in _ordered(nodes):
+            for i in range(1, nodes[env] + 1):
+                name = f"{env}-{i}"
+                address = sandbox_ssh.node_address(len(made) + 1) if self.ssh else "127.0.0.1"
+                node = SandboxNode(name, env, directory / "nodes" / name, free_port(address),
+                                   address)
+                node = self._make_node(node, central, app)
+                made.append(node)
+                via = f", sshd {node.address}:{node.ssh_port}" if node.ssh_port else ""
+                progress(f"node {node.name}: root {node.root}, app port {node.port}{via}")
+
+        config_path = directory / "releaser.toml"
+        config_path.write_text(render_config(app, server.url, made, central=self._central()))
+        state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
+                 "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
+                                    "address": n.address, "ssh_port": n.ssh_port}
+                           for n in made}}
+        if self.ssh:
+            state["ssh"] = {"client_key": str(directory / sandbox_ssh.CLIENT_KEY),
+                            "known_hosts": str(directory / sandbox_ssh.KNOWN_HOSTS),
+                            "sshd": {name: sandbox_ssh.to_state(d)
+                                     for name, d in self.daemons.items()}}
+        (directory / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        return config_path
+
+    def _central_runner(self, progress) -> Runner:
+        if not self.ssh:
+            return LocalRunner(host="central")
+        daemon = self._start(sandbox_ssh.CENTRAL, sandbox_ssh.CENTRAL_ADDRESS, {})
+        progress(f"central sshd on {daemon.address}:{daemon.port} (pid {daemon.pid})")
+        return self._runner(sandbox_ssh.CENTRAL)
+
+    def _central(self) -> CentralHost | None:
+        daemon = self.daemons.get(sandbox_ssh.CENTRAL)
+        if daemon is None:
+            return None
+        return CentralHost(daemon.address, daemon.port, self.directory / "central")
+
+    def _start(self, name: str, address: str, env) -> SandboxSSHD:
+        daemon = sandbox_ssh.start_sshd(self.directory, name, address, env, self.client_key)
+        self.daemons[name] = daemon
+        sandbox_ssh.write_trust(self.directory, self.daemons.values())
+        return daemon
+
+    def _runner(self, name: str) -> Runner:
+        from .ssh import SSHRunner
+
+        return SSHRunner(sandbox_ssh.host_spec(self.directory, name, self.daemons[name]))
+
+    def _make_node(self, node: SandboxNode, central: CentralRepository,
+                   app: AppConfig) -> SandboxNode:
+        repo = _skeleton_repo_name(node.env)
+        spec = noderoot.NodeRootSpec(
+            root=node.root,
+            # The bare repository's path also for an SSH sandbox: the node
+            # "host" shares this machine's filesystem with the central one.
+            repos=[noderoot.RepoSpec(repo, sync_type="git",
+                                     sync_uri=central.overlay_repo(node.env))],
+            profile=noderoot.ProfileSpec(repo),
+            provided=provided_packages(),
+        )
+        noderoot.create_node_root(spec)
+        sandbox_rc.install_rc_service(
+            node.root, {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port,
+                                                                 host=node.address)})
+        env = noderoot.portage_env(node.root)
+        if not self.ssh:
+            portage_tools.sync(LocalRunner(host=node.name, env=env), repo)
+            return node
+        daemon = self._start(node.name, node.address, env)
+        node = dataclasses.replace(node, ssh_port=daemon.port)
+        # The first sync goes over SSH: proof that the login carries the
+        # node's Portage environment before anyone relies on it.
+        runner = self._runner(node.name)
+        try:
+            portage_tools.sync(runner, repo)
+        finally:
+            _close(runner)
+        return node
+
+    def undo(self) -> None:
+        if self.daemons:
+            sandbox_ssh.stop_all({n: sandbox_ssh.to_state(d) for n, d in self.daemons.items()})
+        distserver.stop_server(self.pidfile)
+
+
+def _close(runner: Runner) -> None:
+    close = getattr(runner, "close", None)
+    if close:
+        close()
 
 
 def _ordered(nodes: dict[str, int]) -> list[str]:
     return sorted(nodes, key=lambda e: (ENV_ORDER.index(e) if e in ENV_ORDER else 99, e))
 
 
-def _make_node(node: SandboxNode, central: CentralRepository, app: AppConfig) -> None:
-    repo = _skeleton_repo_name(node.env)
-    spec = noderoot.NodeRootSpec(
-        root=node.root,
-        repos=[noderoot.RepoSpec(repo, sync_type="git", sync_uri=central.overlay_repo(node.env))],
-        profile=noderoot.ProfileSpec(repo),
-        provided=provided_packages(),
-    )
-    noderoot.create_node_root(spec)
-    sandbox_rc.install_rc_service(node.root,
-                                  {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port)})
-    portage_tools.sync(LocalRunner(host=node.name, env=noderoot.portage_env(node.root)), repo)
-
-
 def _skeleton_repo_name(env: str) -> str:
     return (skeleton(env) / "profiles" / "repo_name").read_text().strip()
 
 
-def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode]) -> str:
+@dataclass(frozen=True)
+class CentralHost:
+    """The central repository of an SSH sandbox: its sshd, and its path on that host."""
+
+    address: str
+    port: int
+    path: Path
+
+
+def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
+                  central: CentralHost | None = None) -> str:
+    """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses)."""
     q = json.dumps
     lines = ["# Written by `releaser sandbox init`: a local world, see releaser/sandbox.py.", "",
              "[app]", f"name = {q(app.name)}", f"category = {q(app.category)}",
@@ -144,8 +260,17 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode]) 
              f"license = {q(app.license)}", f"description = {q(app.description)}",
              f"homepage = {q(app.homepage)}", f"rdepend = {q(list(app.rdepend))}",
              f"tag_prefix = {q(app.tag_prefix)}", "",
-             "[central]", 'path = "central"', f"distfiles_url = {q(distfiles_url)}", "",
-             "[build]", 'out = "out"', ""]
+             "[central]"]
+    if central is None:
+        lines += ['path = "central"', f"distfiles_url = {q(distfiles_url)}", ""]
+    else:
+        # A path on the central host: absolute, as it is not relative to this file there.
+        lines += [f"address = {q(central.address)}", f"port = {central.port}",
+                  f"path = {q(str(central.path))}", f"distfiles_url = {q(distfiles_url)}", "",
+                  "[ssh]", f"known_hosts = {q(str(sandbox_ssh.KNOWN_HOSTS))}",
+                  f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
+                  f"user = {q(sandbox_ssh.USER)}", ""]
+    lines += ["[build]", 'out = "out"', ""]
     for env in _ordered({n.env: 1 for n in nodes}):
         lines += [f"[environments.{env}]", f"overlay = {q(_skeleton_repo_name(env))}"]
         if env == "production" and any(n.env == "staging" for n in nodes):
@@ -153,14 +278,23 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode]) 
         lines.append(f'database = {{ path = "/var/lib/{app.name}/{app.name}.db" }}')
         lines.append("nodes = [")
         for n in (n for n in nodes if n.env == env):
-            lines.append(f"  {{ name = {q(n.name)}, root = {q(str(n.root))}, "
+            where = "" if n.ssh_port is None else \
+                f"address = {q(n.address)}, port = {n.ssh_port}, "
+            lines.append(f"  {{ name = {q(n.name)}, {where}root = {q(str(n.root))}, "
                          f"health_url = {q(n.health_url)}, app_port = {n.port} }},")
         lines += ["]", ""]
     return "\n".join(lines)
 
 
 def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
-    """Stop everything ``init_sandbox`` (and later runs) started under ``directory``."""
+    """Stop everything ``init_sandbox`` (and later runs) started under ``directory``.
+
+    The apps first, then the sshds, then the HTTP server; running it again
+    finds nothing left to stop and says so.  The apps are stopped through
+    each node's ``rc-service`` run locally, even in an SSH sandbox: ``down``
+    must work when a node's sshd is stopped or refuses us (a test, a changed
+    host key), and the node's files are on this machine anyway.
+    """
     directory = Path(directory).absolute()
     state_file = directory / STATE
     if not state_file.exists():
@@ -175,5 +309,7 @@ def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
         runner = LocalRunner(host=name, env=noderoot.portage_env(Path(node["root"])))
         result = runner.run(["rc-service", service, "stop"], check=False)
         progress(f"node {name}: {service} {'stopped' if result.ok else 'was not running'}")
+    if state.get("ssh"):
+        sandbox_ssh.stop_all(state["ssh"].get("sshd", {}), progress)
     if distserver.stop_server(Path(state["distserver"]["pidfile"])):
         progress("HTTP distfile server stopped")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 
 from releaser.cli import default_app
 from releaser.config import load_config
-from releaser.sandbox import down_sandbox, init_sandbox
+from releaser import sandbox_ssh
+from releaser.sandbox import STATE, down_sandbox, init_sandbox
+from releaser.sshd import SandboxSSHD
 
 from .conftest import APP_DIR, commit_all, git
 
@@ -40,12 +43,28 @@ def add_migration(source: Path, tag: str, number: int = 2) -> None:
 
 
 class Sandbox:
-    def __init__(self, base: Path, nodes: dict[str, int]):
+    """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd."""
+
+    def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False):
         self.base = base
+        self.ssh = ssh
         self.source = make_source(base / "src")
         app = dataclasses.replace(default_app(), source=self.source)
-        self.config_path = init_sandbox(base / "sandbox", app, nodes)
+        self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh)
         self.config = load_config(self.config_path)
+
+    @property
+    def directory(self) -> Path:
+        return self.base / "sandbox"
+
+    @property
+    def state(self) -> dict:
+        """What ``init_sandbox`` recorded in sandbox.json."""
+        return json.loads((self.directory / STATE).read_text())
+
+    def sshd(self, name: str) -> SandboxSSHD:
+        """The sshd of node ``name`` (or ``"central"``) of an SSH sandbox, to stop/restart."""
+        return sandbox_ssh.from_state(self.state["ssh"]["sshd"][name])
 
     @property
     def central(self) -> Path:
