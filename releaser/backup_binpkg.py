@@ -81,27 +81,16 @@ def backup_package(node: Node, central: CentralRepository, env: str, cpv: str) -
     """
     cpv = portage_tools.validate_cpv(cpv)
     _check_running(node, cpv)
-    node_path = node_binpkg_path(node, cpv)
     entry = _packages(central, env).get(cpv)
-    made = not _node_copy_verifies(node, node_path, cpv, _known_digests(entry, node.name))
-    if made:
-        node_path = _quickpkg(node, cpv)
-    sha512 = host_digest(node.runner, node_path, "sha512")
-    if sha512 is None:
-        raise BackupError(f"{node.name}: quickpkg reported {node_path}, which does not exist")
-    size = host_size(node.runner, node_path)
-    previous = _node_record(entry, node.name)
-    unchanged = previous is not None and not made and previous["sha512"] == sha512
-    created = previous["created"] if unchanged else iso(utc_now())
-    mine = {"node_path": node_path, "size": size, "sha512": sha512, "created": created}
-
-    target = central_path(central, env, cpv)
-    uploaded = False
-    if not _central_copy_verifies(central, entry):
-        _upload(node, central, node_path, target, sha512)
+    mine, made = _node_package(node, cpv, entry)
+    uploaded = not _central_copy_verifies(central, entry)
+    if uploaded:
+        target = central_path(central, env, cpv)
+        _upload(node, central, mine["node_path"], target, mine["sha512"])
         entry = {"cpv": cpv, "node": node.name, "central_path": target, **mine,
                  "nodes": (entry or {}).get("nodes", {})}
-        uploaded = True
+    elif not made and _node_record(entry, node.name) == mine:
+        return BinpkgBackup.from_index(entry)  # nothing changed: the index stays as it is
 
     def record(data: dict) -> dict:
         stored = entry if uploaded else data["packages"].get(cpv, entry)
@@ -159,6 +148,21 @@ def _known_digests(entry: dict | None, node_name: str) -> set[str]:
     if mine:
         known.add(mine["sha512"])
     return known
+
+
+def _node_package(node: Node, cpv: str, entry: dict | None) -> tuple[dict, bool]:
+    """The node's package of ``cpv`` as a ``nodes`` record, and whether quickpkg made it now."""
+    node_path = node_binpkg_path(node, cpv)
+    made = not _node_copy_verifies(node, node_path, cpv, _known_digests(entry, node.name))
+    if made:
+        node_path = _quickpkg(node, cpv)
+    sha512 = host_digest(node.runner, node_path, "sha512")
+    if sha512 is None:
+        raise BackupError(f"{node.name}: quickpkg reported {node_path}, which does not exist")
+    previous = _node_record(entry, node.name)
+    unchanged = previous is not None and not made and previous["sha512"] == sha512
+    return {"node_path": node_path, "size": host_size(node.runner, node_path), "sha512": sha512,
+            "created": previous["created"] if unchanged else iso(utc_now())}, made
 
 
 def _check_running(node: Node, cpv: str) -> None:

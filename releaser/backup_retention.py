@@ -39,9 +39,10 @@ def list_backups(central: CentralRepository, env: str) -> list[dict]:
 
 def apply_retention(central: CentralRepository, env: str, keep: int,
                     protect: set[str]) -> list[dict]:
-    """Delete all but the newest ``keep`` backups of ``env`` (dumps: per node); return the removed rows.
+    """Delete all but the newest ``keep`` backups of ``env``; return the removed rows.
 
-    Versions in ``protect`` are never deleted and do not count towards ``keep``.
+    Packages are counted per environment, dumps per node.  Anything whose
+    version is in ``protect`` is kept as well, wherever it falls.
     """
     if not isinstance(keep, int) or keep < 0:
         raise UsageError(f"backups to keep must be a whole number >= 0, not {keep!r}")
