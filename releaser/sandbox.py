@@ -128,12 +128,14 @@ class _World:
     def build(self, app: AppConfig, nodes: dict[str, int], progress) -> Path:
         directory = self.directory
         central = CentralRepository(self._central_runner(progress), str(directory / "central"))
-        central.init_dirs()
-        progress(f"central repository at {central.root}")
-        for env in _ordered(nodes):
-            overlay_git.ensure_overlay(central, env, env)
-            progress(f"  overlay {env}: {central.overlay_repo(env)}")
-        _close(central.runner)
+        try:
+            central.init_dirs()
+            progress(f"central repository at {central.root}")
+            for env in _ordered(nodes):
+                overlay_git.ensure_overlay(central, env, env)
+                progress(f"  overlay {env}: {central.overlay_repo(env)}")
+        finally:
+            _close(central.runner)
 
         server = distserver.start_server(Path(directory / "central" / "distfiles"), "127.0.0.1",
                                          0, pidfile=self.pidfile,
@@ -222,9 +224,12 @@ class _World:
         return node
 
     def undo(self) -> None:
-        if self.daemons:
-            sandbox_ssh.stop_all({n: sandbox_ssh.to_state(d) for n, d in self.daemons.items()})
-        distserver.stop_server(self.pidfile)
+        try:
+            if self.daemons:
+                sandbox_ssh.stop_all({n: sandbox_ssh.to_state(d)
+                                      for n, d in self.daemons.items()})
+        finally:
+            distserver.stop_server(self.pidfile)
 
 
 def _close(runner: Runner) -> None:
@@ -254,7 +259,8 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   central: CentralHost | None = None) -> str:
     """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses)."""
     q = json.dumps
-    lines = ["# Written by `releaser sandbox init`: a local world, see releaser/sandbox.py.", "",
+    world = "a local world" if central is None else "a local world reached over SSH"
+    lines = [f"# Written by `releaser sandbox init`: {world}, see releaser/sandbox.py.", "",
              "[app]", f"name = {q(app.name)}", f"category = {q(app.category)}",
              f"source = {q(str(app.source))}", f"subdir = {q(app.subdir)}",
              f"license = {q(app.license)}", f"description = {q(app.description)}",

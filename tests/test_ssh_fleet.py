@@ -11,6 +11,7 @@ directly (its vdb), never from releaser's report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,16 +23,17 @@ import pytest
 
 from releaser import noderoot, overlay_git, portage_tools, sandbox_ssh
 from releaser.central import CentralRepository
-from releaser.cli import main
+from releaser.cli import default_app, main
 from releaser.distserver import pid_alive, read_pidfile
 from releaser.errors import PublishError
 from releaser.promote import central_of, promote
 from releaser.runner import LocalRunner
+from releaser.sandbox import STATE, init_sandbox
 from releaser.ssh import HostSpec, SSHRunner
-from releaser.sshd import SSHD
+from releaser.sshd import SSHD, SandboxSSHD, free_port, write_known_hosts
 
 from .conftest import commit_all, git
-from .sandboxes import Sandbox, tree_digests
+from .sandboxes import Sandbox, make_source, tree_digests
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and shutil.which("ssh")
@@ -138,6 +140,40 @@ def test_git_over_ssh_refuses_a_central_host_not_pinned(fleet, tmp_path):
             pass
 
 
+def test_git_over_ssh_on_a_port_other_than_22(fleet, tmp_path):
+    """Not on port 22, the host is pinned as ``[address]:port``, for git's ssh as for paramiko."""
+    key = fleet.config.ssh.identity_file
+    daemon = SandboxSSHD(tmp_path / "sshd", "127.0.0.3", port=free_port("127.0.0.3"),
+                         authorized_key=key.with_name(key.name + ".pub").read_text())
+    with daemon:
+        known = write_known_hosts(tmp_path / "known_hosts",
+                                  [(daemon.address, daemon.port, daemon.host_public_key)])
+        assert known.read_text().startswith(f"[127.0.0.3]:{daemon.port} ")
+        spec = HostSpec(address=daemon.address, port=daemon.port, name="central",
+                        identity_file=key, known_hosts=known)
+        central = CentralRepository(SSHRunner(spec), str(fleet.central))
+        assert overlay_git.overlay_url(central, "staging").startswith(
+            f"ssh://root@127.0.0.3:{daemon.port}/")
+        with overlay_git.checkout(central, "staging") as repo:
+            assert (Path(repo.working_tree_dir) / "profiles" / "repo_name").exists()
+
+
+def test_failed_init_leaves_no_process_behind(tmp_path):
+    """A node that cannot be set up: the central sshd and HTTP server are stopped again."""
+    directory = tmp_path / "sandbox"
+    profile = directory / "nodes" / "staging-1" / "etc" / "portage" / "make.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("not a symlink\n")  # create_node_root refuses to replace it
+    app = dataclasses.replace(default_app(), source=make_source(tmp_path / "src"))
+    with pytest.raises(Exception, match="not a symlink"):
+        init_sandbox(directory, app, {"staging": 1}, ssh=True)
+    config = directory / "sshd" / "central" / "sshd_config"
+    assert config.exists()  # the central sshd had been started...
+    assert not [pid for pid in _pids() if f"-f {config}" in _cmdline(pid)]  # ...and stopped
+    assert not (directory / "distserver.pid").exists()
+    assert not (directory / STATE).exists()
+
+
 def test_promote_staging_over_ssh(fleet):
     logins = {n: accepted_logins(fleet, n) for n in NODES}
     report = promote(fleet.config, "staging")
@@ -222,6 +258,17 @@ def test_stopped_sshd_is_unreachable_and_others_report_real_state(fleet, capsys)
     assert status["production-1"]["healthy"] is True
     assert status["production-2"]["drift"] == "unreachable"
     assert "connection refused" in status["production-2"]["detail"]
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _listening(address: str, port: int) -> bool:
