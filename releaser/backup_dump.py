@@ -58,7 +58,7 @@ def dump_database(node: Node, central: CentralRepository, env: str, app_name: st
         return None
     out = _fresh_name(node, app_name, version)
     dumped = _app(node, app_name, db_path, "dump", out, what="database dump")
-    checked = _app(node, app_name, db_path, "verify-dump", out, what="dump verification")
+    checked = _app(node, app_name, None, "verify-dump", out, what="dump verification")
     _same_dump(node, out, dumped, checked)
 
     name = posixpath.basename(out)
