@@ -5,7 +5,7 @@ Layout under ``[central] path``::
 
     distfiles/PN-PV.tar.gz          served over HTTP at ``distfiles_url``
     overlays/ENV.git                one bare git overlay per environment
-    binpkgs/ENV/CAT/PN/PF.gpkg.tar  binary packages kept for rollback
+    binpkgs/ENV/CAT/PF.gpkg.tar     binary packages kept for rollback (+ index.json)
     dumps/ENV/NODE/...              verified database dumps
     releases/PN-PV.json             records of published releases
     ledger/ENV.json                 what happened in each environment

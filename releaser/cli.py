@@ -85,22 +85,92 @@ def _progress(quiet: bool):
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--concurrency", type=int, help="Nodes worked on at once (default: policy).")
+@click.option("--canary", type=int, help="Nodes of the first stage; any failure there halts.")
+@click.option("--batch-size", type=int, help="Nodes per batch after the canary (0: all).")
+@click.option("--max-fail", help="Failed nodes tolerated: a count (2) or a percentage (25%).")
 @click.pass_obj
 def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
-            as_json: bool, quiet: bool) -> None:
+            as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
+            batch_size: int | None, max_fail: str | None) -> None:
     """Publish a release to ENV and install it on every node of ENV."""
-    from .exitcodes import PROMOTE_FAILED
+    from .exitcodes import PROMOTE_FAILED, ROLLED_BACK
     from .promote import promote as run_promote
     from .report import print_promote
 
     report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
-                         progress=_progress(quiet or as_json))
+                         progress=_progress(quiet or as_json), concurrency=concurrency,
+                         canary=canary, batch_size=batch_size, max_fail=max_fail)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         print_promote(report)
+    if report.rolled_back:
+        raise SystemExit(ROLLED_BACK)
     if not report.ok:
         raise SystemExit(PROMOTE_FAILED)
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--to", "to", help="Version to roll back to (default: the previous healthy one).")
+@click.option("--restore-db", is_flag=True, help="Also restore the database dump taken while it ran.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", "force_reason", metavar="REASON",
+              help="Roll back the nodes that can, although some cannot; REASON is recorded.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.pass_obj
+def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: bool,
+             dry_run: bool, force_reason: str | None, as_json: bool) -> None:
+    """Put ENV back on the previous healthy version (or --to), from binary packages."""
+    import sys as _sys
+
+    from .errors import UsageError
+    from .exitcodes import PROMOTE_FAILED
+    from .promote import central_of
+    from .report import print_rollback, print_rollback_plan
+    from .rollback import execute_rollback, plan_rollback
+
+    config = obj.config
+    central = central_of(config)
+    plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
+    if not as_json:
+        print_rollback_plan(plan)
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), indent=2))
+        click.echo("dry run: nothing was changed", err=True)
+        return
+    if not yes:
+        if not _sys.stdin.isatty():
+            raise UsageError("rollback needs confirmation: run it in a terminal or pass --yes")
+        click.confirm(f"roll {env} back to {plan.target}?", abort=True)
+    report = execute_rollback(config, central, plan, force_reason=force_reason,
+                              progress=_progress(as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_rollback(report)
+    if not report.ok:
+        raise SystemExit(PROMOTE_FAILED)
+
+
+@cli.group()
+def backups() -> None:
+    """Binary packages and database dumps kept for rollback."""
+
+
+@backups.command("list")
+@click.argument("env")
+@click.pass_obj
+def backups_list(obj: _Context, env: str) -> None:
+    """List ENV's binary packages and verified dumps on the central repository."""
+    from .backup import format_backups, list_backups
+    from .promote import central_of
+
+    obj.config.environment(env)
+    click.echo(format_backups(list_backups(central_of(obj.config), env)))
 
 
 @cli.command()

@@ -8,6 +8,7 @@ whole, consistent history of the runs before it.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -27,6 +28,7 @@ class Ledger:
     central: CentralRepository
     env: str
     data: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def path(self) -> str:
@@ -42,7 +44,20 @@ class Ledger:
         return ledger
 
     def save(self) -> None:
-        self.central.write_json(self.path, self.data)
+        with self._lock:
+            self.central.write_json(self.path, self.data)
+
+    def journal(self, node: str, **info) -> None:
+        """Record a node's phase and write the ledger at once (safe from worker threads).
+
+        This is the per-node journal: after a crash or ``kill -9`` the next
+        run reads the phase each node reached.
+        """
+        with self._lock:
+            entry = self.data["nodes"].setdefault(node, {})
+            entry.update(info, at=now())
+            self.data["events"].append({"at": now(), "kind": "node", "node": node, **info})
+            self.central.write_json(self.path, self.data)
 
     # --- releases ------------------------------------------------------------
     def release(self, version: str) -> dict | None:
@@ -64,10 +79,25 @@ class Ledger:
         self.data["current"] = version
         self.event("current", version=version, reason=reason)
 
+    def record_schema(self, version: str, schema_version: int | None) -> None:
+        """The schema version the app of ``version`` expects (rollback compares it)."""
+        if schema_version is None:
+            return
+        with self._lock:
+            entry = self.data["releases"].setdefault(version, {"first_seen": now()})
+            entry["schema_version"] = schema_version
+
+    def schema_of(self, version: str) -> int | None:
+        return (self.release(version) or {}).get("schema_version")
+
     def versions(self, state: str | None = None) -> list[str]:
         """Versions (oldest first by Portage's order) in ``state``, or all."""
         found = [v for v, e in self.data["releases"].items() if state is None or e["state"] == state]
         return sorted(found, key=_version_key)
+
+    def current_history(self) -> list[str]:
+        """Every version the environment was put on, oldest first (promote and rollback)."""
+        return [e["version"] for e in self.data["events"] if e["kind"] == "current"]
 
     def ever_healthy(self) -> list[str]:
         return sorted((v for v, e in self.data["releases"].items() if e.get("healthy_at")),
@@ -76,11 +106,6 @@ class Ledger:
     # --- nodes ---------------------------------------------------------------
     def node(self, name: str) -> dict:
         return self.data["nodes"].get(name, {})
-
-    def set_node(self, name: str, **info) -> None:
-        entry = self.data["nodes"].setdefault(name, {})
-        entry.update(info, at=now())
-        self.event("node", node=name, **info)
 
     # --- events --------------------------------------------------------------
     def event(self, kind: str, **info) -> None:

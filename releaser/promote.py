@@ -27,34 +27,18 @@ from . import overlay_git, versioning
 from .build import build_release
 from .central import CentralRepository
 from .config import Config, EnvironmentConfig
-from .errors import NodeError, ReleaseNotFound, ReleaserError, UsageError
+from .errors import ReleaseNotFound, ReleaserError, UsageError
+from .fleet import RolloutPolicy, plan_stages, run_stages
 from .ledger import Ledger
 from .lock import EnvironmentLock
-from .node import Node, connect
+from .node import connect
+from .rollout import (FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
+                      NodeRollout)
 from .publish import PublishOutcome, ReleaseFiles, load_published, publish
 from .release import Release
 from .runner import LocalRunner
 
 Progress = Callable[[str], None]
-
-# Node outcomes.
-INSTALLED, UNCHANGED, FAILED, PLANNED = "installed", "unchanged", "failed", "planned"
-
-
-@dataclass
-class NodeOutcome:
-    node: str
-    status: str
-    before: str | None = None
-    after: str | None = None
-    phase: str = ""
-    detail: str = ""
-    seconds: float = 0.0
-    portage_seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class PromoteReport:
@@ -64,10 +48,20 @@ class PromoteReport:
     nodes: list[NodeOutcome] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
+    halted: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(n.status in (INSTALLED, UNCHANGED, PLANNED) for n in self.nodes)
+        return not self.halted and all(n.status in (INSTALLED, UNCHANGED, PLANNED)
+                                       for n in self.nodes)
+
+    @property
+    def rolled_back(self) -> bool:
+        return any(n.status == ROLLED_BACK for n in self.nodes)
+
+    @property
+    def portage_seconds(self) -> float:
+        return sum(n.portage_seconds for n in self.nodes)
 
     @property
     def changed(self) -> bool:
@@ -77,6 +71,7 @@ class PromoteReport:
     def to_dict(self) -> dict:
         return {"env": self.env, "version": self.release.version, "cpv": self.release.cpv,
                 "ok": self.ok, "dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+                "halted": self.halted, "rolled_back": self.rolled_back,
                 "published": bool(self.publish and self.publish.published),
                 "nodes": [n.to_dict() for n in self.nodes]}
 
@@ -95,10 +90,21 @@ def central_of(config: Config) -> CentralRepository:
     return CentralRepository(SSHRunner(spec), str(config.central.path))
 
 
+def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
+    """The environment's rollout policy with the command line's overrides."""
+    base = env.policy
+    values = {"concurrency": base.concurrency, "canary": base.canary,
+              "batch_size": base.batch_size, "max_fail": base.max_fail}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RolloutPolicy(**values)
+
+
 def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
-            dry_run: bool = False, progress: Progress = lambda _msg: None) -> PromoteReport:
+            dry_run: bool = False, progress: Progress = lambda _msg: None,
+            **policy_overrides) -> PromoteReport:
     started = time.monotonic()
     env = config.environment(env_name)
+    policy = effective_policy(env, **policy_overrides)
     if not env.nodes:
         raise UsageError(f"environment {env_name} has no nodes configured")
     central = central_of(config)
@@ -119,6 +125,11 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if release.dirty and not env.allow_dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
 
+    withdrawn = (Ledger.load(central, env_name).release(release.version) or {})
+    if withdrawn.get("state") == ledger_mod.WITHDRAWN:
+        raise UsageError(f"{release.cpv} was rolled back in {env_name} and is masked there "
+                         f"({withdrawn.get('reason', 'no reason recorded')}); release a new version")
+
     if dry_run:
         return _plan(config, central, env, release, files_from, tarball, progress, started)
 
@@ -133,13 +144,30 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
                                overlay_commit=outcome.commit)
         ledger.save()
         report = PromoteReport(env_name, release, outcome)
-        for node_cfg in env.nodes:
-            report.nodes.append(_roll_out_node(config, env, release, node_cfg, ledger, progress))
-            ledger.save()
+        work = NodeRollout(config, env, release, central, ledger, progress)
+        run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
+                         failed=lambda o: o.failed, halts=lambda o: o.status == ROLLED_BACK,
+                         on_stage=lambda i, stage: progress(
+                             f"stage {i + 1}: {', '.join(n.name for n in stage)}"))
+        report.nodes = [o for _n, o in run.results]
+        report.nodes += [NodeOutcome(n.name, SKIPPED, detail=f"not touched: {run.halted}")
+                         for n in run.untouched]
+        report.halted = run.halted
+        if run.halted:
+            progress(f"rollout halted: {run.halted}")
+        if report.rolled_back:
+            from .rollback import mask_version
+
+            reason = (f"{release.version} failed its health check in {env_name} and was rolled "
+                      "back automatically")
+            mask_version(central, env_name, release.cp, release.version, reason)
+            ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=reason)
+            progress(f"{release.cpv} masked in the {env_name} overlay: {reason}")
+        ledger.save()
         if report.ok:
             ledger.set_release(release.version, ledger_mod.HEALTHY)
             ledger.set_current(release.version, "promote")
-        else:
+        elif not report.rolled_back:
             failed = [n.node for n in report.nodes if n.status == FAILED]
             ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
         ledger.save()
@@ -208,57 +236,3 @@ def _plan(config, central, env, release, files_from, tarball, progress, started)
                                         after=release.version, detail=action))
     report.seconds = time.monotonic() - started
     return report
-
-
-def _roll_out_node(config: Config, env: EnvironmentConfig, release: Release, node_cfg,
-                   ledger: Ledger, progress: Progress) -> NodeOutcome:
-    started = time.monotonic()
-    out = NodeOutcome(node_cfg.name, FAILED)
-    node = connect(config, node_cfg)
-    repo = env.overlay
-    try:
-        out.phase = "connect"
-        out.before = node.installed_version(release.cp)
-        if out.before == release.version:
-            out.phase = "health"
-            health = node.health(release.version, env.policy.health_timeout)
-            if health.ok:
-                out.status, out.after = UNCHANGED, out.before
-                out.detail = f"already runs {release.version} and is healthy: nothing to do"
-                progress(f"{node.name}: {out.detail}")
-                return out
-        steps: list[tuple[str, Callable[[], object]]] = [
-            ("sync", lambda: node.sync(repo)),
-            ("install", lambda: node.install(release.cpv)),
-            ("restart", lambda: node.restart(config.app.name)),
-        ]
-        for phase, step in steps:
-            out.phase = phase
-            progress(f"{node.name}: {phase}")
-            t0 = time.monotonic()
-            step()
-            if phase in ("sync", "install"):
-                out.portage_seconds += time.monotonic() - t0
-            ledger.set_node(node.name, phase=phase, version=release.version)
-        out.phase = "health"
-        health = node.health(release.version, env.policy.health_timeout)
-        out.after = node.installed_version(release.cp)
-        if not health.ok:
-            out.detail = f"health check failed: {health.detail}"
-        else:
-            out.status, out.detail = INSTALLED, f"healthy on {release.version}"
-    except NodeError as exc:
-        out.detail = f"{out.phase} failed: {exc}"
-        try:
-            out.after = node.installed_version(release.cp)
-        except ReleaserError:
-            out.after = None
-    except ReleaserError as exc:
-        out.detail = f"{out.phase} failed: {exc}"
-    finally:
-        node.close()
-        out.seconds = time.monotonic() - started
-    ledger.set_node(node_cfg.name, phase="healthy" if out.status != FAILED else f"failed:{out.phase}",
-                    version=out.after, target=release.version, detail=out.detail)
-    progress(f"{node_cfg.name}: {out.status}: {out.detail}")
-    return out

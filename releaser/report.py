@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .promote import FAILED, PromoteReport
+from .rollback import RollbackPlan, RollbackReport
 from .status import EnvStatus
 
 
@@ -24,7 +25,10 @@ def print_promote(report: PromoteReport) -> None:
     rows = [[n.node, n.before or "-", n.after or "-", n.status.upper() if n.status == FAILED
              else n.status, f"{n.seconds:.1f}s", n.detail] for n in report.nodes]
     _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
-    failed = [n.node for n in report.nodes if n.status == FAILED]
+    if report.halted:
+        click.echo(f"HALTED: {report.halted}")
+    failed = [n.node for n in report.nodes if n.status != "installed" and n.status != "unchanged"
+              and n.status != "planned"]
     if report.dry_run:
         click.echo("dry run: nothing was changed")
     elif failed:
@@ -43,3 +47,29 @@ def print_status(status: EnvStatus) -> None:
              {True: "healthy", False: "UNHEALTHY", None: "-"}[n.healthy],
              f"DRIFT: {n.drift}" if n.drift else "ok"] for n in status.nodes]
     _table(["NODE", "INSTALLED", "HEALTH", "STATE"], rows)
+
+
+def print_rollback_plan(plan: RollbackPlan) -> None:
+    click.echo(f"\nrollback plan for {plan.env}: {plan.bad or '?'} -> {plan.target}"
+               f"{' with database restore' if plan.restore_db else ''}")
+    rows = [[n.node, n.current or "-", n.target, n.binpkg or "MISSING",
+             f"{n.db_schema if n.db_schema is not None else '?'} vs "
+             f"{n.target_schema if n.target_schema is not None else '?'}",
+             "nothing to do" if n.noop and not plan.restore_db else
+             ("CANNOT: " + "; ".join(n.problems) if n.problems else "ok")] for n in plan.nodes]
+    _table(["NODE", "CURRENT", "TARGET", "PACKAGE", "SCHEMA db vs target", "STATE"], rows)
+    for n in plan.nodes:
+        for w in n.warnings:
+            click.echo(f"  warning: {n.node}: {w}")
+
+
+def print_rollback(report: RollbackReport) -> None:
+    rows = [[n.node, n.before or "-", n.after or "-", n.status.upper() if n.status == FAILED
+             else n.status, f"{n.seconds:.1f}s", n.detail] for n in report.nodes]
+    _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
+    if report.masked:
+        click.echo(f"{report.plan.cp}-{report.plan.bad} is masked in the {report.plan.env} overlay")
+    if report.ok:
+        click.echo(f"{report.plan.env} is back on {report.plan.target} ({report.seconds:.1f}s)")
+    else:
+        click.echo(f"rollback INCOMPLETE ({report.seconds:.1f}s): re-run it to finish")

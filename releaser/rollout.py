@@ -1,0 +1,164 @@
+"""One node's part of a promote: sync, back up, install, restart, health —
+each phase journaled, the result read back from the node.
+
+The pipeline decides from the node's real state, so a run interrupted at any
+point (Ctrl-C, ``kill -9``) is finished by running it again:
+
+- the node already runs the target and answers healthy: nothing to do;
+- the target is installed but the service was not restarted: restart and check;
+- otherwise: sync, back up the running version (binary package and a verified
+  database dump), install, restart, check.
+
+A node whose new version fails its health check is put back on the version it
+ran, from the binary package taken just before, and reported rolled back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import backup
+from .central import CentralRepository
+from .config import Config, EnvironmentConfig, NodeConfig
+from .errors import NodeError, ReleaserError
+from .ledger import Ledger
+from .node import Node, connect
+from .release import Release
+
+Progress = Callable[[str], None]
+
+# Node outcomes.
+INSTALLED, UNCHANGED, FAILED, ROLLED_BACK, PLANNED, SKIPPED = (
+    "installed", "unchanged", "failed", "rolled-back", "planned", "skipped")
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: str
+    before: str | None = None
+    after: str | None = None
+    phase: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    portage_seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (FAILED, ROLLED_BACK)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class NodeRollout:
+    """Callable doing one node's rollout of ``release`` (used from worker threads)."""
+
+    config: Config
+    env: EnvironmentConfig
+    release: Release
+    central: CentralRepository
+    ledger: Ledger
+    progress: Progress
+    auto_rollback: bool = True
+
+    def __call__(self, node_cfg: NodeConfig) -> NodeOutcome:
+        started = time.monotonic()
+        out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
+        node: Node | None = None
+        try:
+            node = connect(self.config, node_cfg)
+            self._run(node, out)
+        except ReleaserError as exc:
+            out.status = FAILED
+            out.detail = f"{out.phase} failed: {exc}"
+            out.after = _installed_or_none(node, self.release.cp)
+        finally:
+            if node is not None:
+                node.close()
+            out.seconds = time.monotonic() - started
+        self.ledger.journal(out.node, phase=out.status if out.status != FAILED
+                            else f"failed:{out.phase}", version=out.after,
+                            target=self.release.version, detail=out.detail)
+        self.progress(f"{out.node}: {out.status}: {out.detail}")
+        return out
+
+    def _phase(self, node: Node, out: NodeOutcome, phase: str, step: Callable[[], object],
+               portage: bool = False) -> None:
+        out.phase = phase
+        self.progress(f"{node.name}: {phase}")
+        t0 = time.monotonic()
+        step()
+        if portage:
+            out.portage_seconds += time.monotonic() - t0
+        self.ledger.journal(node.name, phase=phase, version=out.before,
+                            target=self.release.version)
+
+    def _run(self, node: Node, out: NodeOutcome) -> None:
+        release, app, policy = self.release, self.config.app, self.env.policy
+        out.before = node.installed_version(release.cp)
+        if out.before == release.version:
+            out.phase = "health"
+            if node.health(release.version, policy.health_timeout).ok:
+                out.status, out.after = UNCHANGED, out.before
+                out.detail = f"already runs {release.version} and is healthy: nothing to do"
+                return
+            self._phase(node, out, "restart", lambda: node.restart(app.name))
+        else:
+            self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
+            if out.before is not None:
+                self._phase(node, out, "backup", lambda: self._backup(node, out.before))
+            self._phase(node, out, "install", lambda: node.install(release.cpv), portage=True)
+            try:
+                self._phase(node, out, "restart", lambda: node.restart(app.name))
+            except NodeError as exc:
+                # The new version is installed but does not start: same as unhealthy.
+                out.detail = f"restart failed: {exc}"
+                out.after = node.installed_version(release.cp)
+                self._after_failure(node, out)
+                return
+        out.phase = "health"
+        health = node.health(release.version, policy.health_timeout)
+        out.after = node.installed_version(release.cp)
+        if health.ok:
+            out.status, out.detail = INSTALLED, f"healthy on {release.version}"
+            self.ledger.record_schema(release.version, health.app_schema_version)
+            return
+        out.detail = f"health check failed: {health.detail}"
+        self._after_failure(node, out)
+
+    def _after_failure(self, node: Node, out: NodeOutcome) -> None:
+        if self.auto_rollback and out.before and out.before != self.release.version:
+            self._roll_back(node, out)
+
+    def _backup(self, node: Node, version: str) -> None:
+        cpv = f"{self.release.cp}-{version}"
+        backup.backup_package(node, self.central, self.env.name, cpv)
+        backup.dump_database(node, self.central, self.env.name, self.config.app.name,
+                             self.env.database.path, version)
+
+    def _roll_back(self, node: Node, out: NodeOutcome) -> None:
+        from .rollback import reinstall_version
+
+        self.progress(f"{node.name}: health failed; rolling back to {out.before}")
+        out.phase = "rollback"
+        result = reinstall_version(node, self.central, self.env, self.config.app,
+                                   f"{self.release.cp}-{out.before}")
+        out.after = node.installed_version(self.release.cp)
+        if result.ok:
+            out.status = ROLLED_BACK
+            out.detail += f"; rolled back to {out.before}, healthy"
+        else:
+            out.detail += f"; rollback to {out.before} did not become healthy: {result.detail}"
+
+
+def _installed_or_none(node: Node | None, cp: str) -> str | None:
+    if node is None:
+        return None
+    try:
+        return node.installed_version(cp)
+    except ReleaserError:
+        return None

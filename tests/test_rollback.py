@@ -1,0 +1,174 @@
+"""`releaser rollback` on a sandbox fleet: binary packages, verified dumps, schema changes.
+
+One story, in order (module-scoped sandbox): v1 with data, v2 changes the
+schema, roll back without and with the database, and the ways it must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from releaser import noderoot, portage_tools
+from releaser.cli import main
+from releaser.errors import NodeError
+from releaser.runner import LocalRunner
+
+from .sandboxes import Sandbox, add_migration, tree_digests
+
+NODES = ("staging-1", "staging-2")
+
+
+def cli(sb, *args):
+    return main(["-c", str(sb.config_path), *args])
+
+
+def runner(sb, node):
+    return LocalRunner(env=noderoot.portage_env(sb.node_root(node)))
+
+
+def installed(sb, node):
+    return portage_tools.installed_version(runner(sb, node), str(sb.node_root(node)),
+                                           "www-apps/notes")
+
+
+def base_url(sb, node):
+    url = next(n.health_url for n in sb.config.environment("staging").nodes if n.name == node)
+    return url.rsplit("/", 1)[0]
+
+
+def get(sb, node, path):
+    with urllib.request.urlopen(base_url(sb, node) + path, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def post_note(sb, node, title):
+    req = urllib.request.Request(base_url(sb, node) + "/notes", method="POST",
+                                 data=json.dumps({"title": title, "body": "b"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 201
+
+
+def titles(sb, node):
+    return sorted(n["title"] for n in get(sb, node, "/notes"))
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    sandbox = Sandbox(tmp_path_factory.mktemp("rollback"), {"staging": 2})
+    yield sandbox
+    sandbox.down()
+
+
+def test_v1_then_v2_with_schema_change(sb):
+    assert cli(sb, "promote", "staging") == 0
+    for node in NODES:
+        post_note(sb, node, "before-upgrade")
+    add_migration(sb.source, "v2.0.0")
+    assert cli(sb, "promote", "staging") == 0
+    for node in NODES:
+        assert installed(sb, node) == "2.0.0"
+        health = get(sb, node, "/health")
+        assert health["version"] == "2.0.0" and health["database"]["schema_version"] == 2
+        post_note(sb, node, "after-upgrade")
+    # the backups taken before the install: v1's binary package and a dump
+    assert (sb.node_root("staging-1") / "var/cache/binpkgs/www-apps/notes-1.0.0.gpkg.tar").exists()
+    assert list((sb.central / "binpkgs" / "staging").rglob("notes-1.0.0.gpkg.tar"))
+    assert list((sb.central / "dumps" / "staging" / "staging-1").glob("*.db"))
+
+
+def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):
+    roots = [sb.central] + [sb.node_root(n) for n in NODES]
+    before = tree_digests(*roots)
+    assert cli(sb, "rollback", "staging", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "rollback plan for staging: 2.0.0 -> 1.0.0" in out
+    assert "database schema 2 is newer than 1.0.0 expects (1)" in out
+    assert "loses every write made after it" in out
+    after = tree_digests(*roots)
+    changed = [k for k in set(before) | set(after)
+               if before.get(k) != after.get(k) and "/var/log/" not in k]
+    assert not changed, changed[:5]
+
+
+def test_rollback_without_database_restore(sb, capsys):
+    assert cli(sb, "rollback", "staging", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "staging is back on 1.0.0" in out
+    for node in NODES:
+        assert installed(sb, node) == "1.0.0"
+        health = get(sb, node, "/health")
+        assert health["version"] == "1.0.0" and health["schema"] == "ahead"
+        assert titles(sb, node) == ["after-upgrade", "before-upgrade"]
+    # the bad version is masked in the overlay: a sync and an emerge cannot bring it back
+    r = runner(sb, "staging-1")
+    portage_tools.sync(r, "releaser-staging")
+    with pytest.raises(NodeError, match="mask"):
+        portage_tools.emerge(r, "www-apps/notes-2.0.0")
+    assert installed(sb, "staging-1") == "1.0.0"
+    log = subprocess.run(["git", "--git-dir", str(sb.central / "overlays/staging.git"), "log",
+                          "-1", "--format=%B"], capture_output=True, text=True).stdout
+    assert "www-apps/notes-2.0.0: mask in staging" in log and "rolled back from 2.0.0" in log
+
+
+def test_rollback_to_the_running_version_is_a_noop(sb, capsys):
+    assert cli(sb, "rollback", "staging", "--to", "1.0.0", "--yes") == 0
+    out = capsys.readouterr().out
+    assert out.count("already runs 1.0.0 and is healthy: nothing to do") == 2
+
+
+def test_promoting_the_masked_version_again_is_refused(sb, capsys):
+    assert cli(sb, "promote", "staging") == 2
+    assert "was rolled back in staging and is masked" in capsys.readouterr().err
+
+
+def test_rollback_with_restore_from_central_after_local_package_loss(sb, capsys):
+    add_migration(sb.source, "v3.0.0", number=3)
+    assert cli(sb, "promote", "staging") == 0
+    for node in NODES:
+        assert installed(sb, node) == "3.0.0"
+        post_note(sb, node, "lost-on-restore")
+    # staging-1 lost its local binary package of the target: it comes from central
+    local = sb.node_root("staging-1") / "var/cache/binpkgs/www-apps/notes-1.0.0.gpkg.tar"
+    local.unlink()
+    assert cli(sb, "rollback", "staging", "--restore-db", "--dry-run") == 0
+    assert "central" in capsys.readouterr().out
+    assert cli(sb, "rollback", "staging", "--restore-db", "--yes") == 0
+    for node in NODES:
+        assert installed(sb, node) == "1.0.0"
+        assert get(sb, node, "/health")["version"] == "1.0.0"
+        # the dump taken before 3.0.0 was installed: what was written later is gone
+        assert titles(sb, node) == ["after-upgrade", "before-upgrade"]
+    assert local.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["rollback", "staging", "--to", "9.9.9", "--yes"], "was never installed and healthy"),
+    (["rollback", "qa", "--yes"], "unknown environment 'qa'"),
+    (["rollback", "staging", "--to", "1;rm", "--yes"], "not a valid Gentoo version"),
+    (["rollback", "staging", "--to", "1.0.0"], "needs confirmation"),
+    (["rollback", "staging", "--yes"], "no earlier healthy version than 1.0.0"),
+])
+def test_bad_input(sb, capsys, args, message):
+    assert cli(sb, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_restore_db_without_a_verified_dump_is_refused(sb, capsys):
+    shutil.rmtree(sb.central / "dumps" / "staging")
+    for node in NODES:
+        shutil.rmtree(sb.node_root(node) / "var/lib/notes/backups", ignore_errors=True)
+    assert cli(sb, "rollback", "staging", "--to", "1.0.0", "--restore-db", "--yes") == 2
+    assert "no verified dump" in capsys.readouterr().err
+    for node in NODES:
+        assert installed(sb, node) == "1.0.0"
