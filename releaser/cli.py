@@ -208,14 +208,17 @@ def sandbox() -> None:
               help="Nodes per environment, ENV=COUNT,...")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path),
               help="Git repository of the app (default: the config's [app] source).")
+@click.option("--ssh", is_flag=True,
+              help="Reach every node and the central repository through its own real sshd.")
 @click.pass_obj
-def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None) -> None:
+def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
+                 ssh: bool) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
     from .sandbox import init_sandbox, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
-    path = init_sandbox(directory, app, nodes, progress=_progress(False))
+    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh)
     click.echo(f"sandbox ready: releaser -c {path} promote staging")
 
 

@@ -166,7 +166,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         ledger.save()
         if report.ok:
             ledger.set_release(release.version, ledger_mod.HEALTHY)
+            previous = ledger.current
             ledger.set_current(release.version, "promote")
+            _retain(central, env, {release.version, previous} - {None}, progress)
         elif not report.rolled_back:
             failed = [n.node for n in report.nodes if n.status == FAILED]
             ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
@@ -236,3 +238,13 @@ def _plan(config, central, env, release, files_from, tarball, progress, started)
                                         after=release.version, detail=action))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retain(central: CentralRepository, env: EnvironmentConfig, protect: set[str],
+            progress: Progress) -> None:
+    """Keep the last ``keep_backups`` packages and dumps; never the running one or the target."""
+    from .backup import apply_retention
+
+    removed = apply_retention(central, env.name, env.policy.keep_backups, protect)
+    if removed:
+        progress(f"retention: removed {len(removed)} old backup(s) of {env.name}")

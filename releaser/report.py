@@ -22,7 +22,7 @@ def print_promote(report: PromoteReport) -> None:
     click.echo(f"\n{title} {report.release.cpv} -> {report.env}")
     if report.publish and not report.dry_run:
         click.echo(f"  {report.publish.describe()}")
-    rows = [[n.node, n.before or "-", n.after or "-", n.status.upper() if n.status == FAILED
+    rows = [[n.node, n.before or "-", n.after or "-", n.status.upper() if n.failed
              else n.status, f"{n.seconds:.1f}s", n.detail] for n in report.nodes]
     _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
     if report.halted:

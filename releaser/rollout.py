@@ -22,7 +22,7 @@ from typing import Callable
 from . import backup
 from .central import CentralRepository
 from .config import Config, EnvironmentConfig, NodeConfig
-from .errors import NodeError, ReleaserError
+from .errors import HostKeyError, NodeError, ReleaserError
 from .ledger import Ledger
 from .node import Node, connect
 from .release import Release
@@ -30,8 +30,8 @@ from .release import Release
 Progress = Callable[[str], None]
 
 # Node outcomes.
-INSTALLED, UNCHANGED, FAILED, ROLLED_BACK, PLANNED, SKIPPED = (
-    "installed", "unchanged", "failed", "rolled-back", "planned", "skipped")
+INSTALLED, UNCHANGED, FAILED, ROLLED_BACK, PLANNED, SKIPPED, REFUSED = (
+    "installed", "unchanged", "failed", "rolled-back", "planned", "skipped", "refused")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class NodeOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.status in (FAILED, ROLLED_BACK)
+        return self.status in (FAILED, ROLLED_BACK, REFUSED)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -72,6 +72,10 @@ class NodeRollout:
         try:
             node = connect(self.config, node_cfg)
             self._run(node, out)
+        except HostKeyError as exc:
+            # Not a network blip: the host may not be who it claims.  Nothing ran there.
+            out.status = REFUSED
+            out.detail = f"refused: {exc}"
         except ReleaserError as exc:
             out.status = FAILED
             out.detail = f"{out.phase} failed: {exc}"
@@ -80,8 +84,8 @@ class NodeRollout:
             if node is not None:
                 node.close()
             out.seconds = time.monotonic() - started
-        self.ledger.journal(out.node, phase=out.status if out.status != FAILED
-                            else f"failed:{out.phase}", version=out.after,
+        self.ledger.journal(out.node, phase=out.status if out.status not in (FAILED, REFUSED)
+                            else f"{out.status}:{out.phase}", version=out.after,
                             target=self.release.version, detail=out.detail)
         self.progress(f"{out.node}: {out.status}: {out.detail}")
         return out

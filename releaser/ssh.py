@@ -154,6 +154,9 @@ class SSHRunner:
         self.spec = spec
         self.host = spec.label
         self._lock = threading.RLock()
+        # One SFTP session per connection, and paramiko's SFTPClient is not
+        # thread-safe: transfers from worker threads take turns.
+        self._transfer_lock = threading.Lock()
         self._conn: fabric.Connection | None = None
 
     # -- connection --------------------------------------------------------
@@ -446,8 +449,10 @@ class SSHRunner:
             tmp = posixpath.join(directory, f".{name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
             sftp = self._sftp()
             try:
-                sftp.putfo(source, tmp, file_size=os.fstat(source.fileno()).st_size, confirm=True)
-                sftp.posix_rename(tmp, remote)
+                with self._transfer_lock:
+                    sftp.putfo(source, tmp, file_size=os.fstat(source.fileno()).st_size,
+                               confirm=True)
+                    sftp.posix_rename(tmp, remote)
             except OSError as exc:
                 try:
                     sftp.remove(tmp)
@@ -464,7 +469,8 @@ class SSHRunner:
         sftp = self._sftp()
         with open(tmp, "wb") as target:  # local errors propagate as OSError
             try:
-                sftp.getfo(str(remote), target)
+                with self._transfer_lock:
+                    sftp.getfo(str(remote), target)
             except OSError as exc:
                 target.close()
                 tmp.unlink(missing_ok=True)

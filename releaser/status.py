@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import versioning
 from .central import CentralRepository
 from .config import Config
-from .errors import ReleaserError
+from .errors import HostKeyError, ReleaserError
 from .ledger import Ledger
 from .node import connect
 from .overlay_git import BRANCH
@@ -76,6 +76,10 @@ def environment_status(config: Config, central: CentralRepository, env_name: str
                 installed = node.installed_version(config.app.cp)
             finally:
                 node.close()
+        except HostKeyError as exc:
+            status.nodes.append(NodeStatus(node_cfg.name, None, None, str(exc),
+                                           "refused (host key)"))
+            continue
         except ReleaserError as exc:
             status.nodes.append(NodeStatus(node_cfg.name, None, None, str(exc), "unreachable"))
             continue

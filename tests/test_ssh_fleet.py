@@ -225,7 +225,7 @@ def test_changed_host_key_is_refused_and_nothing_runs_there(fleet):
     assert installed(fleet, "staging-1") == "1.0.1"
     assert health(fleet, "staging-1")["version"] == "1.0.1"
     refused = nodes["staging-2"]
-    assert refused.status == "failed" and refused.phase == "connect", refused
+    assert refused.status == "refused" and refused.phase == "connect", refused
     assert "host key CHANGED" in refused.detail
     # nothing ran on it: its vdb is byte for byte what it was, no login was accepted
     assert tree_digests(fleet.node_root("staging-2") / "var/db/pkg") == vdb
