@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from releaser import noderoot, portage_tools  # noqa: E402
-from releaser.config import load_config  # noqa: E402
 from releaser.promote import central_of, promote  # noqa: E402
 from releaser.rollback import execute_rollback, plan_rollback  # noqa: E402
 from releaser.runner import LocalRunner  # noqa: E402

@@ -26,6 +26,7 @@ rollback artifact that changes under the same name is one nobody can trust.
 from __future__ import annotations
 
 import posixpath
+import threading
 
 from portage.versions import catsplit, cpv_getkey, cpv_getversion
 
@@ -36,6 +37,11 @@ from .backup_common import (COPY_FAILURES, INDEX_FORMAT, BackupError, BinpkgBack
 from .central import CentralRepository
 from .errors import NodeError
 from .node import Node
+
+#: Nodes backed up in parallel threads often run the same version: one of
+#: them stores the central copy, the others find it there and only add their
+#: own digest to the index.
+_CENTRAL_LOCK = threading.Lock()
 
 GPKG_SUFFIX = ".gpkg.tar"
 #: Members every gpkg holds besides its optional signatures (GLEP 78).
@@ -83,6 +89,13 @@ def backup_package(node: Node, central: CentralRepository, env: str, cpv: str) -
     _check_running(node, cpv)
     entry = _packages(central, env).get(cpv)
     mine, made = _node_package(node, cpv, entry)
+    with _CENTRAL_LOCK:
+        return _store_centrally(node, central, env, cpv, mine, made)
+
+
+def _store_centrally(node: Node, central: CentralRepository, env: str, cpv: str, mine: dict,
+                     made: bool) -> BinpkgBackup:
+    entry = _packages(central, env).get(cpv)
     uploaded = not _central_copy_verifies(central, entry)
     if uploaded:
         target = central_path(central, env, cpv)

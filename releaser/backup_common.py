@@ -12,7 +12,6 @@ never left under a name someone could later trust.
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 import re
 import subprocess
@@ -24,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .central import CentralRepository
+from .central import CentralRepository, temp_name
 from .errors import CommandError, ReleaserError, UsageError
 from .runner import Runner
 
@@ -227,8 +226,7 @@ def push(runner: Runner, local: Path, path: str, algo: str, expected: str,
     """
     if host_digest(runner, path, algo) == expected:
         return False
-    tmp = posixpath.join(posixpath.dirname(path),
-                         f".{posixpath.basename(path)}.partial-{os.getpid()}")
+    tmp = temp_name(path)
     try:
         runner.run(["mkdir", "-p", "--", posixpath.dirname(path)])
         runner.put(local, tmp)

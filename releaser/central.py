@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,12 @@ from .runner import Runner
 from .tarball import Digests
 
 DIRS = ("distfiles", "overlays", "binpkgs", "dumps", "releases", "ledger", "locks")
+
+
+def temp_name(path: str) -> str:
+    """A temporary name beside ``path``, unique per process and thread (hidden, ``.partial``)."""
+    return posixpath.join(posixpath.dirname(path),
+                          f".{posixpath.basename(path)}.partial-{uuid.uuid4().hex[:12]}")
 
 
 @dataclass
@@ -90,10 +97,7 @@ class CentralRepository:
 
     @staticmethod
     def _temp_name(path: str) -> str:
-        import os
-
-        return posixpath.join(posixpath.dirname(path),
-                              f".{posixpath.basename(path)}.partial-{os.getpid()}")
+        return temp_name(path)
 
     # --- set-up ------------------------------------------------------------
     def init_dirs(self) -> None:

@@ -225,7 +225,6 @@ def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path |
 def _app_config(obj: _Context, source: Path | None):
     import dataclasses
 
-    from .config import AppConfig
     from .errors import ConfigError
 
     try:

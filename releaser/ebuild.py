@@ -7,7 +7,6 @@ are documented in ``ebuild_templates/__init__.py``.
 
 from __future__ import annotations
 
-from importlib import resources
 
 import jinja2
 

@@ -26,7 +26,6 @@ These functions only touch files; committing and pushing is the git module's job
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import datetime, timezone
 from importlib import resources
 from importlib.resources.abc import Traversable

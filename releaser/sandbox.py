@@ -40,7 +40,7 @@ from . import distserver, noderoot, overlay_git, portage_tools, sandbox_rc, sand
 from .central import CentralRepository
 from .config import AppConfig, load_config
 from .errors import UsageError
-from .overlay import repo_name, skeleton
+from .overlay import skeleton
 from .runner import LocalRunner, Runner
 from .sshd import SandboxSSHD
 
