@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import ReleaserError
+from .processes import pid_alive, process_cmdline
 
 #: The module name every server process carries on its command line; stop
 #: and liveness checks require it before trusting a pid.
@@ -72,32 +73,6 @@ class ServerInfo:
 # --------------------------------------------------------------------------
 # Process helpers (also used by releaser.sandbox_rc)
 # --------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (a zombie has already exited)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def process_cmdline(pid: int) -> list[str]:
-    """The argv of ``pid`` from /proc, or [] when it is gone or unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 #: Servers this process started, kept so their exit status is collected (no

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from .central import CentralRepository
 from .errors import LockHeld
+from .processes import pid_alive
 
 
 @dataclass
@@ -65,18 +66,4 @@ def _is_stale(owner: dict) -> bool:
     """A lock whose owner ran on this machine and whose process is gone."""
     if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
         return not owner  # an empty or unreadable owner: the holder died mid-acquire
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(owner["pid"])
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return not pid_alive(owner["pid"])

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import ReleaserError
+from .processes import pid_alive, process_cmdline
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
@@ -253,29 +254,6 @@ def render_sshd_config(
 # --------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid``: per-connection sshds and the commands they run."""
     parents: dict[int, list[int]] = {}
@@ -430,7 +408,7 @@ class SandboxSSHD:
         while time.monotonic() < deadline:
             if self.pid is None:
                 self.pid = self._read_pid()
-            if self.pid is not None and not _pid_alive(self.pid):
+            if self.pid is not None and not pid_alive(self.pid):
                 self.pid = None
                 break
             if self.pid is not None and _port_accepts(self.address, self.port):
@@ -459,7 +437,7 @@ class SandboxSSHD:
 
     @property
     def running(self) -> bool:
-        return self.pid is not None and _pid_alive(self.pid) and self._is_ours(self.pid)
+        return self.pid is not None and pid_alive(self.pid) and self._is_ours(self.pid)
 
     def __enter__(self) -> "SandboxSSHD":
         return self.start()
@@ -478,7 +456,7 @@ class SandboxSSHD:
     def _is_ours(self, pid: int) -> bool:
         # Never signal a recycled pid: it must be an sshd run with our config.
         # (sshd rewrites its argv into one "sshd: /usr/sbin/sshd -f ..." title.)
-        title = " ".join(_cmdline(pid))
+        title = " ".join(process_cmdline(pid))
         return "sshd" in title and f"-f {self.config_path}" in title
 
     def _kill(self, pid: int, timeout: float = 10.0) -> None:
@@ -491,17 +469,17 @@ class SandboxSSHD:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         for target in [pid, *sessions]:
-            if _pid_alive(target):
+            if pid_alive(target):
                 try:
                     os.kill(target, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        while _pid_alive(pid) and time.monotonic() < deadline + 2:
+        while pid_alive(pid) and time.monotonic() < deadline + 2:
             time.sleep(0.01)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             raise SSHDError(f"sshd pid {pid} for {self.address}:{self.port} did not exit")
 
     def _log_tail(self, lines: int = 5) -> str:
