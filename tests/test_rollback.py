@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -96,7 +99,21 @@ def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):
     assert not changed, changed[:5]
 
 
-def test_rollback_without_database_restore(sb, capsys):
+def test_interrupted_rollback_is_finished_by_running_it_again(sb, capsys):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "releaser", "-c", str(sb.config_path), "rollback", "staging",
+         "--yes"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if ": install" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, seen
+    time.sleep(1)  # the orphaned emerge finishes or dies; Portage's own lock orders the rest
     assert cli(sb, "rollback", "staging", "--yes") == 0
     out = capsys.readouterr().out
     assert "staging is back on 1.0.0" in out

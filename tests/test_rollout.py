@@ -1,4 +1,8 @@
-"""Rollout over a fleet: parallel nodes, canary, automatic rollback, resuming after kill -9."""
+"""Rollout over a fleet of SSH nodes: parallel, canary, automatic rollback, resuming after kill -9.
+
+Every node is a real sshd on its own 127.0.0.x address with a pinned host key,
+real Portage behind it.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from releaser.runner import LocalRunner
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, add_migration
 
-NODES = ("staging-1", "staging-2", "staging-3")
+NODES = ("staging-1", "staging-2", "staging-3", "staging-4")
 
 
 def cli(sb, *args):
@@ -51,13 +55,13 @@ def broken_release(source: Path, tag: str) -> None:
 
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory):
-    sandbox = Sandbox(tmp_path_factory.mktemp("rollout"), {"staging": 3})
+    sandbox = Sandbox(tmp_path_factory.mktemp("rollout"), {"staging": 4}, ssh=True)
     yield sandbox
     sandbox.down()
 
 
 def test_parallel_promote(sb, capsys):
-    assert cli(sb, "promote", "staging", "--concurrency", "3", "--json") == 0
+    assert cli(sb, "promote", "staging", "--concurrency", "4", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and {n["status"] for n in report["nodes"]} == {"installed"}
     for node in NODES:
@@ -73,7 +77,7 @@ def test_canary_failure_rolls_back_and_touches_no_other_node(sb, capsys):
     assert nodes["staging-1"]["status"] == "rolled-back"
     assert nodes["staging-1"]["after"] == "1.0.0"
     assert "migrat" in nodes["staging-1"]["detail"]
-    assert nodes["staging-2"]["status"] == nodes["staging-3"]["status"] == "skipped"
+    assert {nodes[n]["status"] for n in NODES[1:]} == {"skipped"}
     assert "canary" in report["halted"]
     for node in NODES:
         assert installed(sb, node) == "1.0.0" and health_version(sb, node) == "1.0.0"
@@ -104,7 +108,7 @@ def test_kill_9_mid_rollout_then_rerun_completes(sb, capsys):
     assert code == 0, report
     statuses = {n["node"]: n["status"] for n in report["nodes"]}
     assert statuses["staging-1"] == "unchanged"
-    assert statuses["staging-3"] == "installed"
+    assert statuses["staging-3"] == statuses["staging-4"] == "installed"
     for node in NODES:
         assert installed(sb, node) == "1.2.0" and health_version(sb, node) == "1.2.0"
 
