@@ -37,7 +37,15 @@ class Node:
         portage_tools.sync(self.runner, repo)
 
     def install(self, cpv: str, *, usepkgonly: bool = False) -> portage_tools.EmergeResult:
-        return portage_tools.emerge(self.runner, cpv, usepkgonly=usepkgonly)
+        """``emerge =cpv``, recorded in the world file (not ``--oneshot``).
+
+        The application is what the host is for: ``emerge --depclean`` must
+        never remove it.  World names the package without a version, so a
+        world update takes the newest visible version of the environment's
+        overlay: the newest release published there, minus the rolled-back
+        ones, which are masked.
+        """
+        return portage_tools.emerge(self.runner, cpv, oneshot=False, usepkgonly=usepkgonly)
 
     def restart(self, service: str) -> None:
         OpenRC().restart(self.runner, service)

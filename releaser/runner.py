@@ -85,10 +85,16 @@ class LocalRunner:
                 input=input,
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
+                errors="replace",
                 timeout=timeout,
             )
         except FileNotFoundError as exc:
             raise CommandError(argv, 127, "", f"command not found: {argv[0]}", self.host) from exc
+        except subprocess.TimeoutExpired as exc:
+            # Same convention as SSHRunner: coreutils timeout's return code.
+            raise CommandError(argv, 124, "", f"timed out after {timeout:g} s",
+                               self.host) from exc
         result = CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr,
                                time.monotonic() - started)
         if check and proc.returncode != 0:
@@ -96,13 +102,21 @@ class LocalRunner:
         return result
 
     def put(self, local: Path, remote: str) -> None:
-        import shutil
-
-        Path(remote).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, remote)
+        """Copy a file, atomically: a half-copied file never has the final name."""
+        _copy_atomic(Path(local), Path(remote))
 
     def get(self, remote: str, local: Path) -> None:
-        import shutil
+        _copy_atomic(Path(remote), Path(local))
 
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(remote, local)
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    import shutil
+    import uuid
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
