@@ -189,11 +189,15 @@ def _publish(central, env: EnvironmentConfig, release: Release, files_from, tarb
 def _release_from_source(config: Config, central, env: EnvironmentConfig, version, progress):
     source = env.promote_from
     ledger = Ledger.load(central, source)
-    healthy = ledger.ever_healthy()
+    withdrawn = set(ledger.versions(ledger_mod.WITHDRAWN))
+    healthy = [v for v in ledger.ever_healthy() if v not in withdrawn]
     if version is not None:
         versioning.validate(version)
         if ledger.release(version) is None:
             raise ReleaseNotFound(f"{config.app.name}-{version} was never published to {source}")
+        if version in withdrawn:
+            raise UsageError(f"{config.app.name}-{version} was rolled back in {source} "
+                             f"({ledger.release(version).get('reason', 'no reason recorded')})")
         if version not in healthy:
             raise UsageError(f"{config.app.name}-{version} was never healthy on {source}; "
                              f"promote it there first")

@@ -175,3 +175,37 @@ def test_failed_emerge_is_reported_with_portage_reason(tmp_path, capsys):
         assert cli(sb, "promote", "production") == 2  # staging never became healthy
     finally:
         sb.down()
+
+
+def test_production_refuses_what_staging_rolled_back(tmp_path):
+    from releaser.central import CentralRepository
+    from releaser.config import load_config
+    from releaser.errors import UsageError
+    from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
+    from releaser.promote import promote
+
+    config_file = tmp_path / "releaser.toml"
+    config_file.write_text("""
+[app]
+name = "notes"
+[central]
+path = "central"
+distfiles_url = "http://127.0.0.1:9/distfiles"
+[environments.staging]
+nodes = [{ name = "s1", root = "nodes/s1", health_url = "http://127.0.0.1:9/health" }]
+[environments.production]
+promote_from = "staging"
+nodes = [{ name = "p1", root = "nodes/p1", health_url = "http://127.0.0.1:9/health" }]
+""")
+    central = CentralRepository(LocalRunner(), str(tmp_path / "central"))
+    central.init_dirs()
+    ledger = Ledger.load(central, "staging")
+    ledger.set_release("1.0.0", HEALTHY)
+    ledger.set_release("1.0.0", WITHDRAWN, reason="failed its health check")
+    ledger.save()
+    config = load_config(config_file)
+    with pytest.raises(UsageError, match="was rolled back in staging"):
+        promote(config, "production", version="1.0.0")
+    with pytest.raises(UsageError, match="nothing has been healthy on staging"):
+        promote(config, "production")
+    assert not (tmp_path / "nodes").exists()
