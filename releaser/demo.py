@@ -4,7 +4,8 @@ It copies this repository's app into a fresh git repository inside the
 sandbox (the demo commits and tags there, never in the project), creates a
 sandbox with two staging and two production nodes, and then runs what an
 operator runs: promote v1.0.0 to staging and production, make v1.1.0, promote
-it the same way, and show the status.  Every step goes through the same code
+it the same way, then what on-call runs: roll production back to v1.0.0 (plan
+first, from the binary packages taken before the upgrade), and show the status.  Every step goes through the same code
 as ``releaser promote`` against real hosts.
 """
 
@@ -91,10 +92,19 @@ def run_demo(directory: Path | None, *, project: Path, keep: bool,
             print_promote(report)
             if not report.ok:
                 raise UsageError(f"demo stopped: promote {env} failed (sandbox kept at {base})")
-        echo(f"{t()} 8. status")
+        echo(f"{t()} 8. on-call: rollback production (plan, then back to the previous version)")
         from .promote import central_of
+        from .report import print_rollback, print_rollback_plan
+        from .rollback import execute_rollback, plan_rollback
 
         central = central_of(config)
+        plan = plan_rollback(config, central, "production")
+        print_rollback_plan(plan)
+        rolled = execute_rollback(config, central, plan, progress=progress)
+        print_rollback(rolled)
+        if not rolled.ok:
+            raise UsageError(f"demo stopped: rollback failed (sandbox kept at {base})")
+        echo(f"{t()} 9. status")
         for env in ("staging", "production"):
             print_status(environment_status(config, central, env))
     finally:

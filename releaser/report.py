@@ -40,7 +40,8 @@ def print_promote(report: PromoteReport) -> None:
 
 
 def print_status(status: EnvStatus) -> None:
-    offered = ", ".join(status.offered) or "nothing"
+    offered = ", ".join(f"{v} (masked)" if v in status.masked else v
+                        for v in status.offered) or "nothing"
     click.echo(f"\n{status.env}: overlay offers {offered}; environment is on "
                f"{status.current or 'nothing yet'}")
     rows = [[n.name, n.installed or "-",

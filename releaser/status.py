@@ -31,15 +31,17 @@ class NodeStatus:
 class EnvStatus:
     env: str
     offered: list[str]
-    current: str | None  # newest version healthy in this environment
+    current: str | None  # the version the environment is on (promote, rollback)
     nodes: list[NodeStatus] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
 
     @property
     def drifted(self) -> bool:
         return any(n.drift for n in self.nodes)
 
     def to_dict(self) -> dict:
-        return {"env": self.env, "offered": self.offered, "current": self.current,
+        return {"env": self.env, "offered": self.offered, "masked": self.masked,
+                "current": self.current,
                 "nodes": [n.__dict__ for n in self.nodes]}
 
 
@@ -58,6 +60,18 @@ def offered_versions(central: CentralRepository, env: str, cp: str) -> list[str]
     return sorted(versions, key=_key)
 
 
+def masked_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
+    """Versions of ``cp`` masked (``=cp-ver``) in the overlay's profiles/package.mask."""
+    repo = central.overlay_repo(env)
+    result = central.runner.run(["git", f"--git-dir={repo}", "show",
+                                 f"{BRANCH}:profiles/package.mask"], check=False)
+    if not result.ok:
+        return []
+    prefix = f"={cp}-"
+    return sorted((line.strip()[len(prefix):] for line in result.stdout.splitlines()
+                   if line.strip().startswith(prefix)), key=_key)
+
+
 def _key(version: str):
     from functools import cmp_to_key
 
@@ -68,7 +82,8 @@ def environment_status(config: Config, central: CentralRepository, env_name: str
     env = config.environment(env_name)
     ledger = Ledger.load(central, env_name)
     healthy = ledger.current
-    status = EnvStatus(env_name, offered_versions(central, env_name, config.app.cp), healthy)
+    status = EnvStatus(env_name, offered_versions(central, env_name, config.app.cp), healthy,
+                       masked=masked_versions(central, env_name, config.app.cp))
     for node_cfg in env.nodes:
         try:
             node = connect(config, node_cfg)
