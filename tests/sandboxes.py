@@ -77,6 +77,28 @@ class Sandbox:
         down_sandbox(self.base / "sandbox")
 
 
+def kill_9_when(sb: "Sandbox", args: list[str], marker: str) -> list[str]:
+    """Run ``releaser ARGS`` on the sandbox, SIGKILL it on the first output line holding
+    ``marker``; return the lines it printed."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "releaser", "-c", str(sb.config_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, seen
+    return seen
+
+
 def tree_digests(*roots: Path) -> dict[str, str]:
     """sha256 of every regular file under the roots (symlinks by target)."""
     out = {}

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -21,7 +19,7 @@ from releaser.cli import main
 from releaser.errors import NodeError
 from releaser.runner import LocalRunner
 
-from .sandboxes import Sandbox, add_migration, tree_digests
+from .sandboxes import Sandbox, add_migration, kill_9_when, tree_digests
 
 NODES = ("staging-1", "staging-2")
 
@@ -100,19 +98,7 @@ def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):
 
 
 def test_interrupted_rollback_is_finished_by_running_it_again(sb, capsys):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "releaser", "-c", str(sb.config_path), "rollback", "staging",
-         "--yes"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if ": install" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL, seen
+    kill_9_when(sb, ["rollback", "staging", "--yes"], ": install")
     time.sleep(1)  # the orphaned emerge finishes or dies; Portage's own lock orders the rest
     assert cli(sb, "rollback", "staging", "--yes") == 0
     out = capsys.readouterr().out

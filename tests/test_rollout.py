@@ -7,9 +7,6 @@ real Portage behind it.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +18,7 @@ from releaser.cli import main
 from releaser.runner import LocalRunner
 
 from .conftest import commit_all, git
-from .sandboxes import Sandbox, add_migration
+from .sandboxes import Sandbox, add_migration, kill_9_when
 
 NODES = ("staging-1", "staging-2", "staging-3", "staging-4")
 
@@ -89,18 +86,7 @@ def test_canary_failure_rolls_back_and_touches_no_other_node(sb, capsys):
 def test_kill_9_mid_rollout_then_rerun_completes(sb, capsys):
     git(sb.source, "reset", "-q", "--hard", "v1.0.0")
     add_migration(sb.source, "v1.2.0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "releaser", "-c", str(sb.config_path), "promote", "staging",
-         "--concurrency", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "staging-2: install" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(30)
+    seen = kill_9_when(sb, ["promote", "staging", "--concurrency", "1"], "staging-2: install")
     assert any("staging-1: installed" in line for line in seen), seen
     time.sleep(1)  # let the orphaned emerge of staging-2 finish or die
     code = cli(sb, "promote", "staging", "--json")
