@@ -116,6 +116,9 @@ def choose_target(ledger: Ledger, cp_name: str, to: str | None) -> tuple[str | N
         if entry is None or not entry.get("healthy_at"):
             raise ReleaseNotFound(f"{cp_name}-{to} was never installed and healthy in "
                                   f"{ledger.env}; nothing to roll back to")
+        if entry.get("state") == ledger_mod.WITHDRAWN:
+            raise UsageError(f"{cp_name}-{to} was itself rolled back in {ledger.env} and is "
+                             f"masked there ({entry.get('reason', 'no reason recorded')})")
         return current, to
     if current is None:
         raise UsageError(f"nothing has been promoted to {ledger.env} yet: nothing to roll back")

@@ -153,6 +153,7 @@ def test_rollback_with_restore_from_central_after_local_package_loss(sb, capsys)
 @pytest.mark.parametrize("args,message", [
     (["rollback", "staging", "--to", "9.9.9", "--yes"], "was never installed and healthy"),
     (["rollback", "qa", "--yes"], "unknown environment 'qa'"),
+    (["rollback", "staging", "--to", "2.0.0", "--yes"], "was itself rolled back in staging"),
     (["rollback", "staging", "--to", "1;rm", "--yes"], "not a valid Gentoo version"),
     (["rollback", "staging", "--to", "1.0.0"], "needs confirmation"),
     (["rollback", "staging", "--yes"], "no earlier healthy version than 1.0.0"),
