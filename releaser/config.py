@@ -62,7 +62,6 @@ class CentralConfig:
     distfiles_url: str
     address: str | None = None  # None: the central repository is local
     port: int = 22
-    overlay_url: str | None = None  # what nodes use as sync-uri; default derived from path
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,6 @@ class NodeConfig:
     root: Path | None = None  # the node's ROOT: a sandbox directory; "/" on a real host
     address: str | None = None  # SSH node; None: a local sandbox node
     port: int = 22
-    app_port: int | None = None
 
     @property
     def is_local(self) -> bool:
@@ -240,7 +238,7 @@ def _parse_app(r: _Reader, base: Path) -> AppConfig:
 
 
 def _parse_central(r: _Reader, base: Path) -> CentralConfig:
-    r.unknown({"path", "distfiles_url", "address", "port", "overlay_url"})
+    r.unknown({"path", "distfiles_url", "address", "port"})
     url = r.get("distfiles_url", str, required=True)
     if not url.startswith(("http://", "https://", "file://")):
         raise r.fail("distfiles_url", f"{url!r} must be an http://, https:// or file:// URL")
@@ -249,7 +247,6 @@ def _parse_central(r: _Reader, base: Path) -> CentralConfig:
         distfiles_url=url.rstrip("/"),
         address=r.get("address", str, None),
         port=r.get("port", int, 22),
-        overlay_url=r.get("overlay_url", str, None),
     )
 
 
@@ -307,7 +304,7 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)
-    r.unknown({"name", "root", "address", "port", "health_url", "app_port"})
+    r.unknown({"name", "root", "address", "port", "health_url"})
     root = r.get("root", str, None)
     address = r.get("address", str, None)
     if root is None and address is None:
@@ -320,7 +317,6 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
         root=(Path(root) if address else _path(base, root)) if root else None,
         address=address,
         port=r.get("port", int, 22),
-        app_port=r.get("app_port", int, None),
     )
 
 

@@ -287,7 +287,7 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
             where = "" if n.ssh_port is None else \
                 f"address = {q(n.address)}, port = {n.ssh_port}, "
             lines.append(f"  {{ name = {q(n.name)}, {where}root = {q(str(n.root))}, "
-                         f"health_url = {q(n.health_url)}, app_port = {n.port} }},")
+                         f"health_url = {q(n.health_url)} }},")
         lines += ["]", ""]
     return "\n".join(lines)
 
