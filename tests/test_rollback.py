@@ -172,3 +172,19 @@ def test_restore_db_without_a_verified_dump_is_refused(sb, capsys):
     assert "no verified dump" in capsys.readouterr().err
     for node in NODES:
         assert installed(sb, node) == "1.0.0"
+
+
+def test_a_database_that_cannot_be_dumped_stops_that_node_before_the_upgrade(sb, capsys):
+    """No node is upgraded without a verified dump of its database."""
+    add_migration(sb.source, "v4.0.0", number=4)
+    db = sb.node_root("staging-2") / "var/lib/notes/notes.db"
+    db.unlink()
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # a header, then garbage
+    assert cli(sb, "promote", "staging", "--json") == 3
+    report = json.loads(capsys.readouterr().out)
+    nodes = {n["node"]: n for n in report["nodes"]}
+    assert nodes["staging-1"]["status"] == "installed" and installed(sb, "staging-1") == "4.0.0"
+    bad = nodes["staging-2"]
+    assert bad["status"] == "failed" and bad["phase"] == "backup", bad
+    assert "staging-2" in bad["detail"] and "dump" in bad["detail"]
+    assert installed(sb, "staging-2") == "1.0.0" and bad["after"] == "1.0.0"
