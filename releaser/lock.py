@@ -47,7 +47,8 @@ class EnvironmentLock:
                 raise LockHeld(
                     f"{self.env} is locked by {owner.get('user', '?')}@{owner.get('host', '?')} "
                     f"pid {owner.get('pid', '?')} since {owner.get('since', '?')} "
-                    f"({owner.get('command', '?')}); wait for it to finish")
+                    f"({owner.get('command', '?')}); wait for it to finish, or if that run "
+                    f"is dead, remove {self.path} on the central repository host")
             self.taken_over = owner
             self.central.runner.run(["rm", "-rf", "--", self.path])
         raise LockHeld(f"{self.env}: could not take the lock at {self.path}")
