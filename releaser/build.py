@@ -39,12 +39,18 @@ class BuildResult:
     release_dir: Path
     tarball: Path
     seconds: float
+    reused: bool = False
 
 
 def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
                   build_number: int | None = None, allow_dirty: bool = False,
-                  distfiles_url: str | None = None) -> BuildResult:
-    """Build ``ref`` of the configured app into ``out``."""
+                  distfiles_url: str | None = None, reuse: bool = False) -> BuildResult:
+    """Build ``ref`` of the configured app into ``out``.
+
+    ``reuse``: when ``out`` already holds the release of this very commit and
+    tree, and its files still have the digests its record names, return it
+    instead of building again (build once, promote the same artifact).
+    """
     started = time.monotonic()
     app = config.app
     out = Path(out or config.build_out).resolve()
@@ -55,6 +61,12 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
     pv = f"{app.name}-{version}"
     url = distfiles_url or (config.central.distfiles_url if config.central else
                             "http://localhost/distfiles")
+    if reuse and not source.dirty:
+        existing = _reusable(out, pv, source.hexsha, source.tree.hexsha)
+        if existing is not None:
+            return BuildResult(existing, out / "releases" / pv,
+                               out / "distfiles" / existing.tarball["name"],
+                               time.monotonic() - started, reused=True)
 
     mtime = source.commit.committed_date
     tarball = out / "distfiles" / f"{pv}.tar.gz"
@@ -94,6 +106,31 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
         release_dir.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(release_dir)
     return BuildResult(release, release_dir, tarball, time.monotonic() - started)
+
+
+def _reusable(out: Path, pv: str, commit: str, tree: str) -> Release | None:
+    """The release already built in ``out`` from ``commit``, if its files are intact."""
+    from .errors import ReleaseNotFound
+    from .release import load_release
+    from .tarball import file_digests
+
+    release_dir = out / "releases" / pv
+    try:
+        release = load_release(release_dir / "release.json")
+    except ReleaseNotFound:
+        return None
+    if release.commit != commit or release.source_tree != tree or release.dirty:
+        return None
+    tarball = out / "distfiles" / release.tarball["name"]
+    try:
+        intact = (file_digests(tarball).as_dict() == {k: release.tarball[k] for k in
+                                                      ("size", "blake2b", "sha512")}
+                  and _sha512(release_dir / release.ebuild["name"]) == release.ebuild["sha512"]
+                  and _sha512(release_dir / "Manifest") == release.manifest["sha512"]
+                  and (release_dir / "metadata.xml").is_file())
+    except OSError:
+        return None
+    return release if intact else None
 
 
 def _database_for(config: Config) -> DatabaseConfig:

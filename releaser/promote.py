@@ -118,10 +118,11 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if version is not None:
             raise UsageError(f"{env_name} builds from git: give --ref, not --version")
         progress(f"build {config.app.cp} from {ref}")
-        built = build_release(config, ref=ref)
+        built = build_release(config, ref=ref, reuse=True)
         release, files_from, tarball = built.release, built.release_dir, built.tarball
         progress(f"  {release.cpv} from commit {release.commit[:12]}"
-                 f"{' (dirty)' if release.dirty else ''}")
+                 f"{' (dirty)' if release.dirty else ''}"
+                 f"{': reusing the identical release already built' if built.reused else ''}")
         if release.dirty and not env.allow_dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
 

@@ -192,3 +192,21 @@ def test_portage_installs_built_release_and_app_answers_health(tmp_path, config_
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_promote_reuses_an_intact_identical_release(tmp_path, config_file):
+    cfg = load_config(config_file)
+    first = build_release(cfg, out=tmp_path / "o", build_number=7)
+    again = build_release(cfg, out=tmp_path / "o", reuse=True)
+    assert again.reused and again.release == first.release  # the same record, build 7
+    # a damaged artifact is never reused: the release is built again
+    (first.release_dir / "Manifest").write_text("tampered\n")
+    rebuilt = build_release(cfg, out=tmp_path / "o", reuse=True)
+    assert not rebuilt.reused and rebuilt.release.same_artifacts(first.release)
+    # another commit with the same version is not the same release
+    source = cfg.app.source
+    (source / "app" / "x").write_text("x\n")
+    commit_all(source, "moved on")
+    git(source, "tag", "-f", "v1.0.0")
+    moved = build_release(cfg, out=tmp_path / "o", reuse=True)
+    assert not moved.reused and moved.release.commit != first.release.commit
