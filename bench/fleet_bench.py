@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from releaser import portage_tools  # noqa: E402
 from releaser.node import connect  # noqa: E402
-from releaser.promote import promote  # noqa: E402
+from releaser.build import build_release  # noqa: E402
+from releaser.promote import central_of, promote  # noqa: E402
+from releaser.publish import ReleaseFiles, publish  # noqa: E402
 from tests.sandboxes import Sandbox, add_migration  # noqa: E402
 
 CP = "www-apps/notes"
@@ -64,11 +66,9 @@ def raw_versus_releaser(base: Path, rounds: int) -> tuple[float, float]:
         for _ in range(rounds):
             add_migration(sb.source, f"v{number}.0.0", number=number)
             # publish only (no node work) so the raw sequence has something to install
-            from releaser.build import build_release
-            from releaser.promote import central_of, _publish
             built = build_release(sb.config, ref="HEAD")
-            _publish(central_of(sb.config), sb.config.environment("staging"), built.release,
-                     built.release_dir, built.tarball)
+            publish(central_of(sb.config), "staging", "staging",
+                    ReleaseFiles(built.release, built.release_dir), built.tarball)
             node = connect(sb.config, node_cfg)
             running = node.installed_version(CP)
             t0 = time.perf_counter()

@@ -101,7 +101,7 @@ class EnvironmentConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     promote_from: str | None = None  # production: "staging"
-    allow_dirty: bool = False
+    allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,10 @@ class CommandError(ReleaserError):
         self.host = host
         tail = (stderr or stdout).strip().splitlines()
         reason = tail[-1] if tail else "no output"
-        super().__init__(f"{host}: {' '.join(self.argv[:3])} ... exited {returncode}: {reason}")
+        import shlex
+
+        command = shlex.join(self.argv[:3]) + (" ..." if len(self.argv) > 3 else "")
+        super().__init__(f"{host}: {command} exited {returncode}: {reason}")
 
 
 class BuildError(ReleaserError):

@@ -118,12 +118,12 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if version is not None:
             raise UsageError(f"{env_name} builds from git: give --ref, not --version")
         progress(f"build {config.app.cp} from {ref}")
-        built = build_release(config, ref=ref, reuse=True)
+        built = build_release(config, ref=ref, reuse=True, allow_dirty=env.allow_dirty)
         release, files_from, tarball = built.release, built.release_dir, built.tarball
         progress(f"  {release.cpv} from commit {release.commit[:12]}"
                  f"{' (dirty)' if release.dirty else ''}"
                  f"{': reusing the identical release already built' if built.reused else ''}")
-        if release.dirty and not env.allow_dirty:
+        if release.dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
 
     withdrawn = (Ledger.load(central, env_name).release(release.version) or {})
@@ -210,7 +210,7 @@ def _release_from_source(config: Config, central, env: EnvironmentConfig, versio
     if release is None:
         raise ReleaseNotFound(f"no release record for {config.app.name}-{version} on the "
                               "central repository")
-    if release.dirty and not env.allow_dirty:
+    if release.dirty:
         raise UsageError(f"{release.cpv} is a dirty build (uncommitted changes); "
                          f"{env.name} never takes one")
     progress(f"{release.cpv} was healthy on {source}; promoting it to {env.name}")

@@ -33,7 +33,7 @@ from . import backup, ledger as ledger_mod, overlay_git, portage_tools, versioni
 from .central import CentralRepository
 from .config import AppConfig, Config, EnvironmentConfig
 from .errors import ReleaseNotFound, ReleaserError, UsageError
-from .fleet import plan_stages, run_stages
+from .fleet import RolloutPolicy, plan_stages, run_stages
 from .health import HealthResult
 from .ledger import Ledger
 from .lock import EnvironmentLock
@@ -206,8 +206,6 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
             report.nodes.append(NodeOutcome(n.node, FAILED, before=n.current, after=n.current,
                                             phase="plan", detail="; ".join(n.problems)))
         work = _NodeRollback(config, env, central, plan, ledger, progress)
-        from .fleet import RolloutPolicy
-
         policy = RolloutPolicy(concurrency=concurrency or env.policy.concurrency,
                                max_fail="100%")
         run = run_stages(plan_stages(todo, policy), work, policy=policy,

@@ -208,4 +208,15 @@ nodes = [{ name = "p1", root = "nodes/p1", health_url = "http://127.0.0.1:9/heal
         promote(config, "production", version="1.0.0")
     with pytest.raises(UsageError, match="nothing has been healthy on staging"):
         promote(config, "production")
+    # a dirty build that was healthy on staging: production never takes it
+    from releaser.release import Release
+
+    ledger.set_release("1.0.1", HEALTHY)
+    ledger.save()
+    central.write_json(central.path("releases", "notes-1.0.1.json"), Release(
+        name="notes", category="www-apps", version="1.0.1", commit="0" * 40, branch="main",
+        tag="v1.0.0", distance=0, dirty=True, build_number=None, built_at="x",
+        source_tree="0" * 40, tarball={}, ebuild={}, manifest={}).to_dict())
+    with pytest.raises(UsageError, match="dirty build"):
+        promote(config, "production")
     assert not (tmp_path / "nodes").exists()
