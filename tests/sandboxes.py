@@ -99,6 +99,25 @@ def kill_9_when(sb: "Sandbox", args: list[str], marker: str) -> list[str]:
     return seen
 
 
+def wait_for_orphaned_emerges(timeout: float = 120.0) -> None:
+    """Wait until no emerge is left running from a killed releaser.
+
+    ``kill -9`` stops releaser, not the emerge it started on a node: that one
+    finishes by itself.  A re-run started meanwhile races it (the node's
+    version changes under the backup step, which then refuses, truthfully);
+    an operator would re-run once more, a test waits instead.
+    """
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", "bin/emerge --ask=n"], capture_output=True).returncode:
+            return
+        time.sleep(0.2)
+    raise AssertionError("an orphaned emerge is still running")
+
+
 def tree_digests(*roots: Path) -> dict[str, str]:
     """sha256 of every regular file under the roots (symlinks by target)."""
     out = {}

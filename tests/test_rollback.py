@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -19,7 +18,7 @@ from releaser.cli import main
 from releaser.errors import NodeError
 from releaser.runner import LocalRunner
 
-from .sandboxes import Sandbox, add_migration, kill_9_when, tree_digests
+from .sandboxes import Sandbox, add_migration, kill_9_when, wait_for_orphaned_emerges, tree_digests
 
 NODES = ("staging-1", "staging-2")
 
@@ -99,7 +98,7 @@ def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):
 
 def test_interrupted_rollback_is_finished_by_running_it_again(sb, capsys):
     kill_9_when(sb, ["rollback", "staging", "--yes"], ": install")
-    time.sleep(1)  # the orphaned emerge finishes or dies; Portage's own lock orders the rest
+    wait_for_orphaned_emerges()
     assert cli(sb, "rollback", "staging", "--yes") == 0
     out = capsys.readouterr().out
     assert "staging is back on 1.0.0" in out

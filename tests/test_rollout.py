@@ -7,7 +7,6 @@ real Portage behind it.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from releaser.cli import main
 from releaser.runner import LocalRunner
 
 from .conftest import commit_all, git
-from .sandboxes import Sandbox, add_migration, kill_9_when
+from .sandboxes import Sandbox, add_migration, kill_9_when, wait_for_orphaned_emerges
 
 NODES = ("staging-1", "staging-2", "staging-3", "staging-4")
 
@@ -88,10 +87,10 @@ def test_kill_9_mid_rollout_then_rerun_completes(sb, capsys):
     add_migration(sb.source, "v1.2.0")
     seen = kill_9_when(sb, ["promote", "staging", "--concurrency", "1"], "staging-2: install")
     assert any("staging-1: installed" in line for line in seen), seen
-    time.sleep(1)  # let the orphaned emerge of staging-2 finish or die
+    wait_for_orphaned_emerges()
     code = cli(sb, "promote", "staging", "--json")
     report = json.loads(capsys.readouterr().out)
-    assert code == 0, report
+    assert code == 0, json.dumps(report["nodes"], indent=1)
     statuses = {n["node"]: n["status"] for n in report["nodes"]}
     assert statuses["staging-1"] == "unchanged"
     assert statuses["staging-3"] == statuses["staging-4"] == "installed"
