@@ -178,7 +178,7 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
     if dump is not None:
         np.dump = dump.to_dict() if hasattr(dump, "to_dict") else dict(dump.__dict__)
         np.warnings.append(
-            f"restoring the dump of {dump.created} ({dump.notes} notes, schema "
+            f"restoring the dump of {dump.created[:19].replace('T', ' ')} UTC ({dump.notes} notes, schema "
             f"{dump.schema_version}) loses every write made after it")
     elif env.database and np.current is not None:
         np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
