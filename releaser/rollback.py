@@ -176,10 +176,10 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
         np.warnings.append(f"schema version of {np.target} unknown (never seen healthy here)")
     dump = backup.latest_dump(central, env.name, node.name, version=np.target)
     if dump is not None:
-        np.dump = dump.to_dict() if hasattr(dump, "to_dict") else dict(dump.__dict__)
-        np.warnings.append(
-            f"restoring the dump of {dump.created[:19].replace('T', ' ')} UTC ({dump.notes} notes, schema "
-            f"{dump.schema_version}) loses every write made after it")
+        np.dump = dump.to_dict()
+        taken = dump.created[:19].replace("T", " ")
+        np.warnings.append(f"restoring the dump of {taken} UTC ({dump.notes} notes, schema "
+                           f"{dump.schema_version}) loses every write made after it")
     elif env.database and np.current is not None:
         np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
     if np.dump is None and restore_db:
