@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 from . import versioning
 from .central import CentralRepository
+from .errors import ReleaserError
 
 #: A release's state in one environment.
 PUBLISHED, HEALTHY, FAILED, WITHDRAWN = "published", "healthy", "failed", "withdrawn"
@@ -70,6 +72,11 @@ class Ledger:
             entry["healthy_at"] = now()
         self.event("release", version=version, state=state, **info)
 
+    def note_release(self, version: str, **info) -> None:
+        """Add facts to a release's entry without changing its state."""
+        self.data["releases"].setdefault(version, {"first_seen": now()}).update(info)
+        self.event("release-note", version=version, **info)
+
     @property
     def current(self) -> str | None:
         """The version every node of the environment should run."""
@@ -110,6 +117,20 @@ class Ledger:
     # --- events --------------------------------------------------------------
     def event(self, kind: str, **info) -> None:
         self.data["events"].append({"at": now(), "kind": kind, **info})
+
+    def side_step(self, step: str, action: Callable[[], object]) -> str | None:
+        """Run a step that comes after the outcome is saved (mask, retention).
+
+        Its failure must not undo what the run established: the error is
+        recorded as an event and returned as one line for the report, and the
+        caller goes on.  None when the step succeeded.
+        """
+        try:
+            action()
+        except ReleaserError as exc:
+            self.event("side-step-failed", step=step, error=str(exc))
+            return f"{step} failed: {exc}"
+        return None
 
 
 def _version_key(version: str):

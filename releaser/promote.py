@@ -49,6 +49,8 @@ class PromoteReport:
     dry_run: bool = False
     seconds: float = 0.0
     halted: str = ""
+    #: Side steps that failed after the outcome was saved (mask, retention).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class PromoteReport:
         return {"env": self.env, "version": self.release.version, "cpv": self.release.cpv,
                 "ok": self.ok, "dry_run": self.dry_run, "seconds": round(self.seconds, 3),
                 "halted": self.halted, "rolled_back": self.rolled_back,
+                "warnings": self.warnings,
                 "published": bool(self.publish and self.publish.published),
                 "nodes": [n.to_dict() for n in self.nodes]}
 
@@ -128,7 +131,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
 
     withdrawn = (Ledger.load(central, env_name).release(release.version) or {})
     if withdrawn.get("state") == ledger_mod.WITHDRAWN:
-        raise UsageError(f"{release.cpv} was rolled back in {env_name} and is masked there "
+        where = ("is masked there" if withdrawn.get("masked", True)
+                 else "its mask in the overlay failed: mask it by hand")
+        raise UsageError(f"{release.cpv} was rolled back in {env_name} and {where} "
                          f"({withdrawn.get('reason', 'no reason recorded')}); release a new version")
 
     if dry_run:
@@ -156,26 +161,66 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         report.halted = run.halted
         if run.halted:
             progress(f"rollout halted: {run.halted}")
-        if report.rolled_back:
-            from .rollback import mask_version
-
-            reason = (f"{release.version} failed its health check in {env_name} and was rolled "
-                      "back automatically")
-            mask_version(central, env_name, release.cp, release.version, reason)
-            ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=reason)
-            progress(f"{release.cpv} masked in the {env_name} overlay: {reason}")
+        previous = ledger.current
+        _record_outcome(ledger, report)
         ledger.save()
-        if report.ok:
-            ledger.set_release(release.version, ledger_mod.HEALTHY)
-            previous = ledger.current
-            ledger.set_current(release.version, "promote")
-            _retain(central, env, {release.version, previous} - {None}, progress)
-        elif not report.rolled_back:
-            failed = [n.node for n in report.nodes if n.status == FAILED]
-            ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
+        _side_steps(central, env, report, ledger, previous, progress)
         ledger.save()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
+    """What the rollout established: healthy and current, withdrawn, or failed.
+
+    Recorded and saved before any side step (mask, retention) runs, so a
+    side step that fails cannot lose it.
+    """
+    release = report.release
+    if report.ok:
+        ledger.set_release(release.version, ledger_mod.HEALTHY)
+        ledger.set_current(release.version, "promote")
+    elif report.rolled_back:
+        ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=_withdrawn_reason(report),
+                           masked=False)
+    else:
+        failed = [n.node for n in report.nodes if n.status == FAILED]
+        ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
+
+
+def _withdrawn_reason(report: PromoteReport) -> str:
+    return (f"{report.release.version} failed its health check in {report.env} and was rolled "
+            "back automatically")
+
+
+def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: PromoteReport,
+                ledger: Ledger, previous: str | None, progress: Progress) -> None:
+    """Mask a withdrawn release, or prune old backups after a healthy one.
+
+    The outcome is already saved: a failure here is reported (and recorded in
+    the ledger's events), never allowed to undo it.
+    """
+    release = report.release
+    if report.rolled_back:
+        from .rollback import mask_version
+
+        reason = _withdrawn_reason(report)
+        failure = ledger.side_step("mask", lambda: mask_version(
+            central, env.name, release.cp, release.version, reason))
+        if failure is None:
+            ledger.note_release(release.version, masked=True)
+            progress(f"{release.cpv} masked in the {env.name} overlay: {reason}")
+        else:
+            failure += (f"; {release.cpv} is withdrawn in the ledger but still offered by the "
+                        "overlay: mask it by hand")
+    elif report.ok:
+        failure = ledger.side_step("retention", lambda: _retain(
+            central, env, {release.version, previous} - {None}, progress))
+    else:
+        return
+    if failure is not None:
+        report.warnings.append(failure)
+        progress(f"warning: {failure}")
 
 
 def _publish(central, env: EnvironmentConfig, release: Release, files_from, tarball):

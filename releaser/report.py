@@ -27,6 +27,7 @@ def print_promote(report: PromoteReport) -> None:
     _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
     if report.halted:
         click.echo(f"HALTED: {report.halted}")
+    _warnings(report.warnings)
     failed = [n.node for n in report.nodes if n.status != "installed" and n.status != "unchanged"
               and n.status != "planned"]
     if report.dry_run:
@@ -37,6 +38,12 @@ def print_promote(report: PromoteReport) -> None:
     else:
         click.echo(f"{report.env} runs {report.release.version} on all "
                    f"{len(report.nodes)} node(s), healthy ({report.seconds:.1f}s)")
+
+
+def _warnings(warnings: list[str]) -> None:
+    """Side steps that failed after the outcome was recorded: on stderr, never lost."""
+    for warning in warnings:
+        click.echo(f"WARNING: {warning}", err=True)
 
 
 def print_status(status: EnvStatus) -> None:
@@ -70,6 +77,7 @@ def print_rollback(report: RollbackReport) -> None:
     _table(["NODE", "BEFORE", "AFTER", "RESULT", "TIME", "DETAIL"], rows)
     if report.masked:
         click.echo(f"{report.plan.cp}-{report.plan.bad} is masked in the {report.plan.env} overlay")
+    _warnings(report.warnings)
     if report.ok:
         click.echo(f"{report.plan.env} is back on {report.plan.target} ({report.seconds:.1f}s)")
     else:

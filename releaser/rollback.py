@@ -96,6 +96,8 @@ class RollbackReport:
     masked: bool = False
     seconds: float = 0.0
     halted: str = ""
+    #: Side steps that failed after the outcome was saved (the mask).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +105,7 @@ class RollbackReport:
 
     def to_dict(self) -> dict:
         return {**self.plan.to_dict(), "ok": self.ok, "masked": self.masked,
-                "halted": self.halted, "seconds": round(self.seconds, 3),
+                "warnings": self.warnings, "halted": self.halted, "seconds": round(self.seconds, 3),
                 "results": [n.to_dict() for n in self.nodes]}
 
 
@@ -211,16 +213,34 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         run = run_stages(plan_stages(todo, policy), work, policy=policy,
                          failed=lambda o: o.status == FAILED)
         report.nodes += [o for _n, o in run.results]
-        if all(o.status in (INSTALLED, UNCHANGED) for _n, o in run.results):
-            if plan.bad and plan.bad != plan.target:
-                report.masked = mask_version(central, plan.env, plan.cp, plan.bad,
-                                             _reason(plan, force_reason))
-                ledger.set_release(plan.bad, ledger_mod.WITHDRAWN, reason=_reason(plan, force_reason))
+        done = all(o.status in (INSTALLED, UNCHANGED) for _n, o in run.results)
+        withdraw = done and bool(plan.bad) and plan.bad != plan.target
+        reason = _reason(plan, force_reason)
+        if done:
+            if withdraw:
+                ledger.set_release(plan.bad, ledger_mod.WITHDRAWN, reason=reason, masked=False)
             if not skipped:
                 ledger.set_current(plan.target, "rollback")
-        ledger.save()
+        ledger.save()  # the outcome first: the mask below may fail, this must not be lost
+        if withdraw:
+            _mask_withdrawn(central, plan, reason, ledger, report)
+            ledger.save()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str, ledger: Ledger,
+                    report: RollbackReport) -> None:
+    """Mask the version rolled back from; a failure is reported, the ledger keeps the rest."""
+    def mask() -> None:
+        report.masked = mask_version(central, plan.env, plan.cp, plan.bad, reason)
+
+    failure = ledger.side_step("mask", mask)
+    if failure is None:
+        ledger.note_release(plan.bad, masked=True)
+    else:
+        report.warnings.append(f"{failure}; {plan.cp}-{plan.bad} is withdrawn in the ledger "
+                               "but still offered by the overlay: mask it by hand")
 
 
 def _reason(plan: RollbackPlan, force_reason: str | None) -> str:

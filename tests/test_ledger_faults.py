@@ -1,0 +1,89 @@
+"""A side step that fails after a rollout (retention, mask) never loses what the
+rollout established: the ledger keeps healthy/current, the failure is reported.
+
+One story on a sandbox (staging and production, one node each), faults made at
+the project's own seams (``releaser.backup.apply_retention``,
+``releaser.rollback.mask_version``); everything else is real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from releaser import backup, rollback
+from releaser.central import CentralRepository
+from releaser.cli import main
+from releaser.errors import CommandError
+from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
+from releaser.runner import LocalRunner
+
+from .conftest import commit_all, git
+from .sandboxes import Sandbox
+from .test_promote import installed
+
+
+def cli(sb, *args):
+    return main(["-c", str(sb.config_path), *args])
+
+
+def ledger(sb, env) -> Ledger:
+    return Ledger.load(CentralRepository(LocalRunner(), str(sb.central)), env)
+
+
+def central_fails(*_args, **_kwargs):
+    raise CommandError(["rm", "-f", "--", "x"], 1, "", "rm: cannot remove 'x': Read-only file "
+                       "system", "central")
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    sandbox = Sandbox(tmp_path_factory.mktemp("ledgerfaults"), {"staging": 1, "production": 1})
+    yield sandbox
+    sandbox.down()
+
+
+def test_retention_failure_after_a_healthy_rollout_keeps_it_healthy(sb, capsys, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(backup, "apply_retention", central_fails)
+        assert cli(sb, "promote", "staging") == 0
+    err = capsys.readouterr().err
+    assert "WARNING: retention failed: central: rm -f -- ... exited 1" in err, err
+    staging = ledger(sb, "staging")
+    assert staging.release("1.0.0")["state"] == HEALTHY
+    assert staging.current == "1.0.0"
+    assert any(e["kind"] == "side-step-failed" and e["step"] == "retention"
+               for e in staging.data["events"])
+    # production takes what was healthy on staging
+    assert cli(sb, "promote", "production") == 0
+    assert installed(sb, "production-1") == "1.0.0"
+    assert ledger(sb, "production").current == "1.0.0"
+
+
+def test_mask_failure_after_a_healthy_rollback_keeps_the_rollback(sb, capsys, monkeypatch):
+    (sb.source / "app" / "CHANGES").write_text("2.0.0\n")
+    commit_all(sb.source, "notes 2.0.0", when="2026-02-01T00:00:00+00:00")
+    git(sb.source, "tag", "v2.0.0")
+    assert cli(sb, "promote", "staging") == 0
+    assert installed(sb, "staging-1") == "2.0.0"
+    capsys.readouterr()
+
+    with monkeypatch.context() as m:
+        m.setattr(rollback, "mask_version", central_fails)
+        assert cli(sb, "rollback", "staging", "--yes") == 0
+    out, err = capsys.readouterr()
+    assert "staging is back on 1.0.0" in out
+    assert "WARNING: mask failed" in err and "mask it by hand" in err, err
+    assert installed(sb, "staging-1") == "1.0.0"
+    staging = ledger(sb, "staging")
+    assert staging.current == "1.0.0"
+    assert staging.release("2.0.0")["state"] == WITHDRAWN
+    assert staging.release("2.0.0")["masked"] is False
+    mask = subprocess.run(["git", "--git-dir", str(sb.central / "overlays/staging.git"), "show",
+                           "main:profiles/package.mask"], capture_output=True, text=True).stdout
+    assert "notes-2.0.0" not in mask  # the fault was real: nothing was masked
+    # production never takes the withdrawn version, and says why
+    assert cli(sb, "promote", "production", "--version", "2.0.0") == 2
+    assert "was rolled back in staging" in capsys.readouterr().err
+    assert installed(sb, "production-1") == "1.0.0"
