@@ -17,6 +17,13 @@ these variables:
 ``year``            copyright year of the header
 ==================  ==============================================================
 
+Every value printed into ``ebuild.j2`` goes through the ``bash`` filter
+(``{{ description | bash }}``), which writes it as one inert double-quoted bash
+word; ``{{ url | bash("/${P}.tar.gz") }}`` appends template text inside the
+same quotes.  Printing a value without the filter fails the build (only
+integers, such as ``year``, pass bare).  ``metadata.xml.j2`` is autoescaped
+for XML.
+
 The ebuild does not mention its own version: the same text serves every
 version, so promoting to production copies it byte for byte.
 """

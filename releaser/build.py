@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import gitsource, overlay, versioning
+from . import gitsource, overlay, validate, versioning
 from .config import Config, DatabaseConfig
 from .manifest import write_manifest
+from .errors import UsageError
 from .ebuild import render_ebuild, render_metadata, template_variables
 from .release import Release, write_json_atomic
 from .tarball import write_tarball
@@ -59,8 +60,7 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
     resolved = versioning.resolve_version(repo, source.commit, app.tag_prefix)
     version = resolved.version
     pv = f"{app.name}-{version}"
-    url = distfiles_url or (config.central.distfiles_url if config.central else
-                            "http://localhost/distfiles")
+    url = _distfiles_url(config, distfiles_url)
     if reuse and not source.dirty:
         existing = _reusable(out, pv, source.hexsha, source.tree.hexsha)
         if existing is not None:
@@ -106,6 +106,16 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
         release_dir.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(release_dir)
     return BuildResult(release, release_dir, tarball, time.monotonic() - started)
+
+
+def _distfiles_url(config: Config, override: str | None) -> str:
+    """The SRC_URI base: the override checked as the configured one was at load."""
+    if override is None:
+        return config.central.distfiles_url if config.central else "http://localhost/distfiles"
+    try:
+        return validate.url(override, base=True).rstrip("/")
+    except validate.Invalid as exc:
+        raise UsageError(f"distfiles URL: {exc}") from None
 
 
 def _reusable(out: Path, pv: str, commit: str, tree: str) -> Release | None:

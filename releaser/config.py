@@ -2,6 +2,9 @@
 
 Every error names the file and the dotted key, e.g.
 ``releaser.toml: environments.staging.nodes[1].port: expected an integer``.
+Every value that can reach a command, a path on central or a node, or the
+ebuild is checked here, once, against what it may be (``releaser.validate``):
+a run never starts with a value that was not.
 
 The file describes the whole world releaser acts on:
 
@@ -17,13 +20,13 @@ The file describes the whole world releaser acts on:
 
 from __future__ import annotations
 
+import posixpath
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from portage.dep import isvalidatom
-
+from . import validate
 from .errors import ConfigError
 
 CONFIG_NAME = "releaser.toml"
@@ -137,11 +140,30 @@ class _Reader:
     def fail(self, name: str, message: str) -> ConfigError:
         return ConfigError(f"{self.file}: {self.key(name)}: {message}")
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required=False):
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required=False,
+            check: Callable[[Any], Any] | None = None):
+        """The value of ``name`` (or ``default``), of type ``kind``, passed through ``check``.
+
+        ``check`` is a ``releaser.validate`` function; its reason is reported
+        with the file and the key.  Defaults are checked as well.
+        """
         if name not in self.table:
             if required or default is ...:
                 raise self.fail(name, "missing (required)")
-            return default
+            value = default
+        else:
+            value = self._typed(name, kind)
+        if check is not None and value is not None:
+            value = self.valid(name, check, value)
+        return value
+
+    def valid(self, name: str, check: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return check(*args)
+        except validate.Invalid as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def _typed(self, name: str, kind):
         value = self.table[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -159,6 +181,15 @@ class _Reader:
         extra = sorted(set(self.table) - allowed)
         if extra:
             raise self.fail(extra[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def local_path(self, name: str, base: Path, default: str | None = ...) -> Path | None:
+        """A path on this machine, relative to the configuration file's folder, normalised."""
+        value = self.get(name, str, default)
+        if value is None:
+            return None
+        joined = Path(value).expanduser()
+        joined = Path(posixpath.normpath(joined if joined.is_absolute() else base / joined))
+        return Path(self.valid(name, validate.absolute_path, str(joined)))
 
 
 def _kind_name(kind) -> str:
@@ -178,12 +209,15 @@ def load_config(path: Path | str | None = None) -> Config:
         raise ConfigError(f"{file}: no such configuration file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
     return parse_config(raw, file)
 
 
 def parse_config(raw: dict[str, Any], file: Path) -> Config:
+    """Validate every value once, here: nothing later runs with a value not checked."""
     base = file.parent.resolve()
     top = _Reader(file, raw, "")
     top.unknown({"app", "central", "ssh", "environments", "build"})
@@ -192,73 +226,74 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     ssh = _parse_ssh(top.table_of("ssh"), base)
     build = top.table_of("build")
     build.unknown({"out"})
-    build_out = _path(base, build.get("out", str, "out"))
+    build_out = build.local_path("out", base, "out")
     envs_reader = top.table_of("environments")
     environments = {}
     for name in envs_reader.table:
+        envs_reader.valid(name, validate.env_name, name)
         environments[name] = _parse_environment(name, envs_reader.table_of(name), base)
     for env in environments.values():
         if env.promote_from and env.promote_from not in environments:
             raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
                               f"unknown environment {env.promote_from!r}")
+        if env.promote_from == env.name:
+            raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
+                              "an environment cannot promote from itself")
     _check_unique_nodes(file, environments)
+    _check_ssh_keys(file, central, ssh, environments)
     return Config(file, app, central, ssh, environments, build_out)
-
-
-def _path(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:
     r.unknown({"name", "category", "source", "subdir", "license", "description", "homepage",
                "rdepend", "tag_prefix"})
     name = r.get("name", str, required=True)
-    category = r.get("category", str, "www-apps")
-    if not isvalidatom(f"{category}/{name}"):
-        raise r.fail("name", f"{category}/{name} is not a valid Gentoo package name")
+    category = r.get("category", str, "www-apps", check=validate.category)
+    r.valid("name", validate.package, category, name)
     rdepend = r.get("rdepend", list, [])
     for i, atom in enumerate(rdepend):
-        if not isinstance(atom, str) or not isvalidatom(atom):
-            raise ConfigError(f"{r.file}: app.rdepend[{i}]: {atom!r} is not a valid dependency atom")
-    subdir = r.get("subdir", str, "app")
-    if Path(subdir).is_absolute() or ".." in Path(subdir).parts:
-        raise r.fail("subdir", f"{subdir!r} must be a relative path inside the repository")
+        if not isinstance(atom, str):
+            raise r.fail(f"rdepend[{i}]", f"{atom!r} is not a valid dependency atom")
+        r.valid(f"rdepend[{i}]", validate.atom, atom)
+    subdir = r.get("subdir", str, "app", check=validate.relative_path)
     return AppConfig(
         name=name,
         category=category,
-        source=_path(base, r.get("source", str, ".")),
-        subdir=subdir.strip("/") or ".",
-        license=r.get("license", str, "MIT"),
-        description=r.get("description", str, f"{name} application"),
-        homepage=r.get("homepage", str, "https://example.invalid/"),
+        source=r.local_path("source", base, "."),
+        subdir=subdir.rstrip("/") or ".",
+        license=r.get("license", str, "MIT", check=validate.license_expression),
+        description=r.get("description", str, f"{name} application",
+                          check=validate.description),
+        homepage=r.get("homepage", str, "https://example.invalid/", check=validate.url),
         rdepend=tuple(rdepend),
-        tag_prefix=r.get("tag_prefix", str, "v"),
+        tag_prefix=r.get("tag_prefix", str, "v", check=validate.tag_prefix),
     )
 
 
 def _parse_central(r: _Reader, base: Path) -> CentralConfig:
     r.unknown({"path", "distfiles_url", "address", "port"})
-    url = r.get("distfiles_url", str, required=True)
-    if not url.startswith(("http://", "https://", "file://")):
-        raise r.fail("distfiles_url", f"{url!r} must be an http://, https:// or file:// URL")
+    url = r.get("distfiles_url", str, required=True,
+                check=lambda v: validate.url(v, base=True))
+    address = r.get("address", str, None, check=validate.host)
+    if address is None:
+        path = r.local_path("path", base)
+    else:  # a path on the central host: relative to nothing here
+        path = Path(r.get("path", str, required=True, check=validate.absolute_path))
     return CentralConfig(
-        path=_path(base, r.get("path", str, required=True)),
+        path=path,
         distfiles_url=url.rstrip("/"),
-        address=r.get("address", str, None),
-        port=r.get("port", int, 22),
+        address=address,
+        port=r.get("port", int, 22, check=validate.port),
     )
 
 
 def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
     r.unknown({"known_hosts", "identity_file", "user", "connect_timeout"})
-    kh = r.get("known_hosts", str, None)
-    ident = r.get("identity_file", str, None)
     return SSHConfig(
-        known_hosts=_path(base, kh) if kh else None,
-        identity_file=_path(base, ident) if ident else None,
-        user=r.get("user", str, "root"),
-        connect_timeout=r.get("connect_timeout", float, 10.0),
+        known_hosts=r.local_path("known_hosts", base, None),
+        identity_file=r.local_path("identity_file", base, None),
+        user=r.get("user", str, "root", check=validate.user_name),
+        connect_timeout=r.get("connect_timeout", float, 10.0, check=validate.positive),
     )
 
 
@@ -269,16 +304,39 @@ def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
     backend = db.get("backend", str, "sqlite")
     if backend != "sqlite":
         raise db.fail("backend", f"{backend!r} is not supported yet (supported: sqlite)")
-    pol = r.table_of("policy")
+    nodes_raw = r.get("nodes", list, [])
+    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base)
+                  for i, n in enumerate(nodes_raw))
+    return EnvironmentConfig(
+        name=name,
+        overlay=r.get("overlay", str, f"releaser-{name}", check=validate.repo_name),
+        nodes=nodes,
+        database=DatabaseConfig(backend=backend, path=db.get(
+            "path", str, DatabaseConfig.path, check=validate.absolute_path)),
+        policy=_parse_policy(r.table_of("policy")),
+        promote_from=r.get("promote_from", str, None, check=validate.env_name),
+        allow_dirty=r.get("allow_dirty", bool, False),
+    )
+
+
+def _parse_policy(pol: _Reader) -> PolicyConfig:
+    from .errors import UsageError
+    from .fleet import parse_max_fail
+
     pol.unknown({"canary", "batch_size", "max_fail", "concurrency", "health_timeout",
                  "keep_backups"})
-    max_fail = pol.get("max_fail", (str, int), "0")
+    max_fail = str(pol.get("max_fail", (str, int), "0"))
+    try:
+        parse_max_fail(max_fail)
+    except UsageError:
+        raise pol.fail("max_fail", f"{max_fail!r}: give a count (2) or a percentage "
+                                   "(25%)") from None
     policy = PolicyConfig(
         canary=pol.get("canary", int, 0),
         batch_size=pol.get("batch_size", int, 0),
-        max_fail=str(max_fail),
+        max_fail=max_fail,
         concurrency=pol.get("concurrency", int, 4),
-        health_timeout=pol.get("health_timeout", float, 30.0),
+        health_timeout=pol.get("health_timeout", float, 30.0, check=validate.positive),
         keep_backups=pol.get("keep_backups", int, 5),
     )
     for key in ("canary", "batch_size", "keep_backups"):
@@ -286,18 +344,7 @@ def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
             raise pol.fail(key, "must not be negative")
     if policy.concurrency < 1:
         raise pol.fail("concurrency", "must be at least 1")
-    nodes_raw = r.get("nodes", list, [])
-    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base)
-                  for i, n in enumerate(nodes_raw))
-    return EnvironmentConfig(
-        name=name,
-        overlay=r.get("overlay", str, f"releaser-{name}"),
-        nodes=nodes,
-        database=DatabaseConfig(backend=backend, path=db.get("path", str, DatabaseConfig.path)),
-        policy=policy,
-        promote_from=r.get("promote_from", str, None),
-        allow_dirty=r.get("allow_dirty", bool, False),
-    )
+    return policy
 
 
 def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
@@ -305,19 +352,34 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)
     r.unknown({"name", "root", "address", "port", "health_url"})
-    root = r.get("root", str, None)
-    address = r.get("address", str, None)
-    if root is None and address is None:
+    address = r.get("address", str, None, check=validate.host)
+    if "root" not in raw and address is None:
         raise r.fail("root", "give root (a local sandbox node) or address (an SSH node)")
-    if address is not None and root is not None and not Path(root).is_absolute():
-        raise r.fail("root", "the ROOT of an SSH node must be an absolute path on that host")
+    if address is None:
+        root = r.local_path("root", base)
+    else:  # the ROOT on that host: relative to nothing here
+        root = r.get("root", str, None, check=validate.absolute_path)
+        root = Path(root) if root else None
     return NodeConfig(
-        name=r.get("name", str, required=True),
-        health_url=r.get("health_url", str, required=True),
-        root=(Path(root) if address else _path(base, root)) if root else None,
+        name=r.get("name", str, required=True, check=validate.node_name),
+        health_url=r.get("health_url", str, required=True, check=validate.url),
+        root=root,
         address=address,
-        port=r.get("port", int, 22),
+        port=r.get("port", int, 22, check=validate.port),
     )
+
+
+def _check_ssh_keys(file: Path, central: CentralConfig | None, ssh: SSHConfig,
+                    environments: dict[str, EnvironmentConfig]) -> None:
+    """An SSH host (central or node) needs the pinned known_hosts and the identity."""
+    users = ["central.address"] if central and central.address else []
+    users += [f"environments.{env.name}.nodes[{i}].address"
+              for env in environments.values() for i, n in enumerate(env.nodes) if n.address]
+    missing = [k for k in ("known_hosts", "identity_file") if getattr(ssh, k) is None]
+    if users and missing:
+        raise ConfigError(f"{file}: ssh.{missing[0]}: missing (required by {users[0]}: "
+                          "SSH hosts are reached only with a pinned known_hosts file and "
+                          "an identity file)")
 
 
 def _check_unique_nodes(file: Path, environments: dict[str, EnvironmentConfig]) -> None:

@@ -14,6 +14,10 @@ rdepend = ["dev-python/flask"]
 path = "central"
 distfiles_url = "http://127.0.0.1:8700/distfiles"
 
+[ssh]
+known_hosts = "ssh/known_hosts"
+identity_file = "ssh/id_ed25519"
+
 [environments.staging]
 nodes = [{ name = "s1", root = "nodes/s1", health_url = "http://127.0.0.1:9101/health" }]
 

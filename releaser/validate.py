@@ -1,0 +1,232 @@
+"""What a configured value may be before it reaches a command, a path or the ebuild.
+
+Every name, address, port, URL and path in releaser.toml ends up somewhere
+dangerous: in an argv run as root on a node, in a path under the central
+repository (``locks/ENV.lock`` is removed with ``rm -rf``), or in the bash
+text of the ebuild that every emerge phase sources as root.  Quoting at each
+of those places is the second line of defence; this module is the first: a
+value that is not plainly what its key means is refused when the configuration
+loads, before anything runs.  Values are refused, never mangled, so what the
+operator wrote is what reaches the fleet.
+
+Each check returns the value and raises ``Invalid`` with the reason; the
+configuration reader (``releaser.config``) adds the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import posixpath
+import re
+from importlib import resources
+from urllib.parse import urlsplit
+
+from portage.dep import Atom, _repo_name_re, isvalidatom, use_reduce
+from portage.exception import InvalidDependString
+
+
+class Invalid(ValueError):
+    """A value that its key does not allow; the message says why (no file, no key)."""
+
+
+#: Environment names become path components on central (``ledger/ENV.json``, ``locks/ENV.lock``).
+_ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+#: Node names become path components (dumps/ENV/NODE) and SSH/host labels.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: POSIX portable user names (useradd's default NAME_REGEX).
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+#: Characters allowed in a path: no blank, quote, glob, ``$``, backslash or shell operator.
+_PATH_CHARS = re.compile(r"[A-Za-z0-9._+@%,:=/-]*")
+#: Characters allowed in a git tag prefix: ``--match=PREFIX[0-9]*`` must stay a plain prefix.
+_TAG_PREFIX = re.compile(r"[A-Za-z0-9._/-]{0,32}")
+#: A category name (PMS 3.1.1).
+_CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9+_.-]*")
+#: A licence name (PMS 3.1.6).
+_LICENSE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9+_.-]*")
+#: Never in a DESCRIPTION or URL written into the ebuild: bash would give them meaning.
+_BASH_SPECIAL = set('"$`\\')
+#: Gentoo's limit (devmanual, pkgcheck BadDescription).
+DESCRIPTION_MAX = 80
+
+
+def env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise Invalid(f"{value!r} is not an environment name (a lower-case letter, then "
+                      "lower-case letters, digits, '_' or '-')")
+    return value
+
+
+def node_name(value: str) -> str:
+    if not _NODE_NAME.fullmatch(value):
+        raise Invalid(f"{value!r} is not a node name (a letter or digit, then letters, "
+                      "digits, '.', '_' or '-'; at most 64)")
+    return value
+
+
+def repo_name(value: str) -> str:
+    """A Portage repository name (PMS 3.1.5), as repos.conf and profiles/repo_name spell it."""
+    if not _repo_name_re.match(value):
+        raise Invalid(f"{value!r} is not a Portage repository name "
+                      "(letters, digits, '_' and '-', not starting with '-')")
+    return value
+
+
+def user_name(value: str) -> str:
+    if not _USER.fullmatch(value):
+        raise Invalid(f"{value!r} is not a user name (lower-case letters, digits, '_', '-')")
+    return value
+
+
+def host(value: str) -> str:
+    """A DNS host name or an IP address literal; never something ssh reads as an option."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".") if value else [""]
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise Invalid(f"{value!r} is not a host name or an IP address")
+    return value
+
+
+def port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise Invalid(f"{value} is not a TCP port (1 to 65535)")
+    return value
+
+
+def positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise Invalid(f"{value} must be a number greater than 0")
+    return value
+
+
+def url(value: str, *, base: bool = False) -> str:
+    """An http:// or https:// URL with a valid host (and port), no blank, quote or ``$``.
+
+    ``base``: a URL releaser appends file names to (``distfiles_url``), so it
+    may carry no query or fragment either.
+    """
+    if any(c.isspace() or not c.isprintable() or c in _BASH_SPECIAL or c == "'" for c in value):
+        raise Invalid(f"{value!r} is not a URL: blanks, control characters, quotes, '$' "
+                      "and backslashes are not allowed (percent-encode them)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise Invalid(f"{value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"{value!r} must be an http:// or https:// URL with a host")
+    host(parts.hostname)
+    if base and (parts.query or parts.fragment or "?" in value or "#" in value):
+        raise Invalid(f"{value!r} must not have a query or fragment: file names are "
+                      "appended to it")
+    return value
+
+
+def absolute_path(value: str) -> str:
+    """An absolute, normalised path of plain characters, as given (no ``..``, no ``//``)."""
+    if not value.startswith("/"):
+        raise Invalid(f"{value!r} must be an absolute path")
+    _plain_path(value)
+    if posixpath.normpath(value) != value or value.startswith("//"):
+        raise Invalid(f"{value!r} is not a normalised path (no '.', '..', '//' or trailing "
+                      f"'/'; write {posixpath.normpath(value)!r})")
+    return value
+
+
+def relative_path(value: str) -> str:
+    """A normalised path inside a directory: relative, no ``..``."""
+    _plain_path(value)
+    if value in ("", "."):
+        return "."
+    normal = posixpath.normpath(value)
+    if value.startswith("/") or normal.split("/")[0] == ".." or normal != value.rstrip("/"):
+        raise Invalid(f"{value!r} must be a normalised relative path inside the repository")
+    return value
+
+
+def _plain_path(value: str) -> None:
+    if not _PATH_CHARS.fullmatch(value):
+        bad = sorted({c for c in value if not _PATH_CHARS.fullmatch(c)})
+        raise Invalid(f"{value!r}: character(s) {''.join(bad)!r} not allowed in a path "
+                      "(letters, digits and ._+@%,:=/- only)")
+
+
+def tag_prefix(value: str) -> str:
+    if not _TAG_PREFIX.fullmatch(value):
+        raise Invalid(f"{value!r} is not a tag prefix (letters, digits and ._/- only, "
+                      "at most 32)")
+    return value
+
+
+def category(value: str) -> str:
+    """A Gentoo category name (PMS 3.1.1)."""
+    if not _CATEGORY.fullmatch(value):
+        raise Invalid(f"{value!r} is not a Gentoo category name")
+    return value
+
+
+def package(category: str, name: str) -> str:
+    """``CATEGORY/NAME`` when Portage takes it as a plain package name (no version, slot...)."""
+    cp = f"{category}/{name}"
+    if not isvalidatom(cp) or Atom(cp).cp != cp:
+        raise Invalid(f"{cp!r} is not a valid Gentoo package name")
+    return cp
+
+
+def atom(value: str) -> str:
+    if not isvalidatom(value):
+        raise Invalid(f"{value!r} is not a valid dependency atom")
+    return value
+
+
+def description(value: str) -> str:
+    """One line Gentoo accepts as DESCRIPTION; refused (not mangled) when bash would care."""
+    if not value.strip() or len(value) > DESCRIPTION_MAX:
+        raise Invalid(f"must be 1 to {DESCRIPTION_MAX} characters (it is {len(value)})")
+    if not value.isprintable():
+        raise Invalid(f"{value!r} must be one line without control characters")
+    bad = sorted(set(value) & _BASH_SPECIAL)
+    if bad:
+        raise Invalid(f"{value!r} must not contain {' '.join(bad)}")
+    if value != value.strip():
+        raise Invalid(f"{value!r} has leading or trailing blanks")
+    return value
+
+
+def license_expression(value: str, known: set[str] | None = None) -> str:
+    """A LICENSE value: licence names and ``|| ( ... )`` groups, each licence in the overlays.
+
+    ``known``: licence names every overlay skeleton carries (default: read
+    from the packaged skeletons); pkgcheck and Portage need the file there.
+    """
+    tokens = value.split()
+    if not tokens:
+        raise Invalid("must name at least one licence")
+    names = [t for t in tokens if t not in ("||", "(", ")")]
+    for name in names:
+        if not _LICENSE_NAME.fullmatch(name):
+            raise Invalid(f"{name!r} is not a licence name")
+    try:
+        use_reduce(value, matchall=True, flat=True)
+    except InvalidDependString as exc:
+        raise Invalid(f"{value!r} is not a valid LICENSE expression ({exc})") from None
+    known = skeleton_licenses() if known is None else known
+    missing = sorted(set(names) - known)
+    if missing:
+        raise Invalid(f"licence {', '.join(missing)} is not in the overlays' licenses/ "
+                      f"(known: {', '.join(sorted(known)) or 'none'}; add the file to "
+                      "overlays/*/licenses/)")
+    return value
+
+
+def skeleton_licenses() -> set[str]:
+    """Licence files present in every packaged overlay skeleton (overlays/*/licenses/)."""
+    root = resources.files("releaser.overlays")
+    found = [{f.name for f in (d / "licenses").iterdir() if f.is_file()}
+             for d in root.iterdir() if d.is_dir() and (d / "licenses").is_dir()]
+    return set.intersection(*found) if found else set()
