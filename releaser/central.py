@@ -9,7 +9,7 @@ Layout under ``[central] path``::
     dumps/ENV/NODE/...              verified database dumps
     releases/PN-PV.json             records of published releases
     ledger/ENV.json                 what happened in each environment
-    locks/ENV.lock/                 held while a run changes ENV
+    locks/ENV.lock                  held while a run changes ENV (its owner record)
 
 Every operation is an argv run through a ``Runner`` (local here, SSH for a
 remote central host), so the sandbox and production take the same path.
@@ -26,9 +26,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CommandError, PublishError
+from .errors import CentralMissing, CommandError, PublishError
 from .runner import Runner
 from .tarball import Digests
+
+#: Written by ``CentralRepository.init``: what makes a directory a central repository.
+MARKER = "central.json"
+FORMAT_VERSION = 1
 
 DIRS = ("distfiles", "overlays", "binpkgs", "dumps", "releases", "ledger", "locks")
 
@@ -102,6 +106,43 @@ class CentralRepository:
     # --- set-up ------------------------------------------------------------
     def init_dirs(self) -> None:
         self.runner.run(["mkdir", "-p", "--", *(self.path(d) for d in DIRS)])
+
+    def init(self) -> bool:
+        """Create the central repository: its folders, then its marker.  True if created.
+
+        The only way a central repository comes to be (``releaser central
+        init``, the sandbox): every other command refuses a path without the
+        marker, so a mistyped ``[central] path`` never becomes a new, empty
+        central that releases are published to.  Running it again changes nothing.
+        """
+        if self._marker() is not None:
+            return False
+        self.init_dirs()
+        self.write_json(self.path(MARKER), {"format": FORMAT_VERSION})
+        return True
+
+    def ensure_exists(self, where: str = "") -> None:
+        """Raise CentralMissing unless ``root`` holds a central repository (its marker).
+
+        ``where`` names the configuration the path came from, for the hint.
+        """
+        if self._marker() is None:
+            raise CentralMissing(
+                f"{self.runner.host}: {self.root} is no central repository (no {MARKER}); "
+                f"check [central] path{f' in {where}' if where else ''}, or create it "
+                "with `releaser central init`")
+
+    def _marker(self) -> dict | None:
+        try:
+            marker = self.read_json(self.path(MARKER))
+        except ValueError:
+            marker = "unreadable"
+        if marker is None:
+            return None
+        if not isinstance(marker, dict) or marker.get("format") != FORMAT_VERSION:
+            raise CentralMissing(f"{self.runner.host}: {self.path(MARKER)} is not a central "
+                                 f"repository marker of format {FORMAT_VERSION} ({marker!r})")
+        return marker
 
     # --- distfiles -----------------------------------------------------------
     def remote_digests(self, path: str) -> Digests | None:

@@ -198,6 +198,25 @@ def status(obj: _Context, env: str | None, as_json: bool) -> None:
 
 
 @cli.group()
+def central() -> None:
+    """The central repository: distfiles, overlays, backups, ledger, locks."""
+
+
+@central.command("init")
+@click.pass_obj
+def central_init(obj: _Context) -> None:
+    """Create the central repository at [central] path (nothing else creates one)."""
+    from .promote import central_of
+
+    config = obj.config
+    repo = central_of(config, must_exist=False)
+    created = repo.init()
+    host = f" on {config.central.address}" if config.central.address else ""
+    click.echo(f"central repository {'created' if created else 'already exists'} at "
+               f"{repo.root}{host}")
+
+
+@cli.group()
 def sandbox() -> None:
     """A local sandbox fleet: central repository, HTTP server, node roots."""
 

@@ -20,7 +20,9 @@ The file describes the whole world releaser acts on:
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,9 @@ from . import validate
 from .errors import ConfigError
 
 CONFIG_NAME = "releaser.toml"
+
+#: A TOML bare key; other keys are shown quoted in errors (``environments."../x"``).
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,9 @@ class _Reader:
         self.prefix = prefix
 
     def key(self, name: str) -> str:
+        """The dotted key of ``name``, quoted as TOML quotes it when it is no bare key."""
+        if not _BARE_KEY.fullmatch(name.split("[")[0]):
+            name = json.dumps(name)
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def fail(self, name: str, message: str) -> ConfigError:

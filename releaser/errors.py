@@ -26,6 +26,12 @@ class UsageError(ReleaserError):
     exit_code = 2
 
 
+class CentralMissing(ReleaserError):
+    """The configured central path holds no central repository: a typo, or not created yet."""
+
+    exit_code = 2
+
+
 class GitError(ReleaserError):
     """The source repository cannot give what was asked: unknown ref, missing directory."""
 

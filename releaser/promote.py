@@ -79,7 +79,19 @@ class PromoteReport:
                 "nodes": [n.to_dict() for n in self.nodes]}
 
 
-def central_of(config: Config) -> CentralRepository:
+def central_of(config: Config, *, must_exist: bool = True) -> CentralRepository:
+    """The configured central repository.
+
+    ``must_exist``: refuse (CentralMissing, exit 2) a path that holds no central
+    repository before anything changes; only ``releaser central init`` passes False.
+    """
+    central = _open_central(config)
+    if must_exist:
+        central.ensure_exists(str(config.path))
+    return central
+
+
+def _open_central(config: Config) -> CentralRepository:
     if config.central is None:
         raise UsageError(f"{config.path}: no [central] repository configured")
     if config.central.address is None:

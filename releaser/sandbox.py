@@ -93,13 +93,17 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
-                 progress=lambda _m: None, *, ssh: bool = False) -> Path:
+                 progress=lambda _m: None, *, ssh: bool = False,
+                 stock_binpkgs: bool = False) -> Path:
     """Create a sandbox under ``directory``; returns its releaser.toml.
 
     ``ssh``: put the central repository and every node behind their own sshd
-    (see the module docstring).  If setting up fails half way, the daemons
-    already started (sshds, HTTP server) are stopped again before the error
-    propagates, so a failed ``init`` leaves no process behind.
+    (see the module docstring).  ``stock_binpkgs``: nodes keep Portage's
+    default binary package layout (binpkg-multi-instance), as a stock Gentoo
+    host does (``noderoot.NodeRootSpec.stock_binpkgs``).  If setting up fails
+    half way, the daemons already started (sshds, HTTP server) are stopped
+    again before the error propagates, so a failed ``init`` leaves no process
+    behind.
     """
     directory = Path(directory).absolute()
     nodes = nodes or DEFAULT_NODES
@@ -107,7 +111,7 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
     directory.mkdir(parents=True, exist_ok=True)
-    world = _World(directory, ssh)
+    world = _World(directory, ssh, stock_binpkgs)
     try:
         return world.build(app, nodes, progress)
     except BaseException:
@@ -118,9 +122,10 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
 class _World:
     """What one ``init_sandbox`` starts, so a failure can stop it again."""
 
-    def __init__(self, directory: Path, ssh: bool) -> None:
+    def __init__(self, directory: Path, ssh: bool, stock_binpkgs: bool = False) -> None:
         self.directory = directory
         self.ssh = ssh
+        self.stock_binpkgs = stock_binpkgs
         self.daemons: dict[str, SandboxSSHD] = {}
         self.pidfile = directory / "distserver.pid"
         self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
@@ -129,7 +134,7 @@ class _World:
         directory = self.directory
         central = CentralRepository(self._central_runner(progress), str(directory / "central"))
         try:
-            central.init_dirs()
+            central.init()
             progress(f"central repository at {central.root}")
             for env in _ordered(nodes):
                 overlay_git.ensure_overlay(central, env, env)
@@ -203,6 +208,7 @@ class _World:
                                      sync_uri=central.overlay_repo(node.env))],
             profile=noderoot.ProfileSpec(repo),
             provided=provided_packages(),
+            stock_binpkgs=self.stock_binpkgs,
         )
         noderoot.create_node_root(spec)
         sandbox_rc.install_rc_service(

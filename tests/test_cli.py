@@ -27,3 +27,53 @@ def test_errors_are_one_line_with_an_exit_code(capsys, args, code, message):
     err = capsys.readouterr().err
     assert message in err
     assert len([line for line in err.splitlines() if line.strip()]) <= 3, err
+
+
+STAGING = """
+[environments.staging]
+nodes = [{ name = "s1", root = "nodes/s1", health_url = "http://127.0.0.1:9/health" }]
+"""
+
+
+@pytest.mark.parametrize("command", [["promote", "staging"], ["promote", "staging", "--dry-run"],
+                                     ["status"], ["rollback", "staging", "--yes"],
+                                     ["backups", "list", "staging"]])
+def test_a_missing_central_is_an_error_before_anything_changes(tmp_path, capsys, command):
+    from .conftest import write_config
+
+    config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["-c", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{tmp_path / 'central'} is no central repository (no central.json)" in err
+    assert f"check [central] path in {config}" in err and "releaser central init" in err
+    assert sorted(tmp_path.rglob("*")) == before  # no central was created
+
+
+def test_central_init_creates_the_central_explicitly(tmp_path, capsys):
+    import json
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
+    central = tmp_path / "central"
+    assert main(["-c", str(config), "central", "init"]) == 0
+    assert capsys.readouterr().out == f"central repository created at {central}\n"
+    assert json.loads((central / "central.json").read_text()) == {"format": 1}
+    assert {p.name for p in central.iterdir()} >= {"distfiles", "overlays", "ledger", "locks"}
+    assert main(["-c", str(config), "central", "init"]) == 0
+    assert capsys.readouterr().out == f"central repository already exists at {central}\n"
+    assert main(["-c", str(config), "backups", "list", "staging"]) == 0
+
+
+def test_a_foreign_marker_is_refused(tmp_path, capsys):
+    from .conftest import write_config
+
+    config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
+    (tmp_path / "central").mkdir()
+    (tmp_path / "central" / "central.json").write_text('{"format": 99}\n')
+    assert main(["-c", str(config), "central", "init"]) == 2
+    assert "is not a central repository marker of format 1" in capsys.readouterr().err
+    assert main(["-c", str(config), "status"]) == 2
+    assert "is not a central repository marker of format 1" in capsys.readouterr().err

@@ -67,3 +67,111 @@ def test_missing_and_unparsable_files(tmp_path):
     f.write_text("[app\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(f)
+
+
+def snapshot(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# Each value that could reach a command, a path on central or a node, or the ebuild.
+REJECTED = [
+    (('[environments.staging]', '[environments."../../etc"]'), 'environments."../../etc"'),
+    (('[environments.staging]', '[environments.Staging]'), "environments.Staging"),
+    (('[environments.staging]', '[environments.staging]\noverlay = "-x"'),
+     "environments.staging.overlay"),
+    (('[environments.staging]', '[environments.staging]\noverlay = "a/b"'),
+     "environments.staging.overlay"),
+    (('name = "s1"', 'name = "../x y;$(id)"'), "environments.staging.nodes[0].name"),
+    (('name = "p1"', 'name = "."'), "environments.production.nodes[0].name"),
+    (('address = "127.0.0.5"', 'address = "-oProxyCommand=touch /tmp/x"'),
+     "environments.production.nodes[0].address"),
+    (('address = "127.0.0.5"', 'address = "host name"'),
+     "environments.production.nodes[0].address"),
+    (('address = "127.0.0.5"', 'address = "127.0.0.5", port = 99999'),
+     "environments.production.nodes[0].port"),
+    (('address = "127.0.0.5"', 'address = "127.0.0.5", port = 0'),
+     "environments.production.nodes[0].port"),
+    (('address = "127.0.0.5"', 'address = "127.0.0.5", root = "srv/root"'),
+     "environments.production.nodes[0].root"),
+    (('address = "127.0.0.5"', 'address = "127.0.0.5", root = "/srv/a b"'),
+     "environments.production.nodes[0].root"),
+    (('root = "nodes/s1"', 'root = "nodes/$(id)"'), "environments.staging.nodes[0].root"),
+    (('"http://127.0.0.1:9101/health"', '"not-a-url"'),
+     "environments.staging.nodes[0].health_url"),
+    (('"http://127.0.0.1:9101/health"', '"file:///etc/passwd"'),
+     "environments.staging.nodes[0].health_url"),
+    (('"http://127.0.0.1:9101/health"', '"http:///health"'),
+     "environments.staging.nodes[0].health_url"),
+    (('"http://127.0.0.1:9101/health"', '"http://127.0.0.1:99999/health"'),
+     "environments.staging.nodes[0].health_url"),
+    (('distfiles_url = "http://127.0.0.1:8700/distfiles"', 'distfiles_url = "file:///srv/d"'),
+     "central.distfiles_url"),
+    (('distfiles_url = "http://127.0.0.1:8700/distfiles"',
+      'distfiles_url = "http://127.0.0.1:8700/d?x=1"'), "central.distfiles_url"),
+    (('path = "central"', 'path = "central$(id)"'), "central.path"),
+    (('path = "central"', 'path = "central"\naddress = "-oProxyCommand=x"'), "central.address"),
+    (('path = "central"', 'path = "central"\naddress = "10.0.0.1"'), "central.path"),
+    (('path = "central"', 'path = "/srv/central"\naddress = "10.0.0.1"\nport = 70000'),
+     "central.port"),
+    (('known_hosts = "ssh/known_hosts"\n', ''), "ssh.known_hosts"),
+    (('identity_file = "ssh/id_ed25519"\n', ''), "ssh.identity_file"),
+    (('[ssh]', '[ssh]\nuser = "root;id"'), "ssh.user"),
+    (('[ssh]', '[ssh]\nuser = "-oProxyCommand=x"'), "ssh.user"),
+    (('[ssh]', '[ssh]\nconnect_timeout = 0'), "ssh.connect_timeout"),
+    (('[environments.staging]', '[environments.staging]\ndatabase = { path = "notes.db" }'),
+     "environments.staging.database.path"),
+    (('[environments.staging]',
+      '[environments.staging]\ndatabase = { path = "/var/lib/$(id)/notes.db" }'),
+     "environments.staging.database.path"),
+    (('[environments.staging]',
+      '[environments.staging]\ndatabase = { path = "/var/lib/../notes.db" }'),
+     "environments.staging.database.path"),
+    (('max_fail = "25%"', 'max_fail = "150%"'), "environments.production.policy.max_fail"),
+    (('max_fail = "25%"', 'max_fail = "two"'), "environments.production.policy.max_fail"),
+    (('max_fail = "25%"', 'max_fail = "1", health_timeout = 0'),
+     "environments.production.policy.health_timeout"),
+    (('max_fail = "25%"', 'max_fail = "1", health_timeout = -5'),
+     "environments.production.policy.health_timeout"),
+    (('max_fail = "25%"', 'max_fail = "1", health_timeout = nan'),
+     "environments.production.policy.health_timeout"),
+    (('promote_from = "staging"', 'promote_from = "production"'),
+     "environments.production.promote_from"),
+    (('name = "notes"', 'name = "notes"\ncategory = "www apps"'), "app.category"),
+    (('name = "notes"', 'name = "notes"\ndescription = "' + "x" * 81 + '"'), "app.description"),
+    (('name = "notes"', 'name = "notes"\nhomepage = "javascript:alert(1)"'), "app.homepage"),
+    (('name = "notes"', 'name = "notes"\nlicense = "GPL-2"'), "app.license"),
+    (('name = "notes"', 'name = "notes"\nlicense = "|| ( MIT"'), "app.license"),
+    (('name = "notes"', 'name = "notes"\nlicense = "MIT;id"'), "app.license"),
+    (('name = "notes"', 'name = "notes"\ntag_prefix = "v*"'), "app.tag_prefix"),
+    (('name = "notes"', 'name = "notes"\nsubdir = "../elsewhere"'), "app.subdir"),
+]
+
+
+@pytest.mark.parametrize("change,key", REJECTED, ids=[k for _c, k in REJECTED])
+def test_rejected_value_exits_2_naming_file_and_key_and_touches_nothing(tmp_path, capsys,
+                                                                        change, key):
+    from releaser.cli import main
+
+    f = tmp_path / "releaser.toml"
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    f.write_text(text)
+    before = snapshot(tmp_path)
+    assert main(["-c", str(f), "promote", "staging"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"releaser: error: {f}: {key}: ") and err.count("\n") == 1, err
+    assert snapshot(tmp_path) == before
+
+
+def test_good_values_pass_as_written(tmp_path):
+    """The checks are not stricter than the world: IPv6, host names, https, licence groups."""
+    f = tmp_path / "releaser.toml"
+    f.write_text(GOOD.replace('address = "127.0.0.5"', 'address = "::1", root = "/srv/node-1"')
+                 .replace('name = "notes"', 'name = "notes"\nlicense = "|| ( MIT )"\n'
+                          'homepage = "https://notes.example.org/a_b-c?x=1"\ntag_prefix = "rel/v"')
+                 .replace('path = "central"', 'path = "/srv/central"\naddress = "central.example.org"'))
+    cfg = load_config(f)
+    assert cfg.environments["production"].nodes[0].address == "::1"
+    assert str(cfg.environments["production"].nodes[0].root) == "/srv/node-1"
+    assert cfg.central.address == "central.example.org" and str(cfg.central.path) == "/srv/central"
+    assert cfg.app.license == "|| ( MIT )" and cfg.app.tag_prefix == "rel/v"

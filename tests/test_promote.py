@@ -198,7 +198,7 @@ promote_from = "staging"
 nodes = [{ name = "p1", root = "nodes/p1", health_url = "http://127.0.0.1:9/health" }]
 """)
     central = CentralRepository(LocalRunner(), str(tmp_path / "central"))
-    central.init_dirs()
+    central.init()
     ledger = Ledger.load(central, "staging")
     ledger.set_release("1.0.0", HEALTHY)
     ledger.set_release("1.0.0", WITHDRAWN, reason="failed its health check")
