@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -38,7 +38,7 @@ from .health import HealthResult
 from .ledger import Ledger
 from .lock import EnvironmentLock
 from .node import Node, connect
-from .rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome
+from .rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
 from .services import OpenRC
 
 Progress = Callable[[str], None]
@@ -259,6 +259,10 @@ class _NodeRollback:
     progress: Progress
 
     def __call__(self, node_cfg) -> NodeOutcome:
+        with worker_central(self.central) as central:
+            return replace(self, central=central)._work(node_cfg)
+
+    def _work(self, node_cfg) -> NodeOutcome:
         started = time.monotonic()
         app = self.config.app
         target_cpv = f"{app.cp}-{self.plan.target}"

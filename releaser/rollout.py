@@ -15,9 +15,10 @@ ran, from the binary package taken just before, and reported rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
 
 from . import backup
 from .central import CentralRepository
@@ -26,6 +27,7 @@ from .errors import HostKeyError, NodeError, ReleaserError
 from .ledger import Ledger
 from .node import Node, connect
 from .release import Release
+from .runner import LocalRunner
 
 Progress = Callable[[str], None]
 
@@ -53,9 +55,36 @@ class NodeOutcome:
         return dict(self.__dict__)
 
 
+@contextlib.contextmanager
+def worker_central(central: CentralRepository) -> Iterator[CentralRepository]:
+    """``central`` over a connection of this worker thread's own, closed afterwards.
+
+    An SSHRunner serves one thread at a time, and a failed command closes its
+    connection (releaser.ssh): shared by the fleet's worker threads, one
+    node's error would cut the transfers of the others.  A LocalRunner holds
+    no connection and is shared as it is.
+    """
+    if isinstance(central.runner, LocalRunner):
+        yield central
+        return
+    from .ssh import SSHRunner
+
+    if not isinstance(central.runner, SSHRunner):
+        raise TypeError(f"no per-thread connection for a {type(central.runner).__name__}")
+    own = SSHRunner(central.runner.spec)
+    try:
+        yield CentralRepository(own, central.root)
+    finally:
+        own.close()
+
+
 @dataclass
 class NodeRollout:
-    """Callable doing one node's rollout of ``release`` (used from worker threads)."""
+    """Callable doing one node's rollout of ``release`` (used from worker threads).
+
+    Each call reaches ``central``'s repository over a connection of its own
+    (``worker_central``); the ledger serialises its own writes.
+    """
 
     config: Config
     env: EnvironmentConfig
@@ -66,6 +95,10 @@ class NodeRollout:
     auto_rollback: bool = True
 
     def __call__(self, node_cfg: NodeConfig) -> NodeOutcome:
+        with worker_central(self.central) as central:
+            return replace(self, central=central)._work(node_cfg)
+
+    def _work(self, node_cfg: NodeConfig) -> NodeOutcome:
         started = time.monotonic()
         out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
         node: Node | None = None

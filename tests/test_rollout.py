@@ -107,3 +107,41 @@ def test_shell_metacharacters_are_refused_before_any_command(sb, capsys, args):
     assert cli(sb, *args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("releaser: error:")
     assert not Path("/tmp/releaser-pwned").exists()
+
+
+def test_each_worker_reaches_central_over_its_own_connection(sb, capsys, monkeypatch, tmp_path):
+    """A central connection that fails in one worker does not cut another's command.
+
+    staging-2 runs a command on central that lasts until staging-1 has closed
+    its connection to central, as SSHRunner does when a command fails there.
+    Shared by both workers, that connection would take staging-2's command down.
+    """
+    import time
+
+    from releaser import backup
+
+    started, go = tmp_path / "started", tmp_path / "go"
+    real_backup = backup.backup_package
+
+    def backup_package(node, central, env, cpv):
+        if node.name == "staging-2":
+            central.runner.run(["sh", "-c", f"touch {started}; i=0; while [ ! -e {go} ] && "
+                                f"[ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; test -e {go}"])
+        elif node.name == "staging-1":
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            central.runner.close()
+            go.touch()
+        return real_backup(node, central, env, cpv)
+
+    monkeypatch.setattr(backup, "backup_package", backup_package)
+    (sb.source / "app" / "CHANGES").write_text("1.3.0\n")
+    commit_all(sb.source, "notes 1.3.0", when="2026-04-01T00:00:00+00:00")
+    git(sb.source, "tag", "v1.3.0")
+    code = cli(sb, "promote", "staging", "--concurrency", "4", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert started.exists() and go.exists()  # the two commands did overlap
+    assert code == 0, json.dumps(report["nodes"], indent=1)
+    for node in NODES:
+        assert installed(sb, node) == "1.3.0" and health_version(sb, node) == "1.3.0"
