@@ -306,7 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("releaser: interrupted", err=True)
         return 130
+    except OSError as exc:
+        # A full disk, a read-only or vanished directory: the system's reason, in one line.
+        click.echo(f"releaser: error: {_os_error(exc)}", err=True)
+        return 1
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: '/x'`` as ``/x: No space left on device``."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
 if __name__ == "__main__":
