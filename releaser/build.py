@@ -8,9 +8,9 @@ Output layout under OUT (default ``[build] out``)::
     OUT/releases/PN-PV/Manifest                written by Portage (``ebuild ... manifest``)
     OUT/releases/PN-PV/release.json            the release record
 
-Nothing is written when the input is bad: the ref, the app directory and the
-version are all checked before the first file is made, and the release folder
-appears by rename only once complete.
+Nothing is written when the input is bad: the ref, the app directory, the
+version and the rendered ebuild are all checked before the first file is made,
+and the release folder appears by rename only once complete.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from . import gitsource, overlay, validate, versioning
 from .config import Config, DatabaseConfig
-from .manifest import write_manifest
-from .errors import UsageError
 from .ebuild import render_ebuild, render_metadata, template_variables
+from .errors import UsageError
+from .manifest import write_manifest
 from .release import Release, write_json_atomic
 from .tarball import write_tarball
 
@@ -49,37 +49,37 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
     """Build ``ref`` of the configured app into ``out``.
 
     ``reuse``: when ``out`` already holds the release of this very commit and
-    tree, and its files still have the digests its record names, return it
-    instead of building again (build once, promote the same artifact).
+    tree, rendered to the very same ebuild and metadata.xml (same
+    configuration, same templates), and its files still have the digests its
+    record names, return it instead of building again (build once, promote
+    the same artifact).
     """
     started = time.monotonic()
     app = config.app
     out = Path(out or config.build_out).resolve()
     repo = gitsource.open_repo(app.source)
     source = gitsource.resolve(repo, ref, app.subdir, allow_dirty=allow_dirty)
-    resolved = versioning.resolve_version(repo, source.commit, app.tag_prefix)
+    resolved = versioning.resolve_source_version(repo, source, app.tag_prefix)
     version = resolved.version
     pv = f"{app.name}-{version}"
-    url = _distfiles_url(config, distfiles_url)
+    mtime = source.commit.committed_date
+    year = datetime.fromtimestamp(mtime, timezone.utc).year
+    variables = template_variables(app, _distfiles_url(config, distfiles_url),
+                                   _database_for(config), year)
+    ebuild_text, metadata_text = render_ebuild(variables), render_metadata(variables)
     if reuse and not source.dirty:
-        existing = _reusable(out, pv, source.hexsha, source.tree.hexsha)
+        existing = _reusable(out, pv, source, ebuild_text, metadata_text)
         if existing is not None:
             return BuildResult(existing, out / "releases" / pv,
                                out / "distfiles" / existing.tarball["name"],
                                time.monotonic() - started, reused=True)
 
-    mtime = source.commit.committed_date
     tarball = out / "distfiles" / f"{pv}.tar.gz"
     digests = write_tarball(source.tree, pv, mtime, tarball)
-
-    year = datetime.fromtimestamp(mtime, timezone.utc).year
-    database = _database_for(config)
-    variables = template_variables(app, url, database, year)
     release_dir = out / "releases" / pv
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as scratch:
         files = _package_files(Path(scratch), app.category, app.name, version,
-                               render_ebuild(variables), render_metadata(variables),
-                               tarball.parent)
+                               ebuild_text, metadata_text, tarball.parent)
         staged = Path(scratch) / "release"
         staged.mkdir()
         for f in files:
@@ -118,8 +118,15 @@ def _distfiles_url(config: Config, override: str | None) -> str:
         raise UsageError(f"distfiles URL: {exc}") from None
 
 
-def _reusable(out: Path, pv: str, commit: str, tree: str) -> Release | None:
-    """The release already built in ``out`` from ``commit``, if its files are intact."""
+def _reusable(out: Path, pv: str, source: gitsource.SourceCommit, ebuild_text: str,
+              metadata_text: str) -> Release | None:
+    """The release already built in ``out`` from ``source``, if it is what a build would give.
+
+    Commit and tree fix the tarball; the freshly rendered ebuild and
+    metadata.xml fix the rest, so a changed configuration value or template
+    builds again instead of reusing a stale ebuild.  Every file must still
+    have the digest its record names (or, for metadata.xml, the rendered bytes).
+    """
     from .errors import ReleaseNotFound
     from .release import load_release
     from .tarball import file_digests
@@ -129,7 +136,8 @@ def _reusable(out: Path, pv: str, commit: str, tree: str) -> Release | None:
         release = load_release(release_dir / "release.json")
     except ReleaseNotFound:
         return None
-    if release.commit != commit or release.source_tree != tree or release.dirty:
+    if (release.commit != source.hexsha or release.source_tree != source.tree.hexsha
+            or release.dirty or release.ebuild["sha512"] != _sha512_text(ebuild_text)):
         return None
     tarball = out / "distfiles" / release.tarball["name"]
     try:
@@ -137,7 +145,8 @@ def _reusable(out: Path, pv: str, commit: str, tree: str) -> Release | None:
                                                       ("size", "blake2b", "sha512")}
                   and _sha512(release_dir / release.ebuild["name"]) == release.ebuild["sha512"]
                   and _sha512(release_dir / "Manifest") == release.manifest["sha512"]
-                  and (release_dir / "metadata.xml").is_file())
+                  and (release_dir / "metadata.xml").read_bytes()
+                  == metadata_text.encode("utf-8"))
     except OSError:
         return None
     return release if intact else None
@@ -164,11 +173,16 @@ def _package_files(scratch: Path, category: str, name: str, version: str, ebuild
     pkg = tree / category / name
     pkg.mkdir(parents=True)
     ebuild = pkg / f"{name}-{version}.ebuild"
-    ebuild.write_text(ebuild_text)
-    (pkg / "metadata.xml").write_text(metadata_text)
+    ebuild.write_text(ebuild_text, encoding="utf-8")
+    (pkg / "metadata.xml").write_text(metadata_text, encoding="utf-8")
     manifest = write_manifest(tree, ebuild, distdir)
     return [ebuild, pkg / "metadata.xml", manifest]
 
 
 def _sha512(path: Path) -> str:
     return hashlib.sha512(path.read_bytes()).hexdigest()
+
+
+def _sha512_text(text: str) -> str:
+    """The digest the ebuild will have once written (UTF-8, as ``_package_files`` writes it)."""
+    return hashlib.sha512(text.encode("utf-8")).hexdigest()

@@ -145,7 +145,9 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
     if not yes:
         if not _sys.stdin.isatty():
             raise UsageError("rollback needs confirmation: run it in a terminal or pass --yes")
-        click.confirm(f"roll {env} back to {plan.target}?", abort=True)
+        if not click.confirm(f"roll {env} back to {plan.target}?"):
+            # A "no" is an answer, not an interruption: exit 2, as for other input.
+            raise UsageError("rollback not confirmed: nothing was changed")
     report = execute_rollback(config, central, plan, force_reason=force_reason,
                               progress=_progress(as_json))
     if as_json:

@@ -3,7 +3,7 @@
 ======  ==============================================================
 0       everything asked for is done and healthy
 1       an operation failed (a command, publishing, an unexpected error)
-2       bad input or configuration: nothing was changed
+2       bad input or configuration, or a declined prompt: nothing was changed
 3       promote finished with failed nodes: some nodes may be changed
 4       a node failed its health check and was rolled back automatically
 5       the environment's lock is held by another run

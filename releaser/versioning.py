@@ -10,7 +10,17 @@ tagged ``v2.0.0-rc1`` / ``-rc.1``     ``2.0.0_rc1`` (alpha, beta, pre, rc, p)
 N commits after ``v1.2.3``            ``1.2.3_pN``  (> 1.2.3, < 1.2.4 and < 1.2.4_rc1)
 N commits after ``v2.0.0-rc1``        ``2.0.0_rc1_pN``
 no release tag reachable              ``0_pN``, N = commits in history (sorts before any release)
+uncommitted changes on a commit V     ``V_pSTAMP`` (``T_p0_pSTAMP`` on the tag T itself),
+(``--allow-dirty``)                   STAMP = UTC time of the snapshot, ``YYYYMMDDHHMMSS``
 ====================================  =========================
+
+A dirty build must never take a version a real commit can take: the next
+commit's ``1.0.0_p2`` would otherwise be published with the dirty bytes and the
+real commit refused for good (a published version never changes).  Its version
+keeps the position of the commit it was made on and adds the time: it sorts
+after that commit and before the next one (``1.0.0_p1 < 1.0.0_p1_p20260315143000
+< 1.0.0_p2``), and no commit can reach it, since a commit adds at most one
+``_pN`` whose N counts commits, never a 14-digit time.
 
 Git commit and branch cannot be carried by a Gentoo version; they go into the
 release record instead.
@@ -19,7 +29,7 @@ release record instead.
 from __future__ import annotations
 
 import re
-
+import time
 from dataclasses import dataclass
 
 from portage.versions import vercmp, ververify
@@ -78,6 +88,27 @@ class ResolvedVersion:
     version: str
     tag: str | None
     distance: int
+
+
+def dirty_version(head: ResolvedVersion, snapshot_time: int) -> str:
+    """The version of uncommitted changes on top of the commit whose version is ``head``."""
+    position = head.version if head.distance else f"{head.version}_p0"
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(snapshot_time))
+    return validate(f"{position}_p{stamp}")
+
+
+def resolve_source_version(repo, source: gitsource.SourceCommit,
+                           tag_prefix: str) -> ResolvedVersion:
+    """The version of a build of ``source``: its commit's, or a dirty build's own.
+
+    A dirty source is a ``git stash create`` snapshot whose first parent is
+    HEAD; its tag and distance are HEAD's.
+    """
+    if not source.dirty:
+        return resolve_version(repo, source.commit, tag_prefix)
+    head = resolve_version(repo, source.commit.parents[0], tag_prefix)
+    return ResolvedVersion(dirty_version(head, source.commit.committed_date), head.tag,
+                           head.distance)
 
 
 def resolve_version(repo, commit, tag_prefix: str) -> ResolvedVersion:

@@ -210,3 +210,61 @@ def test_promote_reuses_an_intact_identical_release(tmp_path, config_file):
     git(source, "tag", "-f", "v1.0.0")
     moved = build_release(cfg, out=tmp_path / "o", reuse=True)
     assert not moved.reused and moved.release.commit != first.release.commit
+
+
+def test_dirty_build_never_takes_the_version_of_the_next_commit(tmp_path, config_file):
+    """The next real commit publishes after a dirty build was published (no version clash)."""
+    from releaser.central import CentralRepository
+    from releaser.publish import ReleaseFiles, publish
+    from releaser.versioning import compare
+
+    cfg = load_config(config_file)
+    source = cfg.app.source
+    central = CentralRepository(LocalRunner(), str(tmp_path / "central"))
+    central.init()
+    (source / "app" / "CHANGES").write_text("work in progress\n")
+    git(source, "add", "app/CHANGES")
+    dirty = build_release(cfg, out=tmp_path / "o", allow_dirty=True)
+    assert dirty.release.dirty and dirty.release.version.startswith("1.0.0_p0_p")
+    assert (dirty.release.tag, dirty.release.distance) == ("v1.0.0", 0)
+    publish(central, "staging", "staging", ReleaseFiles(dirty.release, dirty.release_dir),
+            dirty.tarball)
+    (source / "app" / "CHANGES").write_text("done\n")
+    commit_all(source, "the real next commit")
+    real = build_release(cfg, out=tmp_path / "o")
+    assert real.release.version == "1.0.0_p1" and not real.release.dirty
+    assert compare("1.0.0", dirty.release.version) < 0 < compare(real.release.version,
+                                                                 dirty.release.version)
+    outcome = publish(central, "staging", "staging",
+                      ReleaseFiles(real.release, real.release_dir), real.tarball)
+    assert outcome.published
+
+
+def test_reuse_builds_again_when_configuration_or_template_changed(tmp_path, config_file,
+                                                                   monkeypatch):
+    from importlib import resources
+
+    import jinja2
+
+    from releaser import ebuild
+
+    cfg = load_config(config_file)
+    first = build_release(cfg, out=tmp_path / "o")
+    assert build_release(cfg, out=tmp_path / "o", reuse=True).reused
+    config_file.write_text(config_file.read_text().replace(
+        'description = "Notes, the demo application"', 'description = "Notes, renamed"'))
+    changed = build_release(load_config(config_file), out=tmp_path / "o", reuse=True)
+    assert not changed.reused
+    ebuild_file = changed.release_dir / changed.release.ebuild["name"]
+    assert 'DESCRIPTION="Notes, renamed"' in ebuild_file.read_text()
+    assert changed.release.tarball == first.release.tarball  # same commit, same tarball
+    assert build_release(load_config(config_file), out=tmp_path / "o", reuse=True).reused
+    # a changed template (here: one more line) is not the same release either
+    packaged = resources.files(ebuild.TEMPLATE_PACKAGE)
+    templates = {name: (packaged / name).read_text() for name in ("ebuild.j2", "metadata.xml.j2")}
+    templates["ebuild.j2"] = templates["ebuild.j2"].replace(
+        'RESTRICT="mirror test"', 'RESTRICT="mirror test"\nPROPERTIES=""')
+    monkeypatch.setattr(ebuild, "_loader", lambda: jinja2.DictLoader(templates))
+    rebuilt = build_release(load_config(config_file), out=tmp_path / "o", reuse=True)
+    assert not rebuilt.reused
+    assert 'PROPERTIES=""' in (rebuilt.release_dir / rebuilt.release.ebuild["name"]).read_text()

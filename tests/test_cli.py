@@ -77,3 +77,44 @@ def test_a_foreign_marker_is_refused(tmp_path, capsys):
     assert "is not a central repository marker of format 1" in capsys.readouterr().err
     assert main(["-c", str(config), "status"]) == 2
     assert "is not a central repository marker of format 1" in capsys.readouterr().err
+
+
+class _Terminal:
+    """stdin of a terminal where the operator types ``answer``."""
+
+    def __init__(self, answer: str):
+        import io
+
+        self._lines = io.StringIO(answer)
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self, *args) -> str:
+        return self._lines.readline(*args)
+
+
+def test_declining_the_rollback_prompt_changes_nothing_and_exits_2(tmp_path, capsys,
+                                                                   monkeypatch):
+    """A "no" is an answer, not an interruption (130): exit 2, nothing was changed."""
+    import sys
+    from types import SimpleNamespace
+
+    from releaser import report, rollback
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
+    assert main(["-c", str(config), "central", "init"]) == 0
+    plan = SimpleNamespace(target="1.0.0")
+    monkeypatch.setattr(rollback, "plan_rollback", lambda *a, **k: plan)
+    monkeypatch.setattr(report, "print_rollback_plan", lambda p: print(f"plan -> {p.target}"))
+    executed = []
+    monkeypatch.setattr(rollback, "execute_rollback", lambda *a, **k: executed.append(a))
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    capsys.readouterr()
+    assert main(["-c", str(config), "rollback", "staging"]) == 2
+    captured = capsys.readouterr()
+    assert "roll staging back to 1.0.0? [y/N]" in captured.out
+    assert captured.err == "releaser: error: rollback not confirmed: nothing was changed\n"
+    assert executed == []

@@ -64,3 +64,17 @@ def test_untagged_history_gets_documented_default(tmp_path):
     got = resolve_version(repo, repo.head.commit, "v")
     assert got.version == "0_p2" and got.tag is None
     assert versioning.compare(got.version, "0.0.1") < 0
+
+
+def test_dirty_version_sorts_between_its_commit_and_the_next_and_no_commit_takes_it():
+    from releaser.versioning import ResolvedVersion, dirty_version
+
+    stamp = 1773585000  # 2026-03-15T14:30:00Z
+    on_tag = dirty_version(ResolvedVersion("1.0.0", "v1.0.0", 0), stamp)
+    after = dirty_version(ResolvedVersion("1.0.0_p1", "v1.0.0", 1), stamp)
+    assert (on_tag, after) == ("1.0.0_p0_p20260315143000", "1.0.0_p1_p20260315143000")
+    assert versioning.compare("1.0.0", on_tag) < 0 < versioning.compare("1.0.0_p1", on_tag)
+    assert versioning.compare("1.0.0_p1", after) < 0 < versioning.compare("1.0.0_p2", after)
+    # a later snapshot of the same commit is newer
+    assert versioning.compare(dirty_version(ResolvedVersion("1.0.0_p1", "v1.0.0", 1),
+                                            stamp + 1), after) > 0
