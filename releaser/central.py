@@ -36,6 +36,12 @@ FORMAT_VERSION = 1
 
 DIRS = ("distfiles", "overlays", "binpkgs", "dumps", "releases", "ledger", "locks")
 
+#: Folders where a killed run can leave ``.NAME.partial-*`` temporaries behind.
+TEMPORARY_DIRS = ("distfiles", "releases", "ledger")
+#: A temporary older than this is a killed run's: no live upload or write keeps
+#: one that long between writing it and renaming it to its final name.
+STALE_TEMPORARY_MINUTES = 60
+
 
 def temp_name(path: str) -> str:
     """A temporary name beside ``path``, unique per process and thread (hidden, ``.partial``)."""
@@ -182,6 +188,19 @@ class CentralRepository:
         finally:
             self.runner.run(["rm", "-f", "--", tmp], check=False)
         return True
+
+    def remove_stale_temporaries(self, minutes: int = STALE_TEMPORARY_MINUTES) -> list[str]:
+        """Remove the temporaries killed runs left in TEMPORARY_DIRS; return their paths.
+
+        Age decides, not the environment lock: runs on other environments
+        upload to the same distfiles/ at the same time, and their fresh
+        temporaries must stay.  Housekeeping never fails the caller.
+        """
+        result = self.runner.run(
+            ["find", *(self.path(d) for d in TEMPORARY_DIRS), "-maxdepth", "1", "-type", "f",
+             "-name", ".*.partial-*", "-mmin", f"+{int(minutes)}", "-print", "-delete"],
+            check=False)
+        return result.stdout.splitlines()
 
     def fetch_file(self, path: str, local: Path) -> None:
         self.runner.get(path, local)

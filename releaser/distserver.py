@@ -23,6 +23,9 @@ The handler is the standard library's ``SimpleHTTPRequestHandler`` (GET and
 HEAD only: read-only), plus single byte-range requests, because Portage's
 ``RESUMECOMMAND`` (``curl --continue-at -``) resumes an interrupted download
 with one, and curl refuses to resume from a server that ignores ranges.
+Hidden names (a path component starting with ``.``) are neither listed nor
+served: they are the central repository's temporaries (``.NAME.partial-*``,
+an upload not yet checked), never a published file.
 
 The small process helpers (``pid_alive``, ``process_cmdline``,
 ``terminate_pid``) are shared with ``releaser.sandbox_rc``.
@@ -31,6 +34,8 @@ The small process helpers (``pid_alive``, ``process_cmdline``,
 from __future__ import annotations
 
 import argparse
+import html
+import io
 import os
 import re
 import signal
@@ -43,6 +48,7 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Sequence
+from urllib.parse import quote, unquote
 
 from .errors import ReleaserError
 from .processes import pid_alive, process_cmdline
@@ -259,6 +265,9 @@ class DistfilesHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):  # noqa: D401 - stdlib hook
         self._range_left = None
+        if _is_hidden(self.path):
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
         match = _RANGE.match(self.headers.get("Range", "").strip())
         path = self.translate_path(self.path)
         if not match or not os.path.isfile(path):
@@ -288,6 +297,23 @@ class DistfilesHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         return f
 
+    def list_directory(self, path):
+        """A plain listing of the directory's visible names (never ``.partial`` temporaries)."""
+        try:
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND, "No permission to list directory")
+            return None
+        items = "".join(
+            f'<li><a href="{quote(n + suffix)}">{html.escape(n + suffix)}</a></li>\n'
+            for n in names for suffix in ["/" if os.path.isdir(os.path.join(path, n)) else ""])
+        body = f"<!DOCTYPE html>\n<html><body><ul>\n{items}</ul></body></html>\n".encode()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
     def copyfile(self, source, outputfile) -> None:
         left = getattr(self, "_range_left", None)
         if left is None:
@@ -306,6 +332,16 @@ class DistfilesHandler(SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         sys.stderr.write(f"{self.log_date_time_string()} {self.address_string()} {format % args}\n")
+
+
+def _is_hidden(url_path: str) -> bool:
+    """True if any component of the request's path starts with ``.``.
+
+    The path is cut and decoded as ``translate_path`` does, so what is checked
+    is what would be opened.
+    """
+    path = unquote(url_path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+    return any(part.startswith(".") for part in path.split("/"))
 
 
 def _serve(directory: Path, host: str, port: int, pidfile: Path) -> int:

@@ -15,6 +15,7 @@ more than a ``releaser`` command does.  A local central is used by path.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import tempfile
@@ -26,9 +27,12 @@ import git
 from . import overlay
 from .central import CentralRepository
 from .errors import PublishError
+from .processes import pid_alive
 
 AUTHOR = git.Actor("releaser", "releaser@localhost")
 BRANCH = "main"
+#: Temporary clones are ``$TMPDIR/releaser-overlay-PID-XXXX``: the pid says whose.
+SCRATCH_PREFIX = "releaser-overlay-"
 
 
 def overlay_url(central: CentralRepository, env: str) -> str:
@@ -89,8 +93,8 @@ def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
     if central.exists(path):
         return False
     central.runner.run(["git", "init", "-q", "--bare", f"--initial-branch={BRANCH}", "--", path])
-    with tempfile.TemporaryDirectory(prefix="releaser-overlay-") as tmp:
-        work = Path(tmp) / "overlay"
+    with _scratch() as tmp:
+        work = tmp / "overlay"
         repo = git.Repo.init(work, initial_branch=BRANCH)
         overlay.init_overlay(work, skeleton)
         repo.git.add("-A")
@@ -99,6 +103,7 @@ def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
         repo.create_remote("origin", overlay_url(central, env))
         repo.git.update_environment(**git_env(central))
         repo.git.push("origin", BRANCH)
+        repo.close()
     return True
 
 
@@ -109,19 +114,46 @@ def checkout(central: CentralRepository, env: str) -> Iterator[git.Repo]:
     The clone keeps the environment git needs to reach the central host, so
     ``commit_and_push`` on it pushes with the same pinned trust.
     """
-    tmp = Path(tempfile.mkdtemp(prefix="releaser-overlay-"))
     env_vars = dict(git_env(central))
-    try:
+    with _scratch() as tmp:
         try:
             repo = git.Repo.clone_from(overlay_url(central, env), tmp / "overlay", branch=BRANCH,
                                        env=env_vars or None)
         except git.GitCommandError as exc:
             raise PublishError(f"cannot clone the {env} overlay from the central repository: "
                                f"{git_reason(exc)}") from None
-        repo.git.update_environment(**env_vars)
-        yield repo
+        try:
+            repo.git.update_environment(**env_vars)
+            yield repo
+        finally:
+            repo.close()  # GitPython's persistent git processes hold the clone open
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """A private temporary folder, removed on every way out (exceptions included).
+
+    A run killed outright (``kill -9``) cannot remove its own: the next run
+    removes every such folder whose process is gone.
+    """
+    _remove_orphaned_scratch()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    try:
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_orphaned_scratch() -> None:
+    """Remove this user's temporary clones whose releaser process is gone."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isascii() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def commit_and_push(repo: git.Repo, message: str) -> str:

@@ -91,6 +91,7 @@ def publish(central: CentralRepository, env: str, skeleton: str, files: ReleaseF
                            "publish it to the first environment before promoting")
     if dry_run:
         return PublishOutcome(env, release.cpv, False, None, False)
+    central.remove_stale_temporaries()
 
     overlay_git.ensure_overlay(central, env, skeleton)
     with overlay_git.checkout(central, env) as repo:

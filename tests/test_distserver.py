@@ -56,6 +56,28 @@ def test_serves_files_byte_identically_and_404s_missing_ones(served):
     missing.value.close()
 
 
+def test_hidden_temporaries_are_neither_listed_nor_served(served):
+    info, _, tmp = served
+    directory = tmp / "distfiles"
+    (directory / ".notes-1.0.1.tar.gz.partial-0123456789ab").write_bytes(b"half an upload")
+    (directory / ".hidden").mkdir()
+    (directory / ".hidden" / "notes-1.0.2.tar.gz").write_bytes(b"inside a hidden folder")
+    (directory / "sub").mkdir()
+    with NO_PROXY.open(f"{info.url}/", timeout=10) as response:
+        listing = response.read().decode()
+    assert "notes-1.0.0.tar.gz" in listing and 'href="sub/"' in listing
+    assert "partial" not in listing and ".hidden" not in listing
+    for path in ("/.notes-1.0.1.tar.gz.partial-0123456789ab",
+                 "/%2Enotes-1.0.1.tar.gz.partial-0123456789ab",
+                 "//.notes-1.0.1.tar.gz.partial-0123456789ab",
+                 "/.hidden/notes-1.0.2.tar.gz", "/sub/../.hidden/notes-1.0.2.tar.gz",
+                 "/.hidden/"):
+        with pytest.raises(urllib.error.HTTPError) as hidden:
+            NO_PROXY.open(f"{info.url}{path}", timeout=10)
+        assert hidden.value.code == 404, path
+        hidden.value.close()
+
+
 def test_read_only(served):
     info, _, tmp = served
     request = urllib.request.Request(f"{info.url}/evil", data=b"x", method="PUT")

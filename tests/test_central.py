@@ -1,0 +1,92 @@
+"""The central repository's housekeeping: what killed runs leave behind is removed."""
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from releaser import overlay_git
+from releaser.build import build_release
+from releaser.central import CentralRepository
+from releaser.config import load_config
+from releaser.publish import ReleaseFiles, publish
+from releaser.runner import LocalRunner
+
+from .conftest import write_config
+
+HOURS_AGO = 2 * 3600
+
+
+@pytest.fixture
+def central(tmp_path):
+    repo = CentralRepository(LocalRunner(), str(tmp_path / "central"))
+    repo.init()
+    return repo
+
+
+def plant(central: CentralRepository, folder: str, name: str, age: float = 0) -> Path:
+    path = Path(central.path(folder, name))
+    path.write_bytes(b"left behind")
+    if age:
+        then = time.time() - age
+        os.utime(path, (then, then))
+    return path
+
+
+def test_only_old_temporaries_are_removed(central):
+    old = [plant(central, "distfiles", ".notes-1.0.1.tar.gz.partial-0123456789ab", HOURS_AGO),
+           plant(central, "distfiles",
+                 "..notes-1.0.1.tar.gz.partial-0123456789ab.releaser-ba9876543210.tmp",
+                 HOURS_AGO),
+           plant(central, "releases", ".notes-1.0.1.json.partial-0123456789ab", HOURS_AGO)]
+    kept = [plant(central, "distfiles", ".notes-1.0.2.tar.gz.partial-fedcba987654"),  # in flight
+            plant(central, "distfiles", "notes-1.0.0.tar.gz", HOURS_AGO),  # published
+            plant(central, "locks", ".staging.lock.partial-0123456789ab", HOURS_AGO)]
+    removed = central.remove_stale_temporaries()
+    assert sorted(removed) == sorted(map(str, old))
+    assert not any(p.exists() for p in old) and all(p.exists() for p in kept)
+
+
+def test_publish_removes_a_killed_publish_s_temporaries(central, tmp_path, app_repo):
+    config = load_config(write_config(tmp_path / "releaser.toml", app_repo))
+    built = build_release(config, out=tmp_path / "out")
+    stale = plant(central, "distfiles", ".notes-1.0.0.tar.gz.partial-0123456789ab", HOURS_AGO)
+    fresh = plant(central, "distfiles", ".notes-0.9.tar.gz.partial-0123456789ab")
+    outcome = publish(central, "staging", "staging",
+                      ReleaseFiles(built.release, built.release_dir), built.tarball)
+    assert outcome.published and not stale.exists() and fresh.exists()
+    assert sorted(os.listdir(central.path("distfiles"))) == [fresh.name, "notes-1.0.0.tar.gz"]
+
+
+@pytest.fixture
+def scratch_root(tmp_path, monkeypatch):
+    """$TMPDIR of this test alone: where temporary clones go."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_a_temporary_clone_is_removed_when_its_user_fails(central, scratch_root):
+    overlay_git.ensure_overlay(central, "staging", "staging")
+    with pytest.raises(RuntimeError, match="failed half way"):
+        with overlay_git.checkout(central, "staging") as repo:
+            clone = Path(repo.working_tree_dir)
+            assert (clone / "profiles" / "repo_name").is_file()
+            raise RuntimeError("failed half way")
+    assert not clone.exists() and list(scratch_root.iterdir()) == []
+
+
+def test_clones_of_killed_runs_are_removed_by_the_next_run(central, scratch_root):
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    orphan = scratch_root / f"{overlay_git.SCRATCH_PREFIX}{proc.pid}-k1ll3d"
+    live = scratch_root / f"{overlay_git.SCRATCH_PREFIX}{os.getppid()}-runn1ng"
+    for path in (orphan, live):
+        (path / "overlay").mkdir(parents=True)
+    overlay_git.ensure_overlay(central, "staging", "staging")
+    assert not orphan.exists() and live.exists()
+    assert list(scratch_root.iterdir()) == [live]
