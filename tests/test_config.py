@@ -169,9 +169,24 @@ def test_good_values_pass_as_written(tmp_path):
     f.write_text(GOOD.replace('address = "127.0.0.5"', 'address = "::1", root = "/srv/node-1"')
                  .replace('name = "notes"', 'name = "notes"\nlicense = "|| ( MIT )"\n'
                           'homepage = "https://notes.example.org/a_b-c?x=1"\ntag_prefix = "rel/v"')
-                 .replace('path = "central"', 'path = "/srv/central"\naddress = "central.example.org"'))
+                 .replace('path = "central"',
+                          'path = "/srv/central"\naddress = "central.example.org"'))
     cfg = load_config(f)
     assert cfg.environments["production"].nodes[0].address == "::1"
     assert str(cfg.environments["production"].nodes[0].root) == "/srv/node-1"
     assert cfg.central.address == "central.example.org" and str(cfg.central.path) == "/srv/central"
     assert cfg.app.license == "|| ( MIT )" and cfg.app.tag_prefix == "rel/v"
+
+
+def test_an_ssh_central_without_ssh_keys_is_a_config_error_not_a_crash(tmp_path, capsys):
+    from releaser.cli import main
+
+    f = tmp_path / "releaser.toml"
+    text = (GOOD.replace('known_hosts = "ssh/known_hosts"\nidentity_file = "ssh/id_ed25519"\n', "")
+            .replace('address = "127.0.0.5"', 'root = "nodes/p1"')
+            .replace('path = "central"', 'path = "/srv/central"\naddress = "10.0.0.1"'))
+    f.write_text(text)
+    assert main(["-c", str(f), "status"]) == 2
+    assert capsys.readouterr().err == (
+        f"releaser: error: {f}: ssh.known_hosts: missing (required by central.address: SSH "
+        "hosts are reached only with a pinned known_hosts file and an identity file)\n")
