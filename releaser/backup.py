@@ -5,7 +5,8 @@ releaser makes two, and proves both:
 
 * a **binary package of the running version** (``quickpkg --include-config=y``,
   gpkg), kept on the node's PKGDIR *and* on the central host
-  (``binpkgs/ENV/CATEGORY/PF.gpkg.tar``), so even a rebuilt node can
+  (``binpkgs/ENV/CATEGORY/PF.gpkg.tar``; on the node wherever its Portage
+  puts it), so even a rebuilt node can
   reinstall the old version with ``emerge --usepkgonly``
   (``releaser.backup_binpkg``);
 * a **verified dump of the database**, written on the node by the app's own
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from .backup_binpkg import backup_package, central_path, ensure_binpkg_on_node, find_binpkg
 from .backup_binpkg import index_path as binpkg_index_path
-from .backup_binpkg import node_binpkg_path
+from .backup_binpkg import node_binpkg_paths
 from .backup_common import BackupError, BinpkgBackup, DumpBackup
 from .backup_dump import (app_argv, dump_database, latest_dump, list_dumps, node_dump_dir,
                           restore_database, verify_dump_on_node)
@@ -55,7 +56,7 @@ __all__ = [
     "latest_dump",
     "list_backups",
     "list_dumps",
-    "node_binpkg_path",
+    "node_binpkg_paths",
     "node_dump_dir",
     "restore_database",
     "verify_dump_on_node",

@@ -7,9 +7,18 @@ because a node that is later rebuilt has lost its own PKGDIR.
 ``ensure_binpkg_on_node`` is the way back: it puts the package into the
 node's PKGDIR (if missing) so ``emerge --usepkgonly`` can reinstall it.
 
+Where a package lives on a node is Portage's business, asked every time
+(``portage_tools.binpkg_paths``): ``PKGDIR/CAT/PF.gpkg.tar`` with
+``FEATURES=-binpkg-multi-instance`` (the sandbox), any number of
+``PKGDIR/CAT/PN/PF-N.gpkg.tar`` on a stock Gentoo host, where every quickpkg
+adds one and emerge picks the newest by build time.  So that emerge can only
+pick a package this index vouches for, a rollback sets every other package
+of the version aside (renamed to ``NAME.releaser-unverified-XXXXXXXX``, which
+Portage ignores; nothing is deleted) and refreshes the PKGDIR index.
+
 Central layout and index (``binpkgs/ENV/index.json``)::
 
-    binpkgs/ENV/CATEGORY/PF.gpkg.tar
+    binpkgs/ENV/CATEGORY/PF.gpkg.tar          (one file per version, whatever the nodes use)
     {"format": 1, "packages": {"CAT/PF": {
         "cpv", "node", "node_path", "central_path", "size", "sha512", "created",
         "nodes": {"NODE": {"node_path", "size", "sha512", "created"}}}}}
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import uuid
 
 from portage.versions import catsplit, cpv_getkey, cpv_getversion
 
@@ -59,14 +69,13 @@ def central_path(central: CentralRepository, env: str, cpv: str) -> str:
                         pf + GPKG_SUFFIX)
 
 
-def node_binpkg_path(node: Node, cpv: str) -> str:
-    """Where the node's Portage keeps ``cpv``'s package (``-binpkg-multi-instance``)."""
-    category, pf = catsplit(cpv)
+def node_binpkg_paths(node: Node, cpv: str) -> list[str]:
+    """Every package of ``cpv`` the node's PKGDIR index lists, as Portage names them."""
     try:
-        pkgdir = portage_tools.pkgdir(node.runner)
+        return [str(p) for p in portage_tools.binpkg_paths(node.runner, cpv)]
     except NodeError as exc:
-        raise BackupError(f"{node.name}: cannot ask Portage for PKGDIR: {exc}") from exc
-    return posixpath.join(pkgdir, category, pf + GPKG_SUFFIX)
+        raise BackupError(f"{node.name}: cannot ask Portage for the binary packages of "
+                          f"{cpv}: {exc}") from exc
 
 
 def find_binpkg(central: CentralRepository, env: str, cpv: str) -> BinpkgBackup | None:
@@ -118,26 +127,29 @@ def _store_centrally(node: Node, central: CentralRepository, env: str, cpv: str,
 def ensure_binpkg_on_node(node: Node, central: CentralRepository, env: str, cpv: str) -> str:
     """The node's PKGDIR path of ``cpv``'s package, copied there from central if needed.
 
-    The rollback path of a rebuilt node.  A package already on the node is
-    kept when it is a valid gpkg with a recorded digest; otherwise the
-    central copy is fetched, checked against its sha512, placed, and
-    Portage's PKGDIR index is refreshed (``emaint binhost --fix``): the index
-    is trusted (FEATURES=pkgdir-index-trusted), and a package it does not
-    describe fails emerge's MD5 check and is renamed aside.
+    On return every package of ``cpv`` the node's Portage lists is one this
+    index vouches for (a valid gpkg with a recorded digest), so
+    ``emerge --usepkgonly =CPV`` installs a verified package whichever it
+    picks; the others are set aside.  Without one on the node (a rebuilt
+    node), the central copy is fetched, checked against its sha512, placed
+    where Portage allocates a new package of ``cpv`` (a free build id on a
+    multi-instance host), and Portage's PKGDIR index is refreshed: the index
+    is trusted (FEATURES=pkgdir-index-trusted), so a package it does not
+    list is invisible to emerge.
     """
     cpv = portage_tools.validate_cpv(cpv)
     entry = _packages(central, env).get(cpv)
     if entry is None:
         raise BackupError(f"no binary package of {cpv} is kept for {env}: "
                           f"{node.name} cannot be rolled back to it from a package")
-    node_path = node_binpkg_path(node, cpv)
-    if _node_copy_verifies(node, node_path, cpv, _known_digests(entry, node.name)):
-        return node_path
-    with local_scratch() as tmp:
-        local = tmp / posixpath.basename(node_path)
-        pull(central.runner, entry["central_path"], local, "sha512", entry["sha512"])
-        push(node.runner, local, node_path, "sha512", entry["sha512"], mode="0640")
-    _refresh_pkgdir_index(node)
+    known = _known_digests(entry, node.name)
+    kept = _keep_only_vouched(node, cpv, known)
+    if kept:
+        return kept[0]
+    node_path = _place_from_central(node, central, cpv, entry)
+    if node_path not in _keep_only_vouched(node, cpv, known):
+        raise BackupError(f"{node.name}: Portage does not list {node_path} as a package of "
+                          f"{cpv} after emaint binhost --fix")
     return node_path
 
 
@@ -165,8 +177,10 @@ def _known_digests(entry: dict | None, node_name: str) -> set[str]:
 
 def _node_package(node: Node, cpv: str, entry: dict | None) -> tuple[dict, bool]:
     """The node's package of ``cpv`` as a ``nodes`` record, and whether quickpkg made it now."""
-    node_path = node_binpkg_path(node, cpv)
-    made = not _node_copy_verifies(node, node_path, cpv, _known_digests(entry, node.name))
+    known = _known_digests(entry, node.name)
+    node_path = next((p for p in node_binpkg_paths(node, cpv)
+                      if _node_copy_verifies(node, p, cpv, known)), None)
+    made = node_path is None
     if made:
         node_path = _quickpkg(node, cpv)
     sha512 = host_digest(node.runner, node_path, "sha512")
@@ -231,13 +245,67 @@ def _upload(node: Node, central: CentralRepository, node_path: str, target: str,
         push(central.runner, local, target, "sha512", sha512)
 
 
+def _keep_only_vouched(node: Node, cpv: str, known: set[str]) -> list[str]:
+    """The node's packages of ``cpv`` this index vouches for; the others are set aside.
+
+    Setting aside renames (``NAME.releaser-unverified-XXXXXXXX``: not a
+    package name, so Portage ignores it) and refreshes the PKGDIR index, so
+    emerge can no longer pick a package nobody verified.  Nothing is deleted.
+    """
+    good, others = [], []
+    for path in node_binpkg_paths(node, cpv):
+        (good if _node_copy_verifies(node, path, cpv, known) else others).append(path)
+    for path in others:
+        _set_aside(node, path)
+    if others:
+        _refresh_pkgdir_index(node)
+    return good
+
+
+def _set_aside(node: Node, path: str) -> None:
+    """Rename a package file Portage must not use; absent already is fine."""
+    if not node.runner.run(["test", "-e", path], check=False).ok:
+        return
+    aside = f"{path}.releaser-unverified-{uuid.uuid4().hex[:8]}"
+    try:
+        node.runner.run(["mv", "--", path, aside])
+    except COPY_FAILURES as exc:
+        raise BackupError(f"{node.name}: cannot set aside the unverified package {path}: "
+                          f"{reason(exc)}") from exc
+
+
+def _place_from_central(node: Node, central: CentralRepository, cpv: str, entry: dict) -> str:
+    """Copy the central package of ``cpv`` to where Portage allocates a new one; refresh the index."""
+    try:
+        node_path = str(portage_tools.allocate_binpkg_path(node.runner, cpv))
+    except NodeError as exc:
+        raise BackupError(f"{node.name}: cannot ask Portage where a package of {cpv} goes: "
+                          f"{exc}") from exc
+    # A file Portage does not list may sit at that name (one file per version):
+    # it is not what the index vouches for, but it is not ours to delete.
+    if node.runner.run(["test", "-s", node_path], check=False).ok:
+        _set_aside(node, node_path)
+    try:
+        with local_scratch() as tmp:
+            local = tmp / posixpath.basename(node_path)
+            pull(central.runner, entry["central_path"], local, "sha512", entry["sha512"])
+            push(node.runner, local, node_path, "sha512", entry["sha512"], mode="0640")
+    except BaseException:
+        # Portage reserves a new build id with an empty file: give it back.
+        node.runner.run(["find", node_path, "-maxdepth", "0", "-type", "f", "-empty",
+                         "-delete"], check=False)
+        raise
+    _refresh_pkgdir_index(node)
+    return node_path
+
+
 def _refresh_pkgdir_index(node: Node) -> None:
     """Make Portage's PKGDIR ``Packages`` index describe the files really there."""
     try:
-        node.runner.run(["emaint", "binhost", "--fix"])
-    except COPY_FAILURES as exc:
+        portage_tools.fix_binpkg_index(node.runner)
+    except (NodeError, *COPY_FAILURES) as exc:
         raise BackupError(f"{node.name}: emaint binhost --fix failed: {reason(exc)}") from exc
 
 
 __all__ = ["INDEX_FORMAT", "backup_package", "central_path", "ensure_binpkg_on_node",
-           "find_binpkg", "index_path", "node_binpkg_path"]
+           "find_binpkg", "index_path", "node_binpkg_paths"]

@@ -53,7 +53,7 @@ class BinpkgBackup:
     """The rollback package of one version in one environment (an index entry).
 
     ``node``/``node_path``: the node the central copy was made on and its path
-    there (``PKGDIR/CATEGORY/PF.gpkg.tar``).  ``sha512``/``size`` describe the
+    there (where that node's Portage put it).  ``sha512``/``size`` describe the
     central copy at ``central_path``.  ``made``/``uploaded`` say what *this*
     call did (ran quickpkg, copied to central); they are not stored.
     """

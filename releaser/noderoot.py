@@ -79,8 +79,10 @@ GLOBAL_CONFIG_FILES = (Path("make.globals"), Path("sets/portage.conf"))
 #: FEATURES every node sets.  The first six turn off what needs a ``portage``
 #: user or a Gentoo sandbox binary, and the news reader; the last gives one
 #: binary package file per version (PKGDIR/<category>/<PF>.gpkg.tar, not
-#: <category>/<PN>/<PF>-<N>.gpkg.tar) so a rollback
-#: finds it by name (pitfall 7).
+#: Portage's default <category>/<PN>/<PF>-<N>.gpkg.tar), which keeps a sandbox
+#: PKGDIR easy to read.  releaser never relies on it: it asks Portage where a
+#: package is (``portage_tools.binpkg_paths``), and ``NodeRootSpec(stock_binpkgs=True)``
+#: leaves Portage's default, as on a stock Gentoo host (pitfall 7).
 DEFAULT_FEATURES = (
     "-sandbox", "-usersandbox", "-userpriv", "-usersync", "-userfetch", "-news",
     "-binpkg-multi-instance",
@@ -158,6 +160,10 @@ class NodeRootSpec:
     dependencies the standalone overlay cannot satisfy (python, flask...), so
     real RDEPEND lines still resolve.  ``extra_make_conf``: lines appended to
     make.conf verbatim (after the ones releaser writes, so they win).
+    ``stock_binpkgs``: leave binary packages as a stock Gentoo host has them
+    (``binpkg-multi-instance`` on: ``PKGDIR/CAT/PN/PF-N.gpkg.tar``, one more
+    file per quickpkg) by dropping any ``binpkg-multi-instance`` setting from
+    ``features``.
     """
 
     root: Path
@@ -172,9 +178,13 @@ class NodeRootSpec:
     binpkg_format: str = "gpkg"
     binhost: BinhostSpec | None = None
     extra_make_conf: list[str] = field(default_factory=list)
+    stock_binpkgs: bool = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
+        if self.stock_binpkgs:
+            self.features = tuple(f for f in self.features
+                                  if f.lstrip("-") != "binpkg-multi-instance")
         names = [r.name for r in self.repos]
         if len(set(names)) != len(names):
             raise UsageError(f"duplicate repository names: {names}")

@@ -362,25 +362,35 @@ def quickpkg(runner: Runner, cpv: str, *, include_config: bool = True,
     ``include_config`` (default) packs the real contents of CONFIG_PROTECTed
     files (``/etc``); without it quickpkg stores empty placeholders, and a
     rollback from that package would wipe the node's configuration.
-    The path follows the node convention releaser sets up
-    (``FEATURES=-binpkg-multi-instance``, ``BINPKG_FORMAT=gpkg``):
-    ``PKGDIR/<category>/<PF>.gpkg.tar``; ``binpkg_path`` asks Portage instead.
+    The path is the one Portage's PKGDIR index gives the new package:
+    ``PKGDIR/CAT/PF.gpkg.tar`` with ``FEATURES=-binpkg-multi-instance``,
+    a new ``PKGDIR/CAT/PN/PF-N.gpkg.tar`` on a stock host.
     """
     cpv = validate_cpv(cpv)
+    before = set(binpkg_paths(runner, cpv))
     argv = ["quickpkg", f"--include-config={'y' if include_config else 'n'}", "=" + cpv]
     result = _run(runner, argv, timeout=timeout)
     text = "\n".join(_clean_lines(result.stdout + "\n" + result.stderr))
     if "No packages found" in text or "Could not find anything to match" in text:
         report = explain_failure(result.stdout, result.stderr)
         raise PortageError(result, getattr(runner, "host", "?"), report.summary, report.details)
-    m = re.search(r"Packages now in '([^']+)'", text)
-    directory = m.group(1) if m else pkgdir(runner)
-    category, rest = cpv.split("/", 1)
-    return PurePosixPath(directory) / category / f"{rest}.gpkg.tar"
+    after = binpkg_paths(runner, cpv)
+    new = [p for p in after if p not in before]
+    if len(new) == 1:
+        return new[0]  # a new instance (binpkg-multi-instance)
+    if not new and len(after) == 1:
+        return after[0]  # one file per version, replaced in place
+    raise PortageError(result, getattr(runner, "host", "?"),
+                       f"quickpkg of {cpv} left no package Portage's index can tell apart "
+                       f"(before: {sorted(map(str, before))}, after: {list(map(str, after))})")
 
 
 def binpkg_path(runner: Runner, root: str | PurePosixPath, cpv: str) -> PurePosixPath | None:
-    """Where Portage's binary-package index says ``cpv``'s package is, or None."""
+    """Where Portage's binary-package index says ``cpv``'s package is, or None.
+
+    With several packages of ``cpv`` (binpkg-multi-instance), the one a plain
+    ``cpv`` lookup gives: the newest by build time.
+    """
     argv = ["portageq", "metadata", _validate_host_path(root, "root"), "binary",
             validate_cpv(cpv), "PATH"]
     result = runner.run(argv, check=False)
@@ -388,6 +398,86 @@ def binpkg_path(runner: Runner, root: str | PurePosixPath, cpv: str) -> PurePosi
     if result.returncode != 0 or not rel:
         return None
     return PurePosixPath(pkgdir(runner)) / rel
+
+
+#: Asks Portage's binary tree (``portage.db[EROOT]["bintree"]``) of the host's
+#: own configuration, the one emerge and quickpkg use there, about one
+#: package version.  ``list``: every package of it the PKGDIR index
+#: (``Packages``) records, the ones emerge may choose from.  ``allocate``:
+#: where Portage would put a new package of it (``getname(allocate_new=True)``:
+#: on a multi-instance host a fresh ``PF-N`` with a free build id, reserved
+#: by an empty placeholder file).  Prints one JSON line, last.
+_BINTREE_PROGRAM = """\
+import json, os, sys
+import portage
+from portage.getbinpkg import PackageIndex
+action, cpv = sys.argv[1:3]
+settings = portage.settings
+tree = portage.db[settings["EROOT"]]["bintree"]
+answer = {"pkgdir": tree.pkgdir,
+          "multi_instance": "binpkg-multi-instance" in settings.features}
+if action == "list":
+    index = PackageIndex()
+    try:
+        with open(os.path.join(tree.pkgdir, "Packages"), encoding="utf-8",
+                  errors="replace") as handle:
+            index.read(handle)
+    except FileNotFoundError:
+        pass
+    answer["paths"] = [os.path.join(tree.pkgdir, entry["PATH"]) for entry in index.packages
+                       if entry.get("CPV") == cpv and entry.get("PATH")]
+else:
+    answer["path"] = tree.getname(cpv, allocate_new=True, remote_binpkg_format="gpkg")
+print(json.dumps(answer))
+"""
+
+
+def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
+    import json
+
+    argv = ["python3", "-c", _BINTREE_PROGRAM, action, validate_cpv(cpv)]
+    result = _run(runner, argv)
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise PortageError(result, getattr(runner, "host", "?"),
+                           "Portage's binary tree gave no answer (is portage importable by "
+                           "the host's python3?)") from None
+    return answer
+
+
+def binpkg_paths(runner: Runner, cpv: str) -> list[PurePosixPath]:
+    """Every binary package of ``cpv`` that the host's PKGDIR index records.
+
+    One at most with ``FEATURES=-binpkg-multi-instance``; any number on a
+    stock host (``PKGDIR/CAT/PN/PF-N.gpkg.tar``), from which emerge takes
+    the newest by build time.  A file copied into PKGDIR by hand is listed
+    only after ``fix_binpkg_index``.
+    """
+    return [PurePosixPath(p) for p in _ask_bintree(runner, "list", cpv)["paths"]]
+
+
+def allocate_binpkg_path(runner: Runner, cpv: str) -> PurePosixPath:
+    """Where a new gpkg of ``cpv`` goes on the host, as Portage names it.
+
+    ``PKGDIR/CAT/PF.gpkg.tar`` with one file per version; on a stock host a
+    new ``PKGDIR/CAT/PN/PF-N.gpkg.tar`` with a free build id, which Portage
+    reserves with an empty file: the caller fills it (an atomic rename over
+    it) or removes it, and then runs ``fix_binpkg_index``.
+    """
+    return PurePosixPath(_ask_bintree(runner, "allocate", cpv)["path"])
+
+
+def fix_binpkg_index(runner: Runner) -> CommandResult:
+    """Make the PKGDIR index describe the files really there (``emaint binhost --fix``).
+
+    Needed after adding, renaming or removing a package file by hand: with
+    ``FEATURES=pkgdir-index-trusted`` (Portage's default) emerge trusts the
+    index, does not see a package it does not list, and fails on one whose
+    digest differs from it.
+    """
+    return _run(runner, ["emaint", "binhost", "--fix"])
 
 
 def envvar(runner: Runner, name: str) -> str:
@@ -412,12 +502,15 @@ __all__ = [
     "EmergeResult",
     "FailureReport",
     "PortageError",
+    "allocate_binpkg_path",
     "binpkg_path",
+    "binpkg_paths",
     "distdir",
     "emerge",
     "emerge_argv",
     "envvar",
     "explain_failure",
+    "fix_binpkg_index",
     "installed_version",
     "manifest",
     "pkgdir",

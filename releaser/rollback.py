@@ -326,10 +326,14 @@ class _NodeRollback:
 
 
 def binpkg_on_node(node: Node, cpv: str) -> bool:
-    """Whether the node's PKGDIR holds ``cpv``'s binary package."""
-    category, pf = cpv.split("/", 1)
-    path = f"{portage_tools.pkgdir(node.runner)}/{category}/{pf}.gpkg.tar"
-    return node.runner.run(["test", "-f", path], check=False).ok
+    """Whether the node's Portage lists a binary package of ``cpv`` in its PKGDIR.
+
+    Portage names the files (one per version, or ``PN/PF-N`` on a stock
+    host with binpkg-multi-instance); whether one verifies is decided when
+    the rollback runs (``backup.ensure_binpkg_on_node``).
+    """
+    return any(node.runner.run(["test", "-f", str(path)], check=False).ok
+               for path in portage_tools.binpkg_paths(node.runner, cpv))
 
 
 def reinstall_package(node: Node, central: CentralRepository, env: str, cpv: str) -> None:

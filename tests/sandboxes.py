@@ -43,14 +43,17 @@ def add_migration(source: Path, tag: str, number: int = 2) -> None:
 
 
 class Sandbox:
-    """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd."""
+    """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd;
+    ``stock_binpkgs=True``: nodes keep Portage's default binpkg-multi-instance."""
 
-    def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False):
+    def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False,
+                 stock_binpkgs: bool = False):
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")
         app = dataclasses.replace(default_app(), source=self.source)
-        self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh)
+        self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh,
+                                        stock_binpkgs=stock_binpkgs)
         self.config = load_config(self.config_path)
 
     @property

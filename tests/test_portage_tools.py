@@ -342,6 +342,34 @@ def test_quickpkg_unmerge_and_reinstall_from_the_binary_package(node, tmp_path, 
     real_paths_untouched(node)
 
 
+def test_a_stock_host_keeps_one_package_per_quickpkg_where_portage_names_it(tmp_path,
+                                                                             local_overlay):
+    stock = make_node(tmp_path, "stock",
+                      [noderoot.RepoSpec("releaser-staging", location=local_overlay)],
+                      stock_binpkgs=True)
+    assert "binpkg-multi-instance" in portage_tools.envvar(stock.runner, "FEATURES").split()
+    make_tarball(stock.spec.distdir)
+    portage_tools.manifest(stock.runner, add_ebuild(local_overlay))
+    portage_tools.emerge(stock.runner, CPV)
+
+    first = portage_tools.quickpkg(stock.runner, CPV)
+    second = portage_tools.quickpkg(stock.runner, CPV)
+    where = PurePosixPath(stock.spec.pkgdir) / "www-apps" / "hello"
+    assert (first, second) == (where / "hello-1.0-1.gpkg.tar", where / "hello-1.0-2.gpkg.tar")
+    assert Path(first).is_file() and Path(second).is_file()
+    assert portage_tools.binpkg_paths(stock.runner, CPV) == [first, second]
+    assert portage_tools.binpkg_paths(stock.runner, "www-apps/hello-9.9") == []
+    # A new package goes to a free build id, reserved by an empty file.
+    reserved = portage_tools.allocate_binpkg_path(stock.runner, CPV)
+    assert reserved == where / "hello-1.0-3.gpkg.tar"
+    assert Path(reserved).stat().st_size == 0
+    Path(reserved).unlink()
+
+    portage_tools.unmerge(stock.runner, CPV)
+    assert portage_tools.emerge(stock.runner, CPV, usepkgonly=True).binary
+    assert stock.installed() == "1.0"
+
+
 def git(*args: str, cwd: Path | None = None) -> None:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}
