@@ -9,8 +9,11 @@ point (Ctrl-C, ``kill -9``) is finished by running it again:
 - otherwise: sync, back up the running version (binary package and a verified
   database dump), install, restart, check.
 
-A node whose new version fails its health check is put back on the version it
-ran, from the binary package taken just before, and reported rolled back.
+A node whose new version fails its health check, does not start, or is
+recorded as installed by an emerge that failed after the merge (a dying
+``pkg_postinst``) is put back on the version it ran, from the binary package
+taken just before, and reported rolled back.  An emerge that failed before the
+merge leaves the running version, which is checked to still answer healthy.
 """
 
 from __future__ import annotations
@@ -148,7 +151,12 @@ class NodeRollout:
             self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
             if out.before is not None:
                 self._phase(node, out, "backup", lambda: self._backup(node, out.before))
-            self._phase(node, out, "install", lambda: node.install(release.cpv), portage=True)
+            try:
+                self._phase(node, out, "install", lambda: node.install(release.cpv),
+                            portage=True)
+            except NodeError as exc:
+                self._after_failed_install(node, out, exc)
+                return
             try:
                 self._phase(node, out, "restart", lambda: node.restart(app.name))
             except NodeError as exc:
@@ -171,6 +179,35 @@ class NodeRollout:
         if self.auto_rollback and out.before and out.before != self.release.version:
             self._roll_back(node, out)
 
+    def _after_failed_install(self, node: Node, out: NodeOutcome, exc: NodeError) -> None:
+        """Decide from the vdb, not from emerge's exit status, what a failed install left.
+
+        Recorded as installed (a ``pkg_postinst`` that died after the merge):
+        the node holds the new version, never restarted into it: it is put
+        back on the version it ran, like a failed health check.  Not
+        recorded: the merge stopped before any file of the running version
+        was replaced; the node still runs it, which is checked.
+        """
+        out.detail = f"install failed: {exc}"
+        out.after = node.installed_version(self.release.cp)
+        if out.after == self.release.version:
+            out.detail += f"; {out.after} is recorded as installed all the same"
+            self._after_failure(node, out)
+        elif out.before is not None:
+            out.detail += f"; still on {out.before}: {self._still_serving(node, out.before)}"
+
+    def _still_serving(self, node: Node, version: str) -> str:
+        """Whether ``version`` still answers healthy, restarting it once if it does not."""
+        timeout = self.env.policy.health_timeout
+        if node.health(version, timeout).ok:
+            return "healthy"
+        try:
+            node.restart(self.config.app.name)
+        except NodeError as exc:
+            return f"NOT healthy, and a restart failed: {exc}"
+        health = node.health(version, timeout)
+        return "restarted, healthy" if health.ok else f"NOT healthy after a restart: {health.detail}"
+
     def _backup(self, node: Node, version: str) -> None:
         cpv = f"{self.release.cp}-{version}"
         backup.backup_package(node, self.central, self.env.name, cpv)
@@ -180,7 +217,7 @@ class NodeRollout:
     def _roll_back(self, node: Node, out: NodeOutcome) -> None:
         from .rollback import reinstall_version
 
-        self.progress(f"{node.name}: health failed; rolling back to {out.before}")
+        self.progress(f"{node.name}: {out.detail}; rolling back to {out.before}")
         out.phase = "rollback"
         result = reinstall_version(node, self.central, self.env, self.config.app,
                                    f"{self.release.cp}-{out.before}")

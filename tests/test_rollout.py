@@ -145,3 +145,44 @@ def test_each_worker_reaches_central_over_its_own_connection(sb, capsys, monkeyp
     assert code == 0, json.dumps(report["nodes"], indent=1)
     for node in NODES:
         assert installed(sb, node) == "1.3.0" and health_version(sb, node) == "1.3.0"
+
+
+def test_an_install_whose_postinst_failed_is_rolled_back(tmp_path, capsys):
+    """emerge fails after the merge: the vdb holds the new version, the node is put back."""
+    local = Sandbox(tmp_path, {"staging": 1})
+    try:
+        assert cli(local, "promote", "staging") == 0
+        (local.source / "app" / "CHANGES").write_text("1.1.0\n")
+        commit_all(local.source, "notes 1.1.0", when="2026-02-01T00:00:00+00:00")
+        git(local.source, "tag", "v1.1.0")
+        # A site hook of the node's Portage (/etc/portage/env/CAT/PN) that fails
+        # the new version's pkg_postinst, as any post-install step of a host can.
+        hook = local.node_root("staging-1") / "etc/portage/env/www-apps/notes"
+        hook.parent.mkdir(parents=True)
+        hook.write_text('post_pkg_postinst() {\n'
+                        '\t[[ ${PV} == 1.1.0 ]] && die "site post-install step failed"\n}\n')
+        capsys.readouterr()
+        code = cli(local, "promote", "staging", "--json")
+        report = json.loads(capsys.readouterr().out)
+        node = report["nodes"][0]
+        assert code == 4, json.dumps(node, indent=1)
+        assert node["status"] == "rolled-back" and node["after"] == "1.0.0", node
+        assert "postinst" in node["detail"] and "recorded as installed" in node["detail"], node
+        assert installed(local, "staging-1") == "1.0.0"
+        assert health_version(local, "staging-1") == "1.0.0"
+
+        # Failed before the merge: the vdb still says 1.0.0, which still serves.
+        (local.source / "app" / "CHANGES").write_text("1.2.0\n")
+        commit_all(local.source, "notes 1.2.0", when="2026-03-01T00:00:00+00:00")
+        git(local.source, "tag", "v1.2.0")
+        hook.write_text('pre_pkg_preinst() {\n'
+                        '\t[[ ${PV} == 1.2.0 ]] && die "site pre-install step failed"\n}\n')
+        code = cli(local, "promote", "staging", "--json")
+        node = json.loads(capsys.readouterr().out)["nodes"][0]
+        assert code == 3, json.dumps(node, indent=1)
+        assert node["status"] == "failed" and node["after"] == "1.0.0", node
+        assert "preinst" in node["detail"] and "still on 1.0.0: healthy" in node["detail"], node
+        assert installed(local, "staging-1") == "1.0.0"
+        assert health_version(local, "staging-1") == "1.0.0"
+    finally:
+        local.down()
