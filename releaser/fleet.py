@@ -46,11 +46,15 @@ class RolloutPolicy:
 
 
 def parse_max_fail(text: str) -> tuple[int, bool]:
-    """``"2"`` -> (2, False); ``"25%"`` -> (25, True).  UsageError otherwise."""
+    """``"2"`` -> (2, False); ``"25%"`` -> (25, True).  UsageError otherwise.
+
+    Only ASCII digits count: ``str.isdigit`` also accepts "²" (which ``int``
+    refuses) and "٣" (which ``int`` reads as 3), neither of which a user meant.
+    """
     value = str(text).strip()
     percent = value.endswith("%")
     number = value[:-1] if percent else value
-    if not number.isdigit() or (percent and int(number) > 100):
+    if not (number.isascii() and number.isdigit()) or (percent and int(number) > 100):
         raise UsageError(f"--max-fail {text!r}: give a count (2) or a percentage (25%)")
     return int(number), percent
 
