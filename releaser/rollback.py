@@ -66,6 +66,11 @@ class NodePlan:
     def noop(self) -> bool:
         return self.current == self.target
 
+    def decision(self) -> tuple:
+        """What this node's rollback would do and from what (not the informational rest)."""
+        return (self.current, self.target, self.binpkg, tuple(self.problems),
+                (self.dump or {}).get("sha256"))
+
     def to_dict(self) -> dict:
         return dict(self.__dict__, noop=self.noop)
 
@@ -78,10 +83,29 @@ class RollbackPlan:
     target: str
     restore_db: bool
     nodes: list[NodePlan] = field(default_factory=list)
+    asked: str | None = None  # the --to version, None for "the previous healthy one"
 
     @property
     def problems(self) -> list[str]:
         return [f"{n.node}: {p}" for n in self.nodes for p in n.problems]
+
+    def changes_since(self, shown: "RollbackPlan") -> list[str]:
+        """What differs from the plan ``shown`` in what the rollback would do."""
+        changes = [f"{what} is now {now or 'nothing'}, was {then or 'nothing'}"
+                   for what, now, then in (("the version rolled back from", self.bad, shown.bad),
+                                           ("the target", self.target, shown.target))
+                   if now != then]
+        before = {n.node: n for n in shown.nodes}
+        for n in self.nodes:
+            old = before.pop(n.node, None)
+            if old is None:
+                changes.append(f"{n.node} was not in the plan")
+            elif n.decision() != old.decision():
+                changes.append(f"{n.node} changed (runs {n.current or 'nothing'}, was "
+                               f"{old.current or 'nothing'}; package {n.binpkg or 'missing'}, "
+                               f"was {old.binpkg or 'missing'})")
+        changes += [f"{name} left the plan" for name in before]
+        return changes
 
     def to_dict(self) -> dict:
         return {"env": self.env, "from": self.bad, "to": self.target,
@@ -137,7 +161,7 @@ def plan_rollback(config: Config, central: CentralRepository, env_name: str, *,
     env = config.environment(env_name)
     ledger = Ledger.load(central, env_name)
     bad, target = choose_target(ledger, config.app.name, to)
-    plan = RollbackPlan(env_name, config.app.cp, bad, target, restore_db)
+    plan = RollbackPlan(env_name, config.app.cp, bad, target, restore_db, asked=to)
     target_cpv = f"{config.app.cp}-{target}"
     for node_cfg in env.nodes:
         np = NodePlan(node_cfg.name, None, target, target_schema=ledger.schema_of(target))
@@ -191,13 +215,26 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
                      force_reason: str | None = None, progress: Progress = lambda _m: None,
                      concurrency: int | None = None) -> RollbackReport:
+    """Carry out ``plan``, as shown to the user, under the environment's lock.
+
+    The plan was made before the lock was taken: another run may have changed
+    the environment since.  It is made again under the lock, and any
+    difference in what it would do refuses the rollback, so what runs (and
+    the version masked, the ledger's current one) is what was confirmed.
+    """
     started = time.monotonic()
     env = config.environment(plan.env)
-    if plan.problems and not force_reason:
-        raise RollbackRefused("cannot roll back: " + "; ".join(plan.problems)
-                              + " (fix it, or --force REASON to roll back the other nodes)")
-    report = RollbackReport(plan)
+    _refuse_problems(plan, force_reason)
     with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}"):
+        shown, plan = plan, plan_rollback(config, central, plan.env, to=plan.asked,
+                                          restore_db=plan.restore_db)
+        changes = plan.changes_since(shown)
+        if changes:
+            raise RollbackRefused(f"{plan.env} changed since the rollback plan was made: "
+                                  + "; ".join(changes) + "; nothing was done, run the "
+                                  "rollback again to see the new plan")
+        _refuse_problems(plan, force_reason)
+        report = RollbackReport(plan)
         ledger = Ledger.load(central, plan.env)
         ledger.event("rollback-start", target=plan.target, bad=plan.bad,
                      restore_db=plan.restore_db, force=force_reason, user=getpass.getuser())
@@ -227,6 +264,12 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
             ledger.save()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _refuse_problems(plan: RollbackPlan, force_reason: str | None) -> None:
+    if plan.problems and not force_reason:
+        raise RollbackRefused("cannot roll back: " + "; ".join(plan.problems)
+                              + " (fix it, or --force REASON to roll back the other nodes)")
 
 
 def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str, ledger: Ledger,

@@ -1,5 +1,8 @@
-"""A side step that fails after a rollout (retention, mask) never loses what the
-rollout established: the ledger keeps healthy/current, the failure is reported.
+"""The ledger stays true when a run meets a late failure or a concurrent change.
+
+A side step that fails after a rollout (retention, mask) never loses what the
+rollout established: the ledger keeps healthy/current, the failure is
+reported.  A rollback whose plan changed before it took the lock refuses.
 
 One story on a sandbox (staging and production, one node each), faults made at
 the project's own seams (``releaser.backup.apply_retention``,
@@ -17,6 +20,7 @@ from releaser.central import CentralRepository
 from releaser.cli import main
 from releaser.errors import CommandError
 from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
+from releaser.rollback import RollbackRefused, execute_rollback, plan_rollback
 from releaser.runner import LocalRunner
 
 from .conftest import commit_all, git
@@ -30,6 +34,17 @@ def cli(sb, *args):
 
 def ledger(sb, env) -> Ledger:
     return Ledger.load(CentralRepository(LocalRunner(), str(sb.central)), env)
+
+
+def new_version(sb, tag: str, when: str) -> None:
+    (sb.source / "app" / "CHANGES").write_text(f"{tag}\n")
+    commit_all(sb.source, f"notes {tag}", when=when)
+    git(sb.source, "tag", tag)
+
+
+def package_mask(sb, env: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(sb.central / f"overlays/{env}.git"), "show",
+                           "main:profiles/package.mask"], capture_output=True, text=True).stdout
 
 
 def central_fails(*_args, **_kwargs):
@@ -62,9 +77,7 @@ def test_retention_failure_after_a_healthy_rollout_keeps_it_healthy(sb, capsys, 
 
 
 def test_mask_failure_after_a_healthy_rollback_keeps_the_rollback(sb, capsys, monkeypatch):
-    (sb.source / "app" / "CHANGES").write_text("2.0.0\n")
-    commit_all(sb.source, "notes 2.0.0", when="2026-02-01T00:00:00+00:00")
-    git(sb.source, "tag", "v2.0.0")
+    new_version(sb, "v2.0.0", "2026-02-01T00:00:00+00:00")
     assert cli(sb, "promote", "staging") == 0
     assert installed(sb, "staging-1") == "2.0.0"
     capsys.readouterr()
@@ -80,10 +93,34 @@ def test_mask_failure_after_a_healthy_rollback_keeps_the_rollback(sb, capsys, mo
     assert staging.current == "1.0.0"
     assert staging.release("2.0.0")["state"] == WITHDRAWN
     assert staging.release("2.0.0")["masked"] is False
-    mask = subprocess.run(["git", "--git-dir", str(sb.central / "overlays/staging.git"), "show",
-                           "main:profiles/package.mask"], capture_output=True, text=True).stdout
-    assert "notes-2.0.0" not in mask  # the fault was real: nothing was masked
+    assert "notes-2.0.0" not in package_mask(sb, "staging")  # the fault was real: no mask
     # production never takes the withdrawn version, and says why
     assert cli(sb, "promote", "production", "--version", "2.0.0") == 2
     assert "was rolled back in staging" in capsys.readouterr().err
     assert installed(sb, "production-1") == "1.0.0"
+
+
+def test_rollback_refuses_a_plan_that_changed_before_it_took_the_lock(sb, capsys):
+    new_version(sb, "v3.0.0", "2026-03-01T00:00:00+00:00")
+    assert cli(sb, "promote", "staging") == 0
+    central = CentralRepository(LocalRunner(), str(sb.central))
+    plan = plan_rollback(sb.config, central, "staging")
+    assert (plan.bad, plan.target) == ("3.0.0", "1.0.0")
+    # meanwhile (say, while the operator reads the plan) another run promotes 4.0.0
+    new_version(sb, "v4.0.0", "2026-04-01T00:00:00+00:00")
+    assert cli(sb, "promote", "staging") == 0
+
+    with pytest.raises(RollbackRefused, match="changed since the rollback plan was made: the "
+                       "version rolled back from is now 4.0.0, was 3.0.0"):
+        execute_rollback(sb.config, central, plan)
+    assert installed(sb, "staging-1") == "4.0.0"
+    assert ledger(sb, "staging").current == "4.0.0"
+    assert "notes-3.0.0" not in package_mask(sb, "staging")
+
+    # planned again: the version masked is the one the ledger says is current
+    capsys.readouterr()
+    assert cli(sb, "rollback", "staging", "--yes") == 0
+    assert "staging is back on 3.0.0" in capsys.readouterr().out
+    assert installed(sb, "staging-1") == "3.0.0"
+    mask = package_mask(sb, "staging")
+    assert "=www-apps/notes-4.0.0" in mask and "notes-3.0.0" not in mask
