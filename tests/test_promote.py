@@ -109,9 +109,12 @@ def test_dry_run_changes_nothing(fleet, capsys):
                               ("staging-1", "staging-2", "production-1", "production-2")]
     before = tree_digests(*roots)
     assert cli(fleet, "promote", "staging", "--dry-run") == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "plan www-apps/notes-1.0.1 -> staging" in out
-    assert "1.0.0 -> 1.0.1: sync, emerge =www-apps/notes-1.0.1" not in out or True
+    for node in ("staging-1", "staging-2"):  # the plan names what each node would do
+        assert (f"plan: {node}: 1.0.0 -> 1.0.1: sync, emerge =www-apps/notes-1.0.1"
+                in captured.err), captured.err
     assert "dry run: nothing was changed" in out
     after = tree_digests(*roots)
     changed = {k for k in set(before) | set(after)
