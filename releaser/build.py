@@ -99,6 +99,7 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
             tarball={"name": tarball.name, **digests.as_dict()},
             ebuild={"name": f"{pv}.ebuild", "sha512": _sha512(staged / f"{pv}.ebuild")},
             manifest={"sha512": _sha512(staged / "Manifest")},
+            metadata={"sha512": _sha512(staged / "metadata.xml")},
         )
         write_json_atomic(staged / "release.json", release.to_json())
         if release_dir.exists():
@@ -137,7 +138,8 @@ def _reusable(out: Path, pv: str, source: gitsource.SourceCommit, ebuild_text: s
     except ReleaseNotFound:
         return None
     if (release.commit != source.hexsha or release.source_tree != source.tree.hexsha
-            or release.dirty or release.ebuild["sha512"] != _sha512_text(ebuild_text)):
+            or release.dirty or release.ebuild["sha512"] != _sha512_text(ebuild_text)
+            or release.metadata.get("sha512") != _sha512_text(metadata_text)):
         return None
     tarball = out / "distfiles" / release.tarball["name"]
     try:

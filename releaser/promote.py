@@ -7,7 +7,7 @@ an unchanged ref gives the identical release), publish it, roll it out.
 production (``promote_from = "staging"``): take a release that was healthy on
 the source environment (newest by default), refuse a dirty build, copy its
 ebuild, metadata.xml and Manifest entry byte for byte from the source overlay,
-roll it out.
+refusing any file whose digest is not the one recorded at build, roll it out.
 
 Per node: sync the overlay, install ``=CAT/PN-PV``, restart the service,
 health-check; what is installed is read back from the vdb, never assumed from

@@ -9,8 +9,10 @@ shows half a release.
    (rewritten by Portage) and metadata/timestamp.chk, pushed at once.
 4. The release record is stored beside the distfiles for promote and rollback.
 
-Production receives the ebuild and metadata.xml byte for byte, and its
-Manifest entry for the tarball must equal the one the release was built with.
+Production receives the ebuild and metadata.xml byte for byte, checked first
+against the digests recorded in the release at build (the source overlay may
+have been changed since), and its Manifest entry for the tarball must equal the
+one the release was built with.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .central import CentralRepository
 from .errors import PublishError
 from .manifest import dist_entries, write_manifest
 from .release import Release
-from .tarball import Digests
+from .tarball import Digests, file_digests
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,31 @@ class ReleaseFiles:
     def manifest(self) -> Path:
         return self.directory / "Manifest"
 
+    def verify(self) -> None:
+        """Refuse an ebuild or metadata.xml that is not byte for byte the one built.
+
+        The ebuild runs as root in every phase on every node, and ``ebuild
+        manifest`` sources it here while publishing.  Promote copies it from
+        the source environment's overlay, which anyone with push access can
+        change: its bytes are checked against the digests recorded in the
+        release at build, before anything reads or publishes them.
+        """
+        release = self.release
+        for path, recorded in ((self.ebuild, release.ebuild.get("sha512")),
+                               (self.metadata, release.metadata.get("sha512"))):
+            where = f"{release.cp}/{path.name}"
+            if not recorded:
+                raise PublishError(f"the release record of {release.pv} has no digest of "
+                                   f"{path.name} (built by an older releaser): build it again")
+            try:
+                actual = file_digests(path).sha512
+            except FileNotFoundError:
+                raise PublishError(f"{where} of {release.pv} is missing") from None
+            if actual != recorded:
+                raise PublishError(f"{where} differs from the file {release.pv} was built with "
+                                   f"(SHA512 {actual[:16]}..., recorded {recorded[:16]}...): "
+                                   "not publishing it")
+
     def dist_line(self) -> str:
         name = self.release.tarball["name"]
         try:
@@ -78,6 +105,7 @@ def publish(central: CentralRepository, env: str, skeleton: str, files: ReleaseF
             tarball: Path | None, *, dry_run: bool = False) -> PublishOutcome:
     """Publish ``files`` to ``env``.  ``tarball`` None: it must already be on central."""
     release = files.release
+    files.verify()
     digests = Digests(release.tarball["size"], release.tarball["blake2b"],
                       release.tarball["sha512"])
     expected_dist = files.dist_line()

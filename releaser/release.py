@@ -33,6 +33,7 @@ class Release:
     manifest: dict  # sha512
     schema_version: int | None = None
     extra: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # sha512 of metadata.xml
 
     @property
     def cp(self) -> str:
@@ -57,9 +58,10 @@ class Release:
         return cls(**data)
 
     def same_artifacts(self, other: "Release") -> bool:
-        """True when both records describe byte-identical tarball, ebuild and Manifest."""
+        """True when both records describe byte-identical tarball, ebuild, metadata.xml
+        and Manifest."""
         return (self.tarball == other.tarball and self.ebuild == other.ebuild
-                and self.manifest == other.manifest)
+                and self.metadata == other.metadata and self.manifest == other.manifest)
 
 
 def write_json_atomic(path: Path, text: str) -> None:
