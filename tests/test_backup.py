@@ -20,6 +20,7 @@ import pytest
 
 from releaser import backup, portage_tools
 from releaser.backup import BackupError
+from releaser.errors import UsageError
 from releaser.node import connect
 from releaser.promote import central_of, promote
 
@@ -164,9 +165,22 @@ def test_dump_database_is_verified_and_stored_centrally(world):
     assert (report["notes"], report["schema_version"], report["sha256"]) == (1, 1, dump.sha256)
 
 
-def test_no_database_yet_means_nothing_to_dump(world):
-    assert backup.dump_database(world.node, world.central, ENV, APP,
-                                "/var/lib/notes/never-created.db", "1.0.0") is None
+def test_a_database_path_that_does_not_exist_stops_the_backup(world):
+    # The node runs 1.0.0, so the app made its database: a missing one is a wrong path.
+    with pytest.raises(BackupError, match=r"^staging-1: notes 1\.0\.0 runs here, but its "
+                       r"database /var/lib/notes/never-created\.db \(database\.path\) "
+                       r"does not exist"):
+        backup.dump_database(world.node, world.central, ENV, APP,
+                             "/var/lib/notes/never-created.db", "1.0.0")
+    assert not (world.root / "var/lib/notes/never-created.db").exists()
+    assert len(backup.list_dumps(world.central, ENV)) == 1  # nothing recorded
+
+
+def test_app_commands_carry_their_variables_outside_the_argv():
+    argv, env = backup.app_command("/srv/node", APP, "/var/lib/notes/notes.db", "dump", "/x.db")
+    assert argv == ["python3", "-P", "-m", "notes", "dump", "/x.db"]
+    assert env == {"PYTHONPATH": "/srv/node/usr/lib/notes",
+                   "NOTES_DATABASE": "/srv/node/var/lib/notes/notes.db"}
 
 
 def test_a_database_that_cannot_be_dumped_stops_the_backup(world):
@@ -272,11 +286,26 @@ def test_restore_needs_the_dump_on_the_node(world):
 # ------------------------------------------------------------ retention and listing
 
 
-def test_retention_keeps_the_newest_and_the_protected(world):
+def test_promote_stops_a_node_whose_database_is_not_at_database_path(world):
     source = world.sb.source
     (source / "app" / "CHANGES").write_text("1.0.1\n")
     commit_all(source, "1.0.1")
     git(source, "tag", "v1.0.1")
+    database = world.root / world.db_path.lstrip("/")
+    away = database.with_name("moved-away.db")
+    database.rename(away)
+    try:
+        report = promote(world.sb.config, ENV)
+    finally:
+        away.rename(database)
+    [node] = report.nodes
+    assert not report.ok and (node.status, node.phase) == ("failed", "backup")
+    assert f"notes 1.0.0 runs here, but its database {world.db_path} (database.path) " \
+           "does not exist" in node.detail
+    assert world.node.installed_version("www-apps/notes") == "1.0.0"
+
+
+def test_retention_keeps_the_newest_and_the_protected(world):
     backup.backup_package(world.node, world.central, ENV, CPV)  # idempotent before the upgrade
     assert promote(world.sb.config, ENV).ok
     assert world.node.installed_version("www-apps/notes") == "1.0.1"
@@ -313,7 +342,7 @@ def test_retention_keeps_the_newest_and_the_protected(world):
     assert backup.find_binpkg(world.central, ENV, new_pkg.cpv) == new_pkg
     assert backup.list_dumps(world.central, ENV) == [newer[1]]
     assert backup.apply_retention(world.central, ENV, 1, set()) == []
-    with pytest.raises(Exception, match="whole number"):
+    with pytest.raises(UsageError, match="whole number"):
         backup.apply_retention(world.central, ENV, -1, set())
 
 

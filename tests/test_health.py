@@ -63,14 +63,33 @@ def test_any_version_when_none_expected(app):
     assert check_health(url, expect_version=None, timeout=5).ok
 
 
-def test_wrong_version_retries_until_timeout(app):
+class _Clock:
+    """health's clock, advanced only by its own sleeps: attempts are counted, not timed."""
+
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_wrong_version_retries_until_timeout(app, monkeypatch):
+    from releaser import health
+
     state, url = app
-    result = check_health(url, expect_version="1.1.0", timeout=1.0, interval=0.2)
+    clock = _Clock()
+    monkeypatch.setattr(health, "time", clock)
+    result = check_health(url, expect_version="1.1.0", timeout=1.0, interval=0.25)
     assert not result.ok
     assert result.detail == f"{url} answered version 1.0.0, expected 1.1.0"
     assert result.version == "1.0.0" and result.status_code == 200
-    assert state["hits"] >= 3 and result.attempts == state["hits"]
-    assert 0.8 <= result.seconds < 5
+    # asked at 0, 0.25, 0.5, 0.75 and 1.0 s; one more would come after the timeout
+    assert result.attempts == state["hits"] == 5 and clock.sleeps == [0.25] * 4
+    assert result.seconds == 1.0
 
 
 def test_becomes_healthy_after_a_restart(app):

@@ -130,7 +130,9 @@ def _alive(pid: int) -> bool:
 
 def test_remote_command_is_shlex_joined():
     assert remote_command(["echo", "a;b", "$(id)"]) == "echo 'a;b' '$(id)'"
-    assert remote_command(["ls", "x y"], env={"K": "v w"}) == "env 'K=v w' ls 'x y'"
+    wrapped = remote_command(["ls", "x y"], env={"K": "secret value"})
+    assert wrapped.startswith("sh -c ") and wrapped.endswith(" releaser-env ls 'x y'")
+    assert "secret" not in wrapped and "K" not in wrapped.split("releaser-env")[1]
     assert remote_command(["true"], timeout=3) == "timeout -k 5 3 true"
     with pytest.raises(ValueError):
         remote_command(["true"], env={"A B": "1"})
@@ -157,10 +159,41 @@ def test_setenv_reaches_remote_command_exactly(fleet, node1, node2):
         assert seen["HOME"] == str(fleet[name].home_dir)
 
 
-def test_env_parameter_is_prefixed(node1):
-    out = node1.run(["sh", "-c", 'printf "%s|%s" "$EXTRA" "$ROOT"'],
-                    env={"EXTRA": "a b;$(id)", "ROOT": "/override/"}).stdout
-    assert out == "a b;$(id)|/override/"
+ENV_VALUES = {
+    "EXTRA": "a b;$(id)",
+    "ROOT": "/override/",
+    "QUOTES": "it's \"quoted\" `uname` $HOME \\n \\",
+    "LINES": "first line\n  second line  \n\n$(touch /tmp/releaser-env-ran)\n",
+    "EMPTY": "",
+    "SECRET": "s3cr3t-value-never-in-argv",
+}
+
+
+def test_env_values_arrive_exactly_and_stdin_follows_them(node1):
+    printed = node1.run(["sh", "-c", "env -0; cat"], env=ENV_VALUES,
+                        input="the command's own input\n").stdout
+    *pairs, rest = printed.split("\0")
+    seen = dict(pair.split("=", 1) for pair in pairs)
+    assert {k: seen.get(k) for k in ENV_VALUES} == ENV_VALUES
+    assert rest == "the command's own input\n"
+    assert not Path("/tmp/releaser-env-ran").exists()
+    # Without input the command still gets EOF right after the variables.
+    assert node1.run(["cat"], env={"K": "v"}, timeout=10).stdout == ""
+
+
+def test_env_values_are_in_no_argv_and_no_error_message(node1):
+    secret = ENV_VALUES["SECRET"]
+    # Every command line on the host while the command runs, then the value it was given.
+    out = node1.run(["sh", "-c", 'ps -eo args; printf "[%s]" "$SECRET"'],
+                    env={"SECRET": secret}).stdout
+    listing, _, given = out.rpartition("\n")
+    assert "ps -eo args" in listing and secret not in listing
+    assert given == f"[{secret}]"
+    with pytest.raises(CommandError) as info:
+        node1.run(["sh", "-c", "echo failed >&2; exit 4"], env={"SECRET": secret})
+    err = info.value
+    assert err.returncode == 4 and "exited 4: failed" in str(err)
+    assert secret not in str(err) and secret not in " ".join(err.argv)
 
 
 def test_failing_command_raises_command_error(node1):
@@ -175,9 +208,8 @@ def test_failing_command_raises_command_error(node1):
 
 def test_stdin_input_and_no_stdin_never_hangs(node1):
     assert node1.run(["cat"], input="line 1\nline ü\n").stdout == "line 1\nline ü\n"
-    started = time.monotonic()
-    assert node1.run(["cat"], timeout=10).stdout == ""  # EOF at once, not a hang
-    assert time.monotonic() - started < 2
+    # EOF at once: a hang would end in the timeout's CommandError (124)
+    assert node1.run(["cat"], timeout=10).stdout == ""
     big = "x" * 3_000_000  # more than the SSH window: needs concurrent feed/drain
     assert node1.run(["wc", "-c"], input=big).stdout.strip() == str(len(big))
 
@@ -190,11 +222,9 @@ def test_large_output_on_both_streams(node1):
 
 def test_timeout_stops_remote_command(node1):
     marker = f"{time.time_ns() % 10**6}.5"  # a sleep length no one else uses
-    started = time.monotonic()
     with pytest.raises(CommandError) as info:
         node1.run(["sleep", marker], timeout=1, check=False)
     assert info.value.returncode == 124 and "timed out after 1s" in info.value.stderr
-    assert time.monotonic() - started < 4
     assert node1.run(["pgrep", "-f", f"sleep {marker}"], check=False).returncode == 1
 
 
@@ -295,10 +325,9 @@ def test_silent_port_times_out(known_hosts, make_runner):
         silent.bind(("127.0.0.2", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        started = time.monotonic()
-        with pytest.raises(UnreachableError, match=rf"^host 127\.0\.0\.2 \(127\.0\.0\.2:{port}\): "):
+        with pytest.raises(UnreachableError, match=rf"^host 127\.0\.0\.2 \(127\.0\.0\.2:{port}\): "
+                           "SSH handshake failed"):
             make_runner(("127.0.0.2", port), known_hosts, connect_timeout=1).run(["true"])
-        assert time.monotonic() - started < 4
 
 
 def test_stopped_sshd_is_unreachable_quickly(request, tmp_path, client_key, make_runner):
@@ -311,28 +340,31 @@ def test_stopped_sshd_is_unreachable_quickly(request, tmp_path, client_key, make
     assert not _alive(pid)
     assert not sshd.running
     for runner in (connected, make_runner(sshd, known, name="node2")):
-        started = time.monotonic()
         with pytest.raises(UnreachableError) as info:
             runner.run(["echo", "up"])
-        assert time.monotonic() - started < 3
         assert str(info.value) == f"host node2 (127.0.0.3:{sshd.port}): connection refused"
 
 
-def test_parallel_runs_across_hosts(fleet, known_hosts, make_runner):
+def test_parallel_runs_across_hosts(fleet, known_hosts, make_runner, tmp_path):
+    """Eight commands on two hosts at once: each waits on the host until all eight have
+    started (a shared folder is their barrier), so they can only finish by running
+    concurrently; in a row, the first would give up waiting and fail."""
     runners = [make_runner(fleet[name], known_hosts, name=name)
                for name in ("node1", "node2") * 4]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    wait_for_all = ('touch "$2/$1"; i=0; while [ "$(ls "$2" | wc -l)" -lt 8 ]; do '
+                    'i=$((i+1)); [ "$i" -gt 1200 ] && exit 9; sleep 0.05; done; '
+                    'printf "%s %s" "$RELEASER_NODE" "$1"')
 
     def job(index: int) -> tuple[str, str]:
         runner = runners[index]
-        out = runner.run(["sh", "-c", 'sleep 0.5; printf "%s %s" "$RELEASER_NODE" "$1"', "sh", str(index)])
+        out = runner.run(["sh", "-c", wait_for_all, "sh", str(index), str(barrier)])
         return runner.host, out.stdout
 
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(job, range(8)))
-    elapsed = time.monotonic() - started
     assert results == [(r.host, f"{r.host} {i}") for i, r in enumerate(runners)]
-    assert elapsed < 3  # ran concurrently, not 8 x 0.5 s in a row
     assert threading.active_count() < 40
 
 

@@ -25,7 +25,7 @@ from releaser import noderoot, overlay_git, portage_tools, sandbox_ssh
 from releaser.central import CentralRepository
 from releaser.cli import default_app, main
 from releaser.distserver import pid_alive, read_pidfile
-from releaser.errors import PublishError
+from releaser.errors import PublishError, ReleaserError
 from releaser.promote import central_of, promote
 from releaser.runner import LocalRunner
 from releaser.sandbox import STATE, init_sandbox
@@ -165,7 +165,7 @@ def test_failed_init_leaves_no_process_behind(tmp_path):
     profile.parent.mkdir(parents=True)
     profile.write_text("not a symlink\n")  # create_node_root refuses to replace it
     app = dataclasses.replace(default_app(), source=make_source(tmp_path / "src"))
-    with pytest.raises(Exception, match="not a symlink"):
+    with pytest.raises(ReleaserError, match="not a symlink"):
         init_sandbox(directory, app, {"staging": 1}, ssh=True)
     config = directory / "sshd" / "central" / "sshd_config"
     assert config.exists()  # the central sshd had been started...
