@@ -34,7 +34,7 @@ from .backup_binpkg import backup_package, central_path, ensure_binpkg_on_node, 
 from .backup_binpkg import index_path as binpkg_index_path
 from .backup_binpkg import node_binpkg_paths
 from .backup_common import BackupError, BinpkgBackup, DumpBackup
-from .backup_dump import (app_argv, dump_database, latest_dump, list_dumps, node_dump_dir,
+from .backup_dump import (app_command, dump_database, latest_dump, list_dumps, node_dump_dir,
                           restore_database, verify_dump_on_node)
 from .backup_dump import index_path as dump_index_path
 from .backup_retention import apply_retention, format_backups, list_backups
@@ -43,7 +43,7 @@ __all__ = [
     "BackupError",
     "BinpkgBackup",
     "DumpBackup",
-    "app_argv",
+    "app_command",
     "apply_retention",
     "backup_package",
     "binpkg_index_path",

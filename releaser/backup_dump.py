@@ -5,9 +5,15 @@ writes can be torn.  It runs the installed app's own ``dump OUT`` on the node
 (SQLite's online backup API), then proves the dump restorable with the app's
 ``verify-dump`` (restore into a scratch database, ``integrity_check``, schema
 version), and checks the dump's sha256 at every hop (node, central).  The
-same argv runs on a real host (ROOT ``/``) and on a sandbox node::
+same command runs on a real host (ROOT ``/``) and on a sandbox node::
 
-    env PYTHONPATH=ROOT/usr/lib/APP APP_DATABASE=ROOT/DB python3 -P -m APP dump OUT
+    python3 -P -m APP dump OUT      with PYTHONPATH=ROOT/usr/lib/APP APP_DATABASE=ROOT/DB
+
+(the variables go through the runner's ``env``, never into the argv).
+
+A node that runs a version has a database: the app creates it when it first
+starts.  None at ``database.path`` there means the path is wrong, and an
+upgrade would go ahead with no backup of the data: ``dump_database`` refuses.
 
 Central layout and index (``dumps/ENV/index.json``)::
 
@@ -44,18 +50,22 @@ def node_dump_dir(app_name: str) -> str:
 
 
 def dump_database(node: Node, central: CentralRepository, env: str, app_name: str,
-                  db_path: str, version: str) -> DumpBackup | None:
-    """Dump, verify and store the node's database; None when it has none yet.
+                  db_path: str, version: str) -> DumpBackup:
+    """Dump, verify and store the database of the node, which runs ``version``.
 
     ``version`` is the app version running now (the one a restore of this
     dump goes with).  Raises BackupError naming the node and the reason when
-    the dump fails, does not verify, or changes on its way to the central host.
+    there is no database at ``db_path`` (the app has run there, so the path
+    is wrong), or the dump fails, does not verify, or changes on its way to
+    the central host.  A node that runs nothing yet is not backed up at all.
     """
     versioning.validate(version)
     check_component(node.name, "node")
     database = on_node(node.root, db_path)
     if not node.runner.run(["test", "-f", database], check=False).ok:
-        return None
+        raise BackupError(f"{node.name}: {app_name} {version} runs here, but its database "
+                          f"{db_path} (database.path) does not exist: its data cannot be "
+                          f"backed up; correct database.path")
     out = _fresh_name(node, app_name, version)
     dumped = _app(node, app_name, db_path, "dump", out, what="database dump")
     checked = _app(node, app_name, None, "verify-dump", out, what="dump verification")
@@ -141,23 +151,25 @@ def _check_app(app_name: str) -> str:
     return app_name
 
 
-def app_argv(root: str, app_name: str, db_path: str | None, *args: str) -> list[str]:
-    """The app's maintenance command with its code and database under ``root``.
+def app_command(root: str, app_name: str, db_path: str | None,
+                *args: str) -> tuple[list[str], dict[str, str]]:
+    """The app's maintenance command (argv, environment) with its code and database under ``root``.
 
-    No shell: ``env`` sets the variables, so the argv is the same over SSH.
+    The variables are for the runner's ``env``: out of the argv, so neither
+    ``ps`` on the host nor an error message shows them.
     """
     app = _check_app(app_name)
-    argv = ["env", f"PYTHONPATH={on_node(root, f'/usr/lib/{app}')}"]
+    env = {"PYTHONPATH": on_node(root, f"/usr/lib/{app}")}
     if db_path is not None:
-        argv.append(f"{app.upper()}_DATABASE={on_node(root, db_path)}")
-    return [*argv, "python3", "-P", "-m", app, *args]
+        env[f"{app.upper()}_DATABASE"] = on_node(root, db_path)
+    return ["python3", "-P", "-m", app, *args], env
 
 
 def _app(node: Node, app_name: str, db_path: str | None, *args: str, what: str) -> dict:
     """Run an app command that prints a JSON report; BackupError with its own words if not."""
-    argv = app_argv(node.root, app_name, db_path, *args)
+    argv, env = app_command(node.root, app_name, db_path, *args)
     try:
-        result = node.runner.run(argv, check=False, timeout=APP_TIMEOUT)
+        result = node.runner.run(argv, check=False, env=env, timeout=APP_TIMEOUT)
     except COPY_FAILURES as exc:
         raise BackupError(f"{node.name}: {what} failed: {reason(exc)}") from exc
     if not result.ok:
@@ -205,5 +217,5 @@ def _fresh_name(node: Node, app_name: str, version: str) -> str:
     raise BackupError(f"{node.name}: no free dump name in {directory} for {stamp}")
 
 
-__all__ = ["APP_TIMEOUT", "app_argv", "dump_database", "index_path", "latest_dump",
+__all__ = ["APP_TIMEOUT", "app_command", "dump_database", "index_path", "latest_dump",
            "list_dumps", "node_dump_dir", "restore_database", "verify_dump_on_node"]

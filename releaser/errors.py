@@ -51,7 +51,13 @@ class DirtyTreeError(ReleaserError):
 
 
 class CommandError(ReleaserError):
-    """An external command (git, portage, ssh...) failed."""
+    """An external command (git, portage, ssh...) failed.
+
+    ``argv`` is the command as the caller gave it.  Its environment is not
+    part of it: runners pass variables out of band (``LocalRunner``: the
+    process environment; ``SSHRunner``: stdin), so no value reaches this
+    message, nor ``ps`` on the host.
+    """
 
     def __init__(self, argv, returncode, stdout="", stderr="", host="local"):
         self.argv = list(argv)

@@ -47,7 +47,11 @@ class Runner(Protocol):
         input: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Run argv; raise CommandError on non-zero exit when check is true."""
+        """Run argv; raise CommandError on non-zero exit when check is true.
+
+        ``env``: extra variables for this command, passed outside its argv
+        (never visible in ``ps`` or in a CommandError).
+        """
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a local file to a path on the host."""

@@ -16,9 +16,13 @@ Trust is explicit and pinned, never learned:
   can fail, it can never sit waiting for a human.
 
 Commands are argv lists turned into the remote command line with
-``shlex.join`` (the remote login shell parses it back into the same argv);
-extra environment goes in front as ``env K=V ...`` in that same argv, so it
-does not depend on the server's ``AcceptEnv``.
+``shlex.join`` (the remote login shell parses it back into the same argv).
+Extra environment never enters that command line, where ``ps`` on the host
+and every error message would show it (and secrets will travel this way):
+the command runs under a small ``sh`` wrapper (``ENV_READER``) that reads
+the variables from its stdin, exports them and ``exec``s the command, which
+then reads the rest of stdin as its own input.  It does not depend on the
+server's ``AcceptEnv`` either.
 
 Fabric's ``Connection`` establishes and owns the connection and the SFTP
 session; commands run on a raw paramiko channel rather than through
@@ -64,6 +68,34 @@ KILL_AFTER = 5.0
 
 _ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
+#: Exit status of the wrapper when its stdin does not hold the variables it expects.
+ENV_READER_FAILED = 125
+
+#: POSIX sh, run as ``sh -c ENV_READER releaser-env ARGV...``: read the
+#: variables ``env_block`` wrote on stdin, export them, exec ARGV.  The
+#: block: a line with the number of variables, then per variable a line
+#: ``NAME COUNT`` and COUNT lines whose ``\n``-join is the value (so a value
+#: may hold newlines, quotes, ``$(...)``: it is data for ``read -r``, never
+#: code).  The shell's ``read`` takes one byte at a time from a pipe, so the
+#: command exec'd afterwards gets exactly the rest of stdin.
+ENV_READER = f"""\
+IFS= read -r count || exit {ENV_READER_FAILED}
+n=0
+while [ "$n" -lt "$count" ]; do
+  IFS=' ' read -r name lines || exit {ENV_READER_FAILED}
+  value='' i=0
+  while [ "$i" -lt "$lines" ]; do
+    IFS= read -r line || exit {ENV_READER_FAILED}
+    if [ "$i" -eq 0 ]; then value=$line; else value="$value
+$line"; fi
+    i=$((i + 1))
+  done
+  export "$name=$value" || exit {ENV_READER_FAILED}
+  n=$((n + 1))
+done
+exec "$@"
+"""
+
 
 @dataclass(frozen=True, kw_only=True)
 class HostSpec:
@@ -92,6 +124,24 @@ class HostSpec:
         return f"{self.address}:{self.port}"
 
 
+def env_block(env: Mapping[str, str]) -> bytes:
+    """The variables as ``ENV_READER`` reads them from stdin (see there).
+
+    Names must be shell variable names; values any text without NUL (which
+    no environment can hold).
+    """
+    lines = [str(len(env))]
+    for key, value in env.items():
+        if not key or key[0].isdigit() or not set(key) <= _ENV_NAME_CHARS:
+            raise ValueError(f"invalid environment variable name: {key!r}")
+        value = str(value)
+        if "\0" in value:
+            raise ValueError(f"environment variable {key} holds a NUL byte")
+        parts = value.split("\n")
+        lines += [f"{key} {len(parts)}", *parts]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 def remote_command(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -100,8 +150,10 @@ def remote_command(
     """The command line sent to the host: ``shlex.join`` of argv.
 
     Nothing is interpolated: every argument reaches the remote program exactly
-    as given, whatever shell metacharacters it holds.  ``env`` becomes an
-    ``env K=V ...`` prefix; ``timeout`` a ``timeout -k N SECS`` prefix, so the
+    as given, whatever shell metacharacters it holds.  With ``env`` the
+    command runs under ``sh -c ENV_READER``, which takes the variables from
+    stdin (``env_block``): neither names nor values are in this line.
+    ``timeout`` becomes a ``timeout -k N SECS`` prefix, so the
     host itself stops the command's process group when time is up (closing
     the channel would not: a command without a tty keeps running, and sshd
     refuses RFC 4254 "signal" requests for root sessions).
@@ -110,15 +162,8 @@ def remote_command(
     if not argv:
         raise ValueError("empty argv")
     if env:
-        if "=" in argv[0]:
-            # env(1) would take it for one more assignment.
-            raise ValueError(f"command name {argv[0]!r} contains '=' and cannot follow env")
-        assignments = []
-        for key, value in env.items():
-            if not key or key[0].isdigit() or not set(key) <= _ENV_NAME_CHARS:
-                raise ValueError(f"invalid environment variable name: {key!r}")
-            assignments.append(f"{key}={value}")
-        argv = ["env", *assignments, *argv]
+        env_block(env)  # refuse bad names before anything is sent
+        argv = ["sh", "-c", ENV_READER, "releaser-env", *argv]
     if timeout is not None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
@@ -327,7 +372,9 @@ class SSHRunner:
         """Run argv on the host; CommandError on non-zero exit when ``check``.
 
         ``input`` goes to the command's stdin, which is closed afterwards (or
-        at once without input), so nothing ever waits for a terminal.  After
+        at once without input), so nothing ever waits for a terminal.  ``env``
+        travels on stdin ahead of it (``ENV_READER``), never in the command
+        line.  After
         ``timeout`` seconds the host's ``timeout`` stops the command (SIGTERM,
         SIGKILL ``KILL_AFTER`` s later) and a CommandError with return code
         124 is raised whatever ``check`` says: there is no exit status worth
@@ -336,13 +383,17 @@ class SSHRunner:
         """
         argv = tuple(str(a) for a in argv)
         command = remote_command(argv, env, timeout)
+        stdin = None if input is None else input.encode("utf-8")
+        if env:
+            # The variables go first on stdin (ENV_READER), the command's input after.
+            stdin = env_block(env) + (stdin or b"")
         # Backstop in case the host stops answering altogether.
         backstop = None if timeout is None else timeout + KILL_AFTER + self.spec.connect_timeout
         started = time.monotonic()
         chan = self._open_session()
         try:
             chan.exec_command(command)
-            feeder = self._feed_stdin(chan, input)
+            feeder = self._feed_stdin(chan, stdin)
             out, err, stalled = self._collect(chan, backstop, started)
             if feeder is not None:
                 feeder.join(timeout=1)
@@ -381,7 +432,7 @@ class SSHRunner:
         return result
 
     @staticmethod
-    def _feed_stdin(chan: paramiko.Channel, data: str | None) -> threading.Thread | None:
+    def _feed_stdin(chan: paramiko.Channel, data: bytes | None) -> threading.Thread | None:
         if data is None:
             chan.shutdown_write()  # EOF now: a command reading stdin must not wait
             return None
@@ -390,7 +441,7 @@ class SSHRunner:
             # In a thread: sendall blocks while the remote does not read, and
             # we must keep draining its output meanwhile.
             try:
-                chan.sendall(data.encode("utf-8"))
+                chan.sendall(data)
                 chan.shutdown_write()
             except (OSError, EOFError, paramiko.SSHException):
                 pass  # command exited without reading everything: not an error
