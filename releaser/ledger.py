@@ -62,11 +62,21 @@ class Ledger:
             self.central.write_json(self.path, self.data)
 
     # --- releases ------------------------------------------------------------
+    def spelling(self, version: str) -> str | None:
+        """``version`` as this ledger records it (Portage's equality), or None."""
+        return versioning.find(version, self.data["releases"])
+
     def release(self, version: str) -> dict | None:
-        return self.data["releases"].get(version)
+        known = self.spelling(version)
+        return None if known is None else self.data["releases"][known]
+
+    def _entry(self, version: str) -> dict:
+        """The entry of ``version`` under the spelling already recorded, made if new."""
+        key = self.spelling(version) or version
+        return self.data["releases"].setdefault(key, {"first_seen": now()})
 
     def set_release(self, version: str, state: str, **info) -> None:
-        entry = self.data["releases"].setdefault(version, {"first_seen": now()})
+        entry = self._entry(version)
         entry.update(info, state=state, updated=now())
         if state == HEALTHY:
             entry["healthy_at"] = now()
@@ -74,7 +84,7 @@ class Ledger:
 
     def note_release(self, version: str, **info) -> None:
         """Add facts to a release's entry without changing its state."""
-        self.data["releases"].setdefault(version, {"first_seen": now()}).update(info)
+        self._entry(version).update(info)
         self.event("release-note", version=version, **info)
 
     @property
@@ -91,8 +101,7 @@ class Ledger:
         if schema_version is None:
             return
         with self._lock:
-            entry = self.data["releases"].setdefault(version, {"first_seen": now()})
-            entry["schema_version"] = schema_version
+            self._entry(version)["schema_version"] = schema_version
 
     def schema_of(self, version: str) -> int | None:
         return (self.release(version) or {}).get("schema_version")

@@ -251,8 +251,10 @@ def _release_from_source(config: Config, central, env: EnvironmentConfig, versio
     healthy = [v for v in ledger.ever_healthy() if v not in withdrawn]
     if version is not None:
         versioning.validate(version)
-        if ledger.release(version) is None:
+        known = ledger.spelling(version)
+        if known is None:
             raise ReleaseNotFound(f"{config.app.name}-{version} was never published to {source}")
+        version = known  # as published (Portage's equality: 1.00.50 is 1.0.50)
         if version in withdrawn:
             raise UsageError(f"{config.app.name}-{version} was rolled back in {source} "
                              f"({ledger.release(version).get('reason', 'no reason recorded')})")
@@ -291,7 +293,7 @@ def _plan(config, central, env, release, files_from, tarball, progress, started)
             continue
         finally:
             node.close()
-        if before == release.version:
+        if versioning.same(before, release.version):
             action = "already runs it: health check only"
         else:
             action = f"sync, emerge ={release.cpv}, restart, health check"

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import overlay, overlay_git
+from portage.versions import ververify
+
+from . import overlay, overlay_git, versioning
 from .central import CentralRepository
 from .errors import PublishError
 from .manifest import dist_entries, write_manifest
@@ -126,6 +128,12 @@ def publish(central: CentralRepository, env: str, skeleton: str, files: ReleaseF
         work = Path(repo.working_tree_dir)
         pkg = work / release.category / release.name
         target = pkg / files.ebuild.name
+        spelled = [v for v in _versions_in(_names(pkg), release.name, ".ebuild")
+                   if v != release.version and versioning.same(v, release.version)]
+        if spelled:
+            raise PublishError(f"{env} already offers {release.name}-{spelled[0]}, the same "
+                               f"version to Portage as {release.pv}; a version is never "
+                               "republished (tag a new version)")
         if target.exists():
             same = (target.read_bytes() == files.ebuild.read_bytes() and
                     dist_entries(_read(pkg / "Manifest")).get(release.tarball["name"])
@@ -168,16 +176,47 @@ def _message(release: Release, env: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _names(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir()] if directory.is_dir() else []
+
+
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
 def _check_record(central: CentralRepository, release: Release) -> None:
-    stored = central.read_json(release_record_path(central, release))
-    if stored is not None and not Release.from_dict(stored).same_artifacts(release):
-        raise PublishError(f"{release.pv} was already published from commit "
-                           f"{stored['commit'][:12]} with other bytes; a version is never "
-                           "republished (tag a new version)")
+    """Refuse a version already published with other bytes, in any spelling.
+
+    Portage takes ``1.0.50`` and ``1.00.50`` for one version: a node could
+    not tell them apart, and a mask of one masks the other.
+    """
+    for version in published_versions(central, release.name):
+        if not versioning.same(version, release.version):
+            continue
+        stored = load_published(central, f"{release.name}-{version}")
+        if stored is None:
+            continue
+        if version != release.version:
+            raise PublishError(f"{release.pv} is the same version to Portage as {stored.pv}, "
+                               f"already published from commit {stored.commit[:12]}; a version "
+                               "is never republished (tag a new version)")
+        if not stored.same_artifacts(release):
+            raise PublishError(f"{release.pv} was already published from commit "
+                               f"{stored.commit[:12]} with other bytes; a version is never "
+                               "republished (tag a new version)")
+
+
+def published_versions(central: CentralRepository, name: str) -> list[str]:
+    """Versions of package ``name`` with a release record on the central repository."""
+    return _versions_in(central.listdir(central.path("releases")), name, ".json")
+
+
+def _versions_in(file_names, name: str, suffix: str) -> list[str]:
+    """The versions V of the ``name-V<suffix>`` among ``file_names``."""
+    prefix = f"{name}-"
+    found = (f[len(prefix):-len(suffix)] for f in file_names
+             if f.startswith(prefix) and f.endswith(suffix))
+    return [v for v in found if ververify(v)]
 
 
 def _store_record(central: CentralRepository, release: Release) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from . import versioning
 from .promote import FAILED, PromoteReport
 from .rollback import RollbackPlan, RollbackReport
 from .status import EnvStatus
@@ -47,7 +48,7 @@ def _warnings(warnings: list[str]) -> None:
 
 
 def print_status(status: EnvStatus) -> None:
-    offered = ", ".join(f"{v} (masked)" if v in status.masked else v
+    offered = ", ".join(f"{v} (masked)" if versioning.find(v, status.masked) else v
                         for v in status.offered) or "nothing"
     click.echo(f"\n{status.env}: overlay offers {offered}; environment is on "
                f"{status.current or 'nothing yet'}")

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from portage.dep import Atom, isvalidatom
 from portage.versions import cpv_getversion
 
 from . import backup, ledger as ledger_mod, overlay_git, portage_tools, versioning
@@ -64,7 +65,7 @@ class NodePlan:
 
     @property
     def noop(self) -> bool:
-        return self.current == self.target
+        return versioning.same(self.current, self.target)
 
     def decision(self) -> tuple:
         """What this node's rollback would do and from what (not the informational rest)."""
@@ -145,12 +146,12 @@ def choose_target(ledger: Ledger, cp_name: str, to: str | None) -> tuple[str | N
         if entry.get("state") == ledger_mod.WITHDRAWN:
             raise UsageError(f"{cp_name}-{to} was itself rolled back in {ledger.env} and is "
                              f"masked there ({entry.get('reason', 'no reason recorded')})")
-        return current, to
+        return current, ledger.spelling(to)
     if current is None:
         raise UsageError(f"nothing has been promoted to {ledger.env} yet: nothing to roll back")
     for version in reversed(ledger.current_history()):
         entry = ledger.release(version) or {}
-        if version != current and entry.get("healthy_at") and \
+        if not versioning.same(version, current) and entry.get("healthy_at") and \
                 entry.get("state") != ledger_mod.WITHDRAWN:
             return current, version
     raise UsageError(f"{ledger.env} has no earlier healthy version than {current} to roll back to")
@@ -251,7 +252,7 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
                          failed=lambda o: o.status == FAILED)
         report.nodes += [o for _n, o in run.results]
         done = all(o.status in (INSTALLED, UNCHANGED) for _n, o in run.results)
-        withdraw = done and bool(plan.bad) and plan.bad != plan.target
+        withdraw = done and bool(plan.bad) and not versioning.same(plan.bad, plan.target)
         reason = _reason(plan, force_reason)
         if done:
             if withdraw:
@@ -314,17 +315,18 @@ class _NodeRollback:
         try:
             node = connect(self.config, node_cfg)
             out.before = node.installed_version(app.cp)
-            if out.before == self.plan.target and not self.plan.restore_db:
+            on_target = versioning.same(out.before, self.plan.target)
+            if on_target and not self.plan.restore_db:
                 out.phase = "health"
                 health = node.health(self.plan.target, self.env.policy.health_timeout)
                 if health.ok:
                     out.status, out.after = UNCHANGED, out.before
                     out.detail = f"already runs {self.plan.target} and is healthy: nothing to do"
                     return out
-            if out.before and out.before != self.plan.target:
+            if out.before and not on_target:
                 self._step(node, out, "backup", lambda: backup.backup_package(
                     node, self.central, self.env.name, f"{app.cp}-{out.before}"))
-            if out.before != self.plan.target:
+            if not on_target:
                 self._step(node, out, "install", lambda: reinstall_package(
                     node, self.central, self.env.name, target_cpv))
             if self.plan.restore_db:
@@ -400,10 +402,19 @@ def mask_version(central: CentralRepository, env: str, cp: str, version: str,
     with overlay_git.checkout(central, env) as repo:
         path = Path(repo.working_tree_dir) / "profiles" / "package.mask"
         text = path.read_text() if path.exists() else ""
-        if any(line.strip() == atom for line in text.splitlines()):
+        if any(masks(line, cp, version) for line in text.splitlines()):
             return False
         entry = f"# releaser: {reason}\n{atom}\n"
         path.write_text((text + "\n" if text and not text.endswith("\n\n") else text) + entry
                         if text else entry)
         overlay_git.commit_and_push(repo, f"{cp}-{version}: mask in {env}\n\n{reason}\n")
     return True
+
+
+def masks(line: str, cp: str, version: str) -> bool:
+    """Whether a package.mask line is ``=cp-V`` with V the same version to Portage."""
+    text = line.strip()
+    if not text.startswith("=") or not isvalidatom(text):
+        return False
+    atom = Atom(text)
+    return atom.operator == "=" and atom.cp == cp and versioning.same(atom.version, version)

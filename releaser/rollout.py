@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from . import backup
+from . import backup, versioning
 from .central import CentralRepository
 from .config import Config, EnvironmentConfig, NodeConfig
 from .errors import HostKeyError, NodeError, ReleaserError
@@ -140,7 +140,7 @@ class NodeRollout:
     def _run(self, node: Node, out: NodeOutcome) -> None:
         release, app, policy = self.release, self.config.app, self.env.policy
         out.before = node.installed_version(release.cp)
-        if out.before == release.version:
+        if versioning.same(out.before, release.version):
             out.phase = "health"
             if node.health(release.version, policy.health_timeout).ok:
                 out.status, out.after = UNCHANGED, out.before
@@ -176,7 +176,8 @@ class NodeRollout:
         self._after_failure(node, out)
 
     def _after_failure(self, node: Node, out: NodeOutcome) -> None:
-        if self.auto_rollback and out.before and out.before != self.release.version:
+        if self.auto_rollback and out.before and not versioning.same(out.before,
+                                                                     self.release.version):
             self._roll_back(node, out)
 
     def _after_failed_install(self, node: Node, out: NodeOutcome, exc: NodeError) -> None:
@@ -190,7 +191,7 @@ class NodeRollout:
         """
         out.detail = f"install failed: {exc}"
         out.after = node.installed_version(self.release.cp)
-        if out.after == self.release.version:
+        if versioning.same(out.after, self.release.version):
             out.detail += f"; {out.after} is recorded as installed all the same"
             self._after_failure(node, out)
         elif out.before is not None:

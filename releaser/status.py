@@ -103,7 +103,7 @@ def environment_status(config: Config, central: CentralRepository, env_name: str
                         health.detail if health else "not installed")
         if installed is None:
             ns.drift = "nothing installed" if healthy else ""
-        elif healthy and installed != healthy:
+        elif healthy and not versioning.same(installed, healthy):
             ns.drift = f"runs {installed}, environment is on {healthy}"
         elif health and not health.ok:
             ns.drift = "unhealthy"

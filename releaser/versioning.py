@@ -76,6 +76,23 @@ def compare(a: str, b: str) -> int:
     return vercmp(validate(a), validate(b))
 
 
+def same(a: str | None, b: str | None) -> bool:
+    """Whether Portage takes ``a`` and ``b`` for one version (``1.0.50`` and ``1.00.50``).
+
+    Versions are matched this way, never as strings: two spellings of one
+    version would otherwise both publish, and masking one would mask the other.
+    None (nothing installed) is the same only as None.
+    """
+    if a is None or b is None:
+        return a is b
+    return compare(a, b) == 0
+
+
+def find(version: str, versions) -> str | None:
+    """The member of ``versions`` that is the same version as ``version``, or None."""
+    return next((v for v in versions if same(v, version)), None)
+
+
 def newest(versions) -> str | None:
     from functools import cmp_to_key
 

@@ -63,3 +63,37 @@ def test_a_line_pushed_into_the_staging_ebuild_never_reaches_production(sb, caps
     changed = [k for k in set(before) | set(after)
                if before.get(k) != after.get(k) and "/var/log/" not in k]
     assert not changed, changed[:5]
+
+
+def test_another_spelling_of_a_published_version_is_refused(sb, capsys):
+    """v1.00.50 on other code: Portage's 1.0.50, which is already published."""
+    release(sb, "v1.00.50", "other code\n", "2026-03-01T00:00:00+00:00")
+    before = tree_digests(sb.central / "overlays", sb.central / "distfiles",
+                          sb.central / "releases")
+    capsys.readouterr()
+    assert cli(sb, "promote", "staging") == 1
+    line = error_line(capsys.readouterr().err)
+    assert "notes-1.00.50 is the same version to Portage as notes-1.0.50" in line, line
+    assert installed(sb, "staging-1") == "1.0.50"
+    assert tree_digests(sb.central / "overlays", sb.central / "distfiles",
+                        sb.central / "releases") == before
+
+
+def test_ledger_and_mask_match_versions_as_portage_does(tmp_path):
+    from releaser.central import CentralRepository
+    from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
+    from releaser.rollback import masks
+    from releaser.runner import LocalRunner
+
+    ledger = Ledger.load(CentralRepository(LocalRunner(), str(tmp_path)), "staging")
+    ledger.set_release("1.0.50", HEALTHY)
+    assert ledger.release("1.00.50") is ledger.release("1.0.50")
+    assert ledger.spelling("1.00.50") == "1.0.50"
+    ledger.set_release("1.00.50", WITHDRAWN, reason="test")
+    assert ledger.versions() == ["1.0.50"]
+    assert ledger.release("1.0.50")["state"] == WITHDRAWN
+    assert ledger.release("1.0.51") is None
+    assert masks("=www-apps/notes-1.00.50", "www-apps/notes", "1.0.50")
+    assert not masks("=www-apps/notes-1.0.51", "www-apps/notes", "1.0.50")
+    assert not masks("=www-apps/other-1.0.50", "www-apps/notes", "1.0.50")
+    assert not masks("# =www-apps/notes-1.0.50", "www-apps/notes", "1.0.50")
