@@ -87,6 +87,14 @@ class ReleaseNotFound(ReleaserError):
     exit_code = 2
 
 
+class SandboxError(ReleaserError):
+    """Setting up or running the local sandbox (node roots, ``demo``) stopped after
+    it had changed things; the message says what was left behind.
+
+    Not a UsageError: exit 2 promises that nothing was changed.
+    """
+
+
 class NodeError(ReleaserError):
     """A node operation failed (sync, emerge, start, health)."""
 

@@ -61,7 +61,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import SandboxError, UsageError
 
 #: Where the configuration lives inside a node root.
 ETC_PORTAGE = Path("etc/portage")
@@ -302,47 +302,77 @@ def create_node_root(spec: NodeRootSpec, *, global_config: Path | None = None) -
     the one of the Python environment running releaser (``sys.prefix``).
     Safe to run again on an existing node: configuration is rewritten, state
     (vdb, packages, distfiles, overlay clones) is left alone.
+
+    Everything that can be refused is checked first (Portage's files, tar,
+    every rendered file, no file where a link goes), so a ``UsageError``
+    means nothing was touched.  A failure while laying out is a
+    ``SandboxError``: what was made stays, and running it again completes it.
     """
-    root = spec.root
-    root.mkdir(parents=True, exist_ok=True)
-    prefix = root / PORTAGE_PREFIX
-    for d in (spec.vdb, spec.distdir, spec.pkgdir, spec.tmpdir, root / "var/log",
-              root / "var/cache/edb", root / "var/db/repos",
-              root / ETC_PORTAGE / "repos.conf", root / ETC_PORTAGE / "profile",
-              root / HELPER_BIN, prefix / GLOBAL_CONFIG / "sets", prefix / "etc", prefix / "var"):
-        d.mkdir(parents=True, exist_ok=True)
+    layout = _NodeLayout.check(spec, global_config)
+    try:
+        layout.apply()
+    except OSError as exc:
+        raise SandboxError(f"{spec.root}: laying out the node root stopped part way: "
+                           f"{exc.filename or ''}: {exc.strerror or exc}; what was made is "
+                           f"left there, and running the setup again completes it") from exc
 
-    source = Path(global_config) if global_config else Path(sys.prefix) / GLOBAL_CONFIG
-    for rel in GLOBAL_CONFIG_FILES:
-        if not (source / rel).is_file():
-            raise UsageError(f"Portage's {rel} not found in {source}: is portage installed?")
-        _symlink(source / rel, prefix / GLOBAL_CONFIG / rel)
-    # Portage's running root reads the node's configuration and logs to its var/log.
-    _symlink(Path("../../../etc/portage"), prefix / "etc/portage")
-    _symlink(Path("../../../var/log"), prefix / "var/log")
 
-    tar = shutil.which("tar")
-    if tar is None:
-        raise UsageError("tar is not installed: Portage needs it (as gtar)")
-    _symlink(Path(tar), root / HELPER_BIN / "gtar")
+@dataclass
+class _NodeLayout:
+    """What ``create_node_root`` writes, worked out and checked before anything is."""
 
-    etc = root / ETC_PORTAGE
-    _write(etc / "make.conf", render_make_conf(spec))
-    _write(etc / "repos.conf" / "releaser.conf", render_repos_conf(spec))
-    _write(etc / "profile" / "package.provided", render_package_provided(spec))
-    binrepos = render_binrepos_conf(spec)
-    if binrepos is None:
-        (etc / "binrepos.conf").unlink(missing_ok=True)
-    else:
-        spec.binhost.location_in(root).mkdir(parents=True, exist_ok=True)
-        _write(etc / "binrepos.conf", binrepos)
+    spec: NodeRootSpec
+    links: list[tuple[Path, Path]]  # (target, link)
+    files: dict[Path, str | None]  # None: remove
 
-    profile_repo = spec.repo(spec.profile.repo)
-    target = profile_repo.location_in(root) / "profiles" / spec.profile.path
-    if target.is_relative_to(root):
-        # Relative, like a real host's ../../var/db/repos/gentoo/profiles/...
-        target = Path(os.path.relpath(target, etc))
-    _symlink(target, etc / "make.profile")
+    @classmethod
+    def check(cls, spec: NodeRootSpec, global_config: Path | None) -> "_NodeLayout":
+        root, etc, prefix = spec.root, spec.root / ETC_PORTAGE, spec.root / PORTAGE_PREFIX
+        source = Path(global_config) if global_config else Path(sys.prefix) / GLOBAL_CONFIG
+        links = []
+        for rel in GLOBAL_CONFIG_FILES:
+            if not (source / rel).is_file():
+                raise UsageError(f"Portage's {rel} not found in {source}: is portage installed?")
+            links.append((source / rel, prefix / GLOBAL_CONFIG / rel))
+        # Portage's running root reads the node's configuration and logs to its var/log.
+        links += [(Path("../../../etc/portage"), prefix / "etc/portage"),
+                  (Path("../../../var/log"), prefix / "var/log")]
+        tar = shutil.which("tar")
+        if tar is None:
+            raise UsageError("tar is not installed: Portage needs it (as gtar)")
+        links.append((Path(tar), root / HELPER_BIN / "gtar"))
+        target = spec.repo(spec.profile.repo).location_in(root) / "profiles" / spec.profile.path
+        if target.is_relative_to(root):
+            # Relative, like a real host's ../../var/db/repos/gentoo/profiles/...
+            target = Path(os.path.relpath(target, etc))
+        links.append((target, etc / "make.profile"))
+        for _target, link in links:
+            if link.exists() and not link.is_symlink():
+                raise UsageError(f"{link} exists and is not a symlink; refusing to replace it")
+        files = {etc / "make.conf": render_make_conf(spec),
+                 etc / "repos.conf" / "releaser.conf": render_repos_conf(spec),
+                 etc / "profile" / "package.provided": render_package_provided(spec),
+                 etc / "binrepos.conf": render_binrepos_conf(spec)}
+        return cls(spec, links, files)
+
+    def apply(self) -> None:
+        spec, root = self.spec, self.spec.root
+        prefix = root / PORTAGE_PREFIX
+        for d in (spec.vdb, spec.distdir, spec.pkgdir, spec.tmpdir, root / "var/log",
+                  root / "var/cache/edb", root / "var/db/repos",
+                  root / ETC_PORTAGE / "repos.conf", root / ETC_PORTAGE / "profile",
+                  root / HELPER_BIN, prefix / GLOBAL_CONFIG / "sets", prefix / "etc",
+                  prefix / "var"):
+            d.mkdir(parents=True, exist_ok=True)
+        if spec.binhost is not None:
+            spec.binhost.location_in(root).mkdir(parents=True, exist_ok=True)
+        for path, text in self.files.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write(path, text)
+        for target, link in self.links:
+            _symlink(target, link)
 
 
 def portage_env(root: Path) -> dict[str, str]:
@@ -382,13 +412,15 @@ def _write(path: Path, text: str) -> None:
 
 
 def _symlink(target: Path, link: Path) -> None:
-    """Make ``link`` a symlink to ``target``, replacing another link (never a file)."""
+    """Make ``link`` a symlink to ``target``, replacing another link (never a file).
+
+    A file found there now (``_NodeLayout.check`` saw none) fails like any
+    other change that cannot be made: FileExistsError.
+    """
     if link.is_symlink():
         if os.readlink(link) == str(target):
             return
         link.unlink()
-    elif link.exists():
-        raise UsageError(f"{link} exists and is not a symlink; refusing to replace it")
     link.symlink_to(target)
 
 

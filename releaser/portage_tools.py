@@ -25,6 +25,7 @@ recorded as installed while emerge exits non-zero (``PortageError.phase ==
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -433,8 +434,6 @@ print(json.dumps(answer))
 
 
 def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
-    import json
-
     argv = ["python3", "-c", _BINTREE_PROGRAM, action, validate_cpv(cpv)]
     result = _run(runner, argv)
     lines = result.stdout.strip().splitlines()

@@ -39,7 +39,7 @@ from pathlib import Path
 from . import distserver, noderoot, overlay_git, portage_tools, sandbox_rc, sandbox_ssh
 from .central import CentralRepository
 from .config import AppConfig, load_config
-from .errors import UsageError
+from .errors import ReleaserError, SandboxError, UsageError
 from .overlay import skeleton
 from .runner import LocalRunner, Runner
 from .sshd import SandboxSSHD
@@ -104,19 +104,37 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     half way, the daemons already started (sshds, HTTP server) are stopped
     again before the error propagates, so a failed ``init`` leaves no process
     behind.
+
+    Bad arguments are refused (UsageError) before anything is made; a failure
+    after that is a SandboxError saying what is left in ``directory``.
     """
     directory = Path(directory).absolute()
     nodes = nodes or DEFAULT_NODES
     if (directory / STATE).exists():
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
+    _check_nodes(nodes, ssh)
     directory.mkdir(parents=True, exist_ok=True)
     world = _World(directory, ssh, stock_binpkgs)
     try:
         return world.build(app, nodes, progress)
-    except BaseException:
+    except BaseException as exc:
         world.undo()
+        if isinstance(exc, (ReleaserError, OSError)):
+            raise SandboxError(f"sandbox init stopped part way: {exc}; the processes it had "
+                               f"started were stopped, the files made so far are left in "
+                               f"{directory} (remove it to start afresh)") from exc
         raise
+
+
+def _check_nodes(nodes: dict[str, int], ssh: bool) -> None:
+    """Refuse node counts a sandbox cannot hold, before anything is made."""
+    for env, count in nodes.items():
+        _skeleton_repo_name(env)  # an environment needs an overlay skeleton
+        if not isinstance(count, int) or count < 1:
+            raise UsageError(f"environment {env}: {count!r} nodes (at least 1)")
+    if ssh:
+        sandbox_ssh.node_address(sum(nodes.values()))  # every node gets its own address
 
 
 class _World:

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from releaser.cli import main
 
 
@@ -23,3 +25,84 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, monkeypatch):
     # the demo committed only in its own source repository, never in the project
     assert (tmp_path / "demo" / "src" / ".git").is_dir()
     assert git(PROJECT, "rev-parse", "HEAD") == head and git(PROJECT, "tag", "--list") == tags
+
+
+def test_demo_refuses_bad_arguments_before_making_anything(tmp_path):
+    from releaser.demo import run_demo
+    from releaser.errors import UsageError
+
+    from .conftest import PROJECT
+
+    lines = []
+    with pytest.raises(UsageError, match="no app/ with the notes demo app"):
+        run_demo(tmp_path / "new", project=tmp_path, keep=False, echo=lines.append)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "used" / "src").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"used/src already exists"):
+        run_demo(tmp_path / "used", project=PROJECT, keep=False, echo=lines.append)
+    assert [p.name for p in (tmp_path / "used").iterdir()] == ["src"]
+    assert lines == []
+
+
+def test_a_demo_that_fails_after_making_things_says_what_is_left(tmp_path, monkeypatch):
+    from releaser import demo
+    from releaser.errors import SandboxError
+
+    from .conftest import PROJECT
+
+    monkeypatch.setattr(demo, "DEFAULT_NODES", {"qa": 1})  # no overlay skeleton for "qa"
+    with pytest.raises(SandboxError) as info:
+        demo.run_demo(tmp_path / "d", project=PROJECT, keep=False, echo=lambda _l: None)
+    assert info.value.exit_code == 1
+    assert str(info.value) == (
+        "demo stopped: no overlay skeleton for environment 'qa' (known: production, staging); "
+        f"what it made so far is in {tmp_path / 'd'}")
+    assert (tmp_path / "d" / "src" / ".git").is_dir()
+
+
+def test_a_node_root_refused_changes_nothing_and_a_failed_one_says_what_is_left(tmp_path):
+    from releaser import noderoot
+    from releaser.errors import SandboxError, UsageError
+
+    def spec(root, **kw):
+        return noderoot.NodeRootSpec(root=root, repos=[noderoot.RepoSpec("a")],
+                                     profile=noderoot.ProfileSpec("a"), **kw)
+
+    with pytest.raises(UsageError, match="package.provided entry"):
+        noderoot.create_node_root(spec(tmp_path / "n1", provided=["dev-lang/python;id"]))
+    assert not (tmp_path / "n1").exists()
+    profile = tmp_path / "n2" / "etc/portage/make.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("not a symlink\n")
+    with pytest.raises(UsageError, match="not a symlink"):
+        noderoot.create_node_root(spec(tmp_path / "n2"))
+    assert sorted(p.name for p in profile.parent.iterdir()) == ["make.profile"]
+    (tmp_path / "n3" / "var").mkdir(parents=True)
+    (tmp_path / "n3" / "var" / "cache").write_text("a file where a folder goes\n")
+    with pytest.raises(SandboxError, match=r"n3: laying out the node root stopped part way: "
+                       r".*what was made is left there") as info:
+        noderoot.create_node_root(spec(tmp_path / "n3"))
+    assert info.value.exit_code == 1
+    assert (tmp_path / "n3" / "var/db/pkg").is_dir()  # made before the failure
+
+
+def test_sandbox_init_that_fails_part_way_stops_its_server_and_says_what_is_left(tmp_path):
+    import dataclasses
+
+    from releaser.cli import default_app
+    from releaser.errors import SandboxError
+    from releaser.sandbox import STATE, init_sandbox
+
+    from .sandboxes import make_source
+
+    directory = tmp_path / "sandbox"
+    profile = directory / "nodes" / "staging-1" / "etc" / "portage" / "make.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("not a symlink\n")
+    app = dataclasses.replace(default_app(), source=make_source(tmp_path / "src"))
+    with pytest.raises(SandboxError, match=r"^sandbox init stopped part way: .*make\.profile "
+                       r"exists and is not a symlink.*files made so far are left in") as info:
+        init_sandbox(directory, app, {"staging": 1})
+    assert info.value.exit_code == 1
+    assert (directory / "central").is_dir()  # made before the failure, and said so
+    assert not (directory / "distserver.pid").exists() and not (directory / STATE).exists()
