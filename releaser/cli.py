@@ -181,7 +181,7 @@ def backups_list(obj: _Context, env: str) -> None:
 @click.pass_obj
 def status(obj: _Context, env: str | None, as_json: bool) -> None:
     """Per node: the installed version (from its vdb) next to what the overlay offers."""
-    from .exitcodes import DRIFT
+    from .exitcodes import DRIFT, FAILURE
     from .promote import central_of
     from .report import print_status
     from .status import environment_status
@@ -195,6 +195,8 @@ def status(obj: _Context, env: str | None, as_json: bool) -> None:
     else:
         for s in statuses:
             print_status(s)
+    if any(s.overlay_error for s in statuses):
+        raise SystemExit(FAILURE)  # an overlay could not be read: the answer is incomplete
     if any(s.drifted for s in statuses):
         raise SystemExit(DRIFT)
 

@@ -48,8 +48,11 @@ def _warnings(warnings: list[str]) -> None:
 
 
 def print_status(status: EnvStatus) -> None:
-    offered = ", ".join(f"{v} (masked)" if versioning.find(v, status.masked) else v
-                        for v in status.offered) or "nothing"
+    if status.offered is None:
+        offered = f"UNKNOWN ({status.overlay_error})"
+    else:
+        offered = ", ".join(f"{v} (masked)" if versioning.find(v, status.masked) else v
+                            for v in status.offered) or "nothing"
     click.echo(f"\n{status.env}: overlay offers {offered}; environment is on "
                f"{status.current or 'nothing yet'}")
     rows = [[n.name, n.installed or "-",

@@ -7,6 +7,7 @@ the ledger, so drift made by hand (an ``emerge`` on a node, a failed run) shows.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 
 from . import versioning
@@ -16,6 +17,8 @@ from .errors import HostKeyError, ReleaserError
 from .ledger import Ledger
 from .node import connect
 from .overlay_git import BRANCH
+
+MASK_FILE = "profiles/package.mask"
 
 
 @dataclass
@@ -30,10 +33,11 @@ class NodeStatus:
 @dataclass
 class EnvStatus:
     env: str
-    offered: list[str]
+    offered: list[str] | None  # None: the overlay could not be read (see overlay_error)
     current: str | None  # the version the environment is on (promote, rollback)
     nodes: list[NodeStatus] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
+    overlay_error: str = ""
 
     @property
     def drifted(self) -> bool:
@@ -41,32 +45,39 @@ class EnvStatus:
 
     def to_dict(self) -> dict:
         return {"env": self.env, "offered": self.offered, "masked": self.masked,
-                "current": self.current,
+                "overlay_error": self.overlay_error, "current": self.current,
                 "nodes": [n.__dict__ for n in self.nodes]}
+
+
+def _overlay_paths(central: CentralRepository, env: str, path: str) -> list[str] | None:
+    """Paths under ``path`` in ``env``'s overlay; None when the overlay does not exist.
+
+    An overlay or a path that is not there is an answer (nothing); a git
+    that fails is not: its CommandError goes to the caller.
+    """
+    repo = central.overlay_repo(env)
+    if not central.exists(repo):
+        return None
+    result = central.runner.run(["git", f"--git-dir={repo}", "ls-tree", "-r", "--name-only",
+                                 BRANCH, "--", path])
+    return result.stdout.split()
 
 
 def offered_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
     """Versions whose ebuild is in ``env``'s overlay, in Portage order."""
-    repo = central.overlay_repo(env)
-    if not central.exists(repo):
-        return []
-    result = central.runner.run(["git", f"--git-dir={repo}", "ls-tree", "--name-only",
-                                 f"{BRANCH}:{cp}"], check=False)
-    if not result.ok:
-        return []
     pn = cp.split("/", 1)[1]
-    versions = [name[len(pn) + 1:-len(".ebuild")] for name in result.stdout.split()
+    names = [posixpath.basename(p) for p in _overlay_paths(central, env, f"{cp}/") or []]
+    versions = [name[len(pn) + 1:-len(".ebuild")] for name in names
                 if name.startswith(f"{pn}-") and name.endswith(".ebuild")]
     return sorted(versions, key=_key)
 
 
 def masked_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
     """Versions of ``cp`` masked (``=cp-ver``) in the overlay's profiles/package.mask."""
-    repo = central.overlay_repo(env)
-    result = central.runner.run(["git", f"--git-dir={repo}", "show",
-                                 f"{BRANCH}:profiles/package.mask"], check=False)
-    if not result.ok:
+    if not _overlay_paths(central, env, MASK_FILE):
         return []
+    result = central.runner.run(["git", f"--git-dir={central.overlay_repo(env)}", "show",
+                                 f"{BRANCH}:{MASK_FILE}"])
     prefix = f"={cp}-"
     return sorted((line.strip()[len(prefix):] for line in result.stdout.splitlines()
                    if line.strip().startswith(prefix)), key=_key)
@@ -82,8 +93,13 @@ def environment_status(config: Config, central: CentralRepository, env_name: str
     env = config.environment(env_name)
     ledger = Ledger.load(central, env_name)
     healthy = ledger.current
-    status = EnvStatus(env_name, offered_versions(central, env_name, config.app.cp), healthy,
-                       masked=masked_versions(central, env_name, config.app.cp))
+    status = EnvStatus(env_name, None, healthy)
+    try:
+        status.offered = offered_versions(central, env_name, config.app.cp)
+        status.masked = masked_versions(central, env_name, config.app.cp)
+    except ReleaserError as exc:
+        # Unknown is not "nothing offered": say that the overlay could not be read.
+        status.offered, status.overlay_error = None, f"cannot read the overlay: {exc}"
     for node_cfg in env.nodes:
         try:
             node = connect(config, node_cfg)
