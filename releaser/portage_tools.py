@@ -474,7 +474,9 @@ def fix_binpkg_index(runner: Runner) -> CommandResult:
     Needed after adding, renaming or removing a package file by hand: with
     ``FEATURES=pkgdir-index-trusted`` (Portage's default) emerge trusts the
     index, does not see a package it does not list, and fails on one whose
-    digest differs from it.
+    digest differs from it.  (Portage 3.0.83's emaint fails with a KeyError
+    when two index entries of one version that quickpkg made within the same
+    second, same size, have both vanished: they share one instance key.)
     """
     return _run(runner, ["emaint", "binhost", "--fix"])
 
