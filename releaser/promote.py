@@ -201,8 +201,9 @@ def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
 
 
 def _withdrawn_reason(report: PromoteReport) -> str:
-    return (f"{report.release.version} failed its health check in {report.env} and was rolled "
-            "back automatically")
+    nodes = ", ".join(n.node for n in report.nodes if n.status == ROLLED_BACK)
+    return (f"{report.release.version} failed in {report.env} ({nodes}: install, start or "
+            "health check) and was rolled back automatically")
 
 
 def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: PromoteReport,

@@ -194,7 +194,7 @@ class NodeRollout:
         if versioning.same(out.after, self.release.version):
             out.detail += f"; {out.after} is recorded as installed all the same"
             self._after_failure(node, out)
-        elif out.before is not None:
+        elif out.before is not None and versioning.same(out.after, out.before):
             out.detail += f"; still on {out.before}: {self._still_serving(node, out.before)}"
 
     def _still_serving(self, node: Node, version: str) -> str:
