@@ -6,14 +6,15 @@ operators look for them) and are shipped as package data of
 importlib.resources.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="releaser",
     version="0.1.0",
     description="Package-and-release tool for fleets of Gentoo hosts",
     python_requires=">=3.11",
-    packages=["releaser", "releaser.ebuild_templates", "releaser.overlays"],
+    packages=[*find_packages(include=["releaser", "releaser.*"]), "releaser.ebuild_templates",
+              "releaser.overlays"],
     package_dir={
         "releaser": "releaser",
         "releaser.ebuild_templates": "ebuild_templates",

@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from releaser import portage_tools  # noqa: E402
-from releaser.node import connect  # noqa: E402
-from releaser.build import build_release  # noqa: E402
-from releaser.promote import central_of, promote  # noqa: E402
-from releaser.publish import ReleaseFiles, publish  # noqa: E402
+from releaser.hosts.node import connect  # noqa: E402
+from releaser.build.builder import build_release  # noqa: E402
+from releaser.deploy.promote import central_of, promote  # noqa: E402
+from releaser.central.publish import ReleaseFiles, publish  # noqa: E402
 from tests.sandboxes import Sandbox, add_migration  # noqa: E402
 
 CP = "www-apps/notes"

@@ -24,11 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from releaser import noderoot, portage_tools  # noqa: E402
-from releaser.promote import central_of, promote  # noqa: E402
-from releaser.rollback import execute_rollback, plan_rollback  # noqa: E402
-from releaser.runner import LocalRunner  # noqa: E402
-from releaser.services import OpenRC  # noqa: E402
+from releaser.sandbox import noderoot
+from releaser import portage_tools  # noqa: E402
+from releaser.deploy.promote import central_of, promote  # noqa: E402
+from releaser.deploy.rollback import execute_rollback, plan_rollback  # noqa: E402
+from releaser.hosts.runner import LocalRunner  # noqa: E402
+from releaser.hosts.services import OpenRC  # noqa: E402
 from tests.sandboxes import Sandbox, add_migration  # noqa: E402
 
 CP = "www-apps/notes"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from releaser.cli import default_app
 from releaser.config import load_config
-from releaser import sandbox_ssh
-from releaser.sandbox import STATE, down_sandbox, init_sandbox
-from releaser.sshd import SandboxSSHD
+from releaser.sandbox import ssh as sandbox_ssh
+from releaser.sandbox.world import STATE, down_sandbox, init_sandbox
+from releaser.sandbox.sshd import SandboxSSHD
 
 from .conftest import APP_DIR, commit_all, git
 

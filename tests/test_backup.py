@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from releaser import backup, portage_tools
+from releaser import backup
+from releaser.hosts import portage_commands as portage_tools
 from releaser.backup import BackupError
 from releaser.errors import UsageError
-from releaser.node import connect
-from releaser.promote import central_of, promote
+from releaser.hosts.node import connect
+from releaser.deploy.promote import central_of, promote
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox

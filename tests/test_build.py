@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, overlay, portage_tools
-from releaser.build import build_release
+from releaser.sandbox import noderoot
+from releaser.central import overlay
+from releaser.hosts import portage_commands as portage_tools
+from releaser.build.builder import build_release
 from releaser.cli import main
 from releaser.config import load_config
-from releaser.runner import LocalRunner
+from releaser.hosts.runner import LocalRunner
 
 from .conftest import commit_all, git, write_config
 
@@ -214,9 +216,9 @@ def test_promote_reuses_an_intact_identical_release(tmp_path, config_file):
 
 def test_dirty_build_never_takes_the_version_of_the_next_commit(tmp_path, config_file):
     """The next real commit publishes after a dirty build was published (no version clash)."""
-    from releaser.central import CentralRepository
-    from releaser.publish import ReleaseFiles, publish
-    from releaser.versioning import compare
+    from releaser.central.repository import CentralRepository
+    from releaser.central.publish import ReleaseFiles, publish
+    from releaser.build.versions import compare
 
     cfg = load_config(config_file)
     source = cfg.app.source
@@ -246,7 +248,7 @@ def test_reuse_builds_again_when_configuration_or_template_changed(tmp_path, con
 
     import jinja2
 
-    from releaser import ebuild
+    from releaser.build import ebuild
 
     cfg = load_config(config_file)
     first = build_release(cfg, out=tmp_path / "o")

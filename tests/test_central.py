@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from releaser import overlay_git
-from releaser.build import build_release
-from releaser.central import CentralRepository
+from releaser.central import overlay_git
+from releaser.build.builder import build_release
+from releaser.central.repository import CentralRepository
 from releaser.config import load_config
-from releaser.publish import ReleaseFiles, publish
-from releaser.runner import LocalRunner
+from releaser.central.publish import ReleaseFiles, publish
+from releaser.hosts.runner import LocalRunner
 
 from .conftest import write_config
 

@@ -100,7 +100,8 @@ def test_declining_the_rollback_prompt_changes_nothing_and_exits_2(tmp_path, cap
     import sys
     from types import SimpleNamespace
 
-    from releaser import report, rollback
+    from releaser.cli import report
+    from releaser.deploy import rollback
 
     from .conftest import write_config
 

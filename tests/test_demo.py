@@ -28,7 +28,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_refuses_bad_arguments_before_making_anything(tmp_path):
-    from releaser.demo import run_demo
+    from releaser.sandbox.demo import run_demo
     from releaser.errors import UsageError
 
     from .conftest import PROJECT
@@ -45,7 +45,7 @@ def test_demo_refuses_bad_arguments_before_making_anything(tmp_path):
 
 
 def test_a_demo_that_fails_after_making_things_says_what_is_left(tmp_path, monkeypatch):
-    from releaser import demo
+    from releaser.sandbox import demo
     from releaser.errors import SandboxError
 
     from .conftest import PROJECT
@@ -61,7 +61,7 @@ def test_a_demo_that_fails_after_making_things_says_what_is_left(tmp_path, monke
 
 
 def test_a_node_root_refused_changes_nothing_and_a_failed_one_says_what_is_left(tmp_path):
-    from releaser import noderoot
+    from releaser.sandbox import noderoot
     from releaser.errors import SandboxError, UsageError
 
     def spec(root, **kw):
@@ -91,7 +91,7 @@ def test_sandbox_init_that_fails_part_way_stops_its_server_and_says_what_is_left
 
     from releaser.cli import default_app
     from releaser.errors import SandboxError
-    from releaser.sandbox import STATE, init_sandbox
+    from releaser.sandbox.world import STATE, init_sandbox
 
     from .sandboxes import make_source
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from releaser.distserver import (DistServerError, ServerInfo, pid_alive, read_pidfile, server_alive,
+from releaser.sandbox.distserver import (DistServerError, ServerInfo, pid_alive, read_pidfile, server_alive,
                                  start_server, stop_server)
 
 PAYLOAD = bytes(range(256)) * 400 + b"tail"
@@ -152,6 +152,6 @@ def test_missing_directory_is_refused(tmp_path: Path):
 
 
 def test_module_runs_as_a_program():
-    help_text = subprocess.run([sys.executable, "-m", "releaser.distserver", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "releaser.sandbox.distserver", "--help"],
                                capture_output=True, text=True, check=True).stdout
     assert "--pidfile" in help_text

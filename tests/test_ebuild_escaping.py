@@ -18,7 +18,7 @@ import pytest
 
 from releaser.cli import main
 from releaser.config import AppConfig, DatabaseConfig
-from releaser.ebuild import (_ebuild_environment, _xml_environment, render_ebuild,
+from releaser.build.ebuild import (_ebuild_environment, _xml_environment, render_ebuild,
                              template_variables)
 from releaser.errors import BuildError
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from releaser.errors import UsageError
-from releaser.fleet import RolloutPolicy, allowed_failures, plan_stages, run_stages
+from releaser.deploy.fleet import RolloutPolicy, allowed_failures, plan_stages, run_stages
 
 
 def test_stages_canary_then_batches():

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from releaser.build import build_release
+from releaser.build.builder import build_release
 from releaser.config import load_config
 
 from .conftest import write_config

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from releaser.errors import UsageError
-from releaser.health import HealthResult, check_health
+from releaser.hosts.health import HealthResult, check_health
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,7 +78,7 @@ class _Clock:
 
 
 def test_wrong_version_retries_until_timeout(app, monkeypatch):
-    from releaser import health
+    from releaser.hosts import health
 
     state, url = app
     clock = _Clock()

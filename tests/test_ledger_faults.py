@@ -6,7 +6,7 @@ reported.  A rollback whose plan changed before it took the lock refuses.
 
 One story on a sandbox (staging and production, one node each), faults made at
 the project's own seams (``releaser.backup.apply_retention``,
-``releaser.rollback.mask_version``); everything else is real.
+``releaser.deploy.rollback.mask_version``); everything else is real.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import subprocess
 
 import pytest
 
-from releaser import backup, rollback
-from releaser.central import CentralRepository
+from releaser import backup
+from releaser.deploy import rollback
+from releaser.central.repository import CentralRepository
 from releaser.cli import main
 from releaser.errors import CommandError
-from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
-from releaser.rollback import RollbackRefused, execute_rollback, plan_rollback
-from releaser.runner import LocalRunner
+from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
+from releaser.deploy.rollback import RollbackRefused, execute_rollback, plan_rollback
+from releaser.hosts.runner import LocalRunner
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox

@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from releaser.central import CentralRepository
+from releaser.central.repository import CentralRepository
 from releaser.errors import CommandError, LockHeld
-from releaser.ledger import Ledger
-from releaser.lock import EnvironmentLock
-from releaser.runner import LocalRunner
+from releaser.central.ledger import Ledger
+from releaser.central.lock import EnvironmentLock
+from releaser.hosts.runner import LocalRunner
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ def dead_pid() -> int:
 
 def hold_and_die(central) -> int:
     """Take the lock in another process that exits holding it; return its pid."""
-    code = ("import os; from releaser.central import CentralRepository; "
-            "from releaser.lock import EnvironmentLock; from releaser.runner import LocalRunner; "
+    code = ("import os; from releaser.central.repository import CentralRepository; "
+            "from releaser.central.lock import EnvironmentLock; from releaser.hosts.runner import LocalRunner; "
             f"EnvironmentLock(CentralRepository(LocalRunner(), {central.root!r}), 'staging', "
             "'promote staging 0.9').acquire(); print(os.getpid())")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -28,7 +28,11 @@ ROUNDS = 5
 DRIVER = """
 import os, sys, time
 from pathlib import Path
-from releaser import cli, lock, promote, rollout  # imported once, before forking
+from releaser import cli
+from releaser.central import lock
+from releaser.deploy import promote
+from releaser import rollout  # imported once
+from releaser import before forking
 gate, config, contenders = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 real = lock.EnvironmentLock.acquire
 

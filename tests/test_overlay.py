@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, overlay, portage_tools
+from releaser.sandbox import noderoot
+from releaser.central import overlay
+from releaser.hosts import portage_commands as portage_tools
 from releaser.errors import UsageError
-from releaser.runner import LocalRunner
+from releaser.hosts.runner import LocalRunner
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "portage" / "hello"
 PKGCHECK = Path(sys.executable).parent / "pkgcheck"

@@ -20,9 +20,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from releaser import noderoot, overlay, portage_tools
+from releaser.sandbox import noderoot
+from releaser.central import overlay
+from releaser.hosts import portage_commands as portage_tools
 from releaser.errors import NodeError, UsageError
-from releaser.runner import CommandResult, LocalRunner
+from releaser.hosts.runner import CommandResult, LocalRunner
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "portage" / "hello"
 CPV = "www-apps/hello-1.0"

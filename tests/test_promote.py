@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, portage_tools
+from releaser.sandbox import noderoot
+from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
-from releaser.runner import LocalRunner
+from releaser.hosts.runner import LocalRunner
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, tree_digests
@@ -181,11 +182,11 @@ def test_failed_emerge_is_reported_with_portage_reason(tmp_path, capsys):
 
 
 def test_production_refuses_what_staging_rolled_back(tmp_path):
-    from releaser.central import CentralRepository
+    from releaser.central.repository import CentralRepository
     from releaser.config import load_config
     from releaser.errors import UsageError
-    from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
-    from releaser.promote import promote
+    from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
+    from releaser.deploy.promote import promote
 
     config_file = tmp_path / "releaser.toml"
     config_file.write_text("""
@@ -212,7 +213,7 @@ nodes = [{ name = "p1", root = "nodes/p1", health_url = "http://127.0.0.1:9/heal
     with pytest.raises(UsageError, match="nothing has been healthy on staging"):
         promote(config, "production")
     # a dirty build that was healthy on staging: production never takes it
-    from releaser.release import Release
+    from releaser.build.release import Release
 
     ledger.set_release("1.0.1", HEALTHY)
     ledger.save()

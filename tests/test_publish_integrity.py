@@ -80,10 +80,10 @@ def test_another_spelling_of_a_published_version_is_refused(sb, capsys):
 
 
 def test_ledger_and_mask_match_versions_as_portage_does(tmp_path):
-    from releaser.central import CentralRepository
-    from releaser.ledger import HEALTHY, WITHDRAWN, Ledger
-    from releaser.rollback import masks
-    from releaser.runner import LocalRunner
+    from releaser.central.repository import CentralRepository
+    from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
+    from releaser.deploy.rollback import masks
+    from releaser.hosts.runner import LocalRunner
 
     ledger = Ledger.load(CentralRepository(LocalRunner(), str(tmp_path)), "staging")
     ledger.set_release("1.0.50", HEALTHY)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, portage_tools
+from releaser.sandbox import noderoot
+from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
-from releaser.runner import LocalRunner
+from releaser.hosts.runner import LocalRunner
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, add_migration, kill_9_when, wait_for_orphaned_emerges

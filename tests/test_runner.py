@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from releaser.errors import CommandError
-from releaser.runner import LocalRunner
+from releaser.hosts.runner import LocalRunner
 
 SECRET = "s3cr3t value; $(id)\nsecond line"
 

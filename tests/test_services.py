@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from releaser.distserver import pid_alive
+from releaser.sandbox.distserver import pid_alive
 from releaser.errors import NodeError, UsageError
-from releaser.health import check_health
-from releaser.runner import LocalRunner
-from releaser.sandbox_rc import (MARKER, RC_SERVICE, SERVICES_FILE, Service, ServiceSpec,
+from releaser.hosts.health import check_health
+from releaser.hosts.runner import LocalRunner
+from releaser.sandbox.rc import (MARKER, RC_SERVICE, SERVICES_FILE, Service, ServiceSpec,
                                  install_rc_service, load_services, stop)
-from releaser.services import OpenRC, check_service_name
+from releaser.hosts.services import OpenRC, check_service_name
 
 APP_PACKAGE = Path(__file__).resolve().parent.parent / "app" / "notes"
 

@@ -1,7 +1,7 @@
 """SSHRunner against real sandbox sshds on 127.0.0.2 / 127.0.0.3.
 
-No mocks: real OpenSSH ``sshd`` daemons (releaser.sshd), real paramiko/Fabric
-clients (releaser.ssh).  Ports are taken from the kernel's free ones, so these
+No mocks: real OpenSSH ``sshd`` daemons (releaser.sandbox.sshd), real paramiko/Fabric
+clients (releaser.hosts.ssh).  Ports are taken from the kernel's free ones, so these
 tests collide neither with a system sshd nor with each other.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from releaser.errors import CommandError, HostKeyError, UnreachableError
-from releaser.ssh import HostSpec, SSHRunner, remote_command
-from releaser.sshd import (
+from releaser.hosts.ssh import HostSpec, SSHRunner, remote_command
+from releaser.sandbox.sshd import (
     SSHD,
     SandboxSSHD,
     SSHDError,

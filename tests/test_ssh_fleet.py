@@ -21,16 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, overlay_git, portage_tools, sandbox_ssh
-from releaser.central import CentralRepository
+from releaser.sandbox import noderoot
+from releaser.central import overlay_git
+from releaser.hosts import portage_commands as portage_tools
+from releaser.sandbox import ssh as sandbox_ssh
+from releaser.central.repository import CentralRepository
 from releaser.cli import default_app, main
-from releaser.distserver import pid_alive, read_pidfile
+from releaser.sandbox.distserver import pid_alive, read_pidfile
 from releaser.errors import PublishError, ReleaserError
-from releaser.promote import central_of, promote
-from releaser.runner import LocalRunner
-from releaser.sandbox import STATE, init_sandbox
-from releaser.ssh import HostSpec, SSHRunner
-from releaser.sshd import SSHD, SandboxSSHD, free_port, write_known_hosts
+from releaser.deploy.promote import central_of, promote
+from releaser.hosts.runner import LocalRunner
+from releaser.sandbox.world import STATE, init_sandbox
+from releaser.hosts.ssh import HostSpec, SSHRunner
+from releaser.sandbox.sshd import SSHD, SandboxSSHD, free_port, write_known_hosts
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, make_source, tree_digests

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from releaser import noderoot, portage_tools
+from releaser.sandbox import noderoot
+from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
-from releaser.node import connect
-from releaser.promote import central_of
-from releaser.rollback import reinstall_package
-from releaser.runner import LocalRunner
+from releaser.hosts.node import connect
+from releaser.deploy.promote import central_of
+from releaser.deploy.rollback import reinstall_package
+from releaser.hosts.runner import LocalRunner
 
 from .sandboxes import Sandbox, add_migration
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from releaser import versioning
-from releaser.versioning import resolve_version
+from releaser.build import versions as versioning
+from releaser.build.versions import resolve_version
 from releaser.errors import VersionError
-from releaser.gitsource import open_repo
+from releaser.build.git_source import open_repo
 
 from .conftest import commit_all, git
 
@@ -67,7 +67,7 @@ def test_untagged_history_gets_documented_default(tmp_path):
 
 
 def test_dirty_version_sorts_between_its_commit_and_the_next_and_no_commit_takes_it():
-    from releaser.versioning import ResolvedVersion, dirty_version
+    from releaser.build.versions import ResolvedVersion, dirty_version
 
     stamp = 1773585000  # 2026-03-15T14:30:00Z
     on_tag = dirty_version(ResolvedVersion("1.0.0", "v1.0.0", 0), stamp)

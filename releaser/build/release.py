@@ -1,0 +1,84 @@
+"""The release record: what was built, from what, with which digests.
+
+A release is immutable once built.  Its record travels with the artifacts
+(``release.json`` beside the ebuild) and into the central repository's ledger,
+so that promote, status and rollback all speak of the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from releaser.errors import ReleaseNotFound
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    category: str
+    version: str
+    commit: str
+    branch: str | None
+    tag: str | None
+    distance: int
+    dirty: bool
+    build_number: int | None
+    built_at: str
+    source_tree: str  # git tree id of the app subdirectory: same tree, same tarball
+    tarball: dict  # name, size, blake2b, sha512
+    ebuild: dict  # name, sha512
+    manifest: dict  # sha512
+    schema_version: int | None = None
+    extra: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # sha512 of metadata.xml
+
+    @property
+    def cp(self) -> str:
+        return f"{self.category}/{self.name}"
+
+    @property
+    def cpv(self) -> str:
+        return f"{self.category}/{self.name}-{self.version}"
+
+    @property
+    def pv(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Release":
+        return cls(**data)
+
+    def same_artifacts(self, other: "Release") -> bool:
+        """True when both records describe byte-identical tarball, ebuild, metadata.xml
+        and Manifest."""
+        return (self.tarball == other.tarball and self.ebuild == other.ebuild
+                and self.metadata == other.metadata and self.manifest == other.manifest)
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    """Write a file under a temporary name, fsync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_release(path: Path) -> Release:
+    try:
+        return Release.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ReleaseNotFound(f"{path}: no such release record") from None
+    except (ValueError, TypeError) as exc:
+        raise ReleaseNotFound(f"{path}: not a valid release record ({exc})") from None

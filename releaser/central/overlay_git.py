@@ -1,0 +1,189 @@
+"""Environment overlays as git repositories on the central host.
+
+Nodes sync an overlay with Portage's own git sync; releaser changes one by
+cloning it, committing, and pushing one commit, so a node sees either the old
+overlay or the new one, never half of a release.
+
+Where the central repository is an SSH host (its runner is an ``SSHRunner``),
+releaser's own git reaches it over SSH with the very trust the runner uses:
+the one identity file, the one pinned known_hosts file, strict host key
+checking, no agent, no prompt, and none of the operator's ``~/.ssh/config``
+or ``/etc/ssh/ssh_config`` (``-F /dev/null``), so a git push can never trust
+more than a ``releaser`` command does.  A local central is used by path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import git
+
+from releaser.central import overlay
+from releaser.central.repository import CentralRepository
+from releaser.errors import PublishError
+from releaser.processes import pid_alive
+
+AUTHOR = git.Actor("releaser", "releaser@localhost")
+BRANCH = "main"
+#: Temporary clones are ``$TMPDIR/releaser-overlay-PID-XXXX``: the pid says whose.
+SCRATCH_PREFIX = "releaser-overlay-"
+
+
+def overlay_url(central: CentralRepository, env: str) -> str:
+    """The URL releaser clones and pushes ``env``'s overlay from.
+
+    The central bare repository's path for a local central;
+    ``ssh://USER@ADDRESS:PORT/PATH`` for an SSH central host.  This is only
+    releaser's own URL: what nodes use as their overlay ``sync-uri`` is written
+    into each node's repos.conf when the node is set up (the sandbox writes
+    the bare repository's path, its nodes being on the same machine as the
+    central repository; a real fleet names a URL its nodes can reach).
+    """
+    path = central.overlay_repo(env)
+    spec = _ssh_spec(central)
+    if spec is None:
+        return path
+    host = f"[{spec.address}]" if ":" in spec.address else spec.address
+    return f"ssh://{spec.user}@{host}:{int(spec.port)}{path}"
+
+
+def git_ssh_command(spec) -> str:
+    """``GIT_SSH_COMMAND`` for reaching ``spec`` (an ``ssh.HostSpec``) with pinned trust.
+
+    git splits the value like a shell, so it is built with ``shlex.join``:
+    paths with spaces or quotes stay one argument each.
+    """
+    return shlex.join([
+        "ssh",
+        "-i", str(spec.identity_file),
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={spec.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",  # never rewrite the pinned trust file
+        "-o", f"ConnectTimeout={max(1, int(spec.connect_timeout))}",
+        "-F", "/dev/null",
+    ])
+
+
+def git_env(central: CentralRepository) -> Mapping[str, str]:
+    """Environment for git commands that talk to ``central`` (empty for a local one)."""
+    spec = _ssh_spec(central)
+    return {} if spec is None else {"GIT_SSH_COMMAND": git_ssh_command(spec)}
+
+
+def _ssh_spec(central: CentralRepository):
+    # Imported here: paramiko/fabric are only needed when there is an SSH host.
+    from releaser.hosts.ssh import SSHRunner
+
+    runner = central.runner
+    return runner.spec if isinstance(runner, SSHRunner) else None
+
+
+def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
+    """Create ``env``'s bare overlay from ``overlays/<skeleton>`` unless it exists."""
+    path = central.overlay_repo(env)
+    if central.exists(path):
+        return False
+    central.runner.run(["git", "init", "-q", "--bare", f"--initial-branch={BRANCH}", "--", path])
+    with _scratch() as tmp:
+        work = tmp / "overlay"
+        repo = git.Repo.init(work, initial_branch=BRANCH)
+        overlay.init_overlay(work, skeleton)
+        repo.git.add("-A")
+        repo.index.commit(f"Initialise the {env} overlay from overlays/{skeleton}",
+                          author=AUTHOR, committer=AUTHOR)
+        repo.create_remote("origin", overlay_url(central, env))
+        repo.git.update_environment(**git_env(central))
+        repo.git.push("origin", BRANCH)
+        repo.close()
+    return True
+
+
+@contextlib.contextmanager
+def checkout(central: CentralRepository, env: str) -> Iterator[git.Repo]:
+    """A temporary clone of ``env``'s overlay; removed afterwards.
+
+    The clone keeps the environment git needs to reach the central host, so
+    ``commit_and_push`` on it pushes with the same pinned trust.
+    """
+    env_vars = dict(git_env(central))
+    with _scratch() as tmp:
+        try:
+            repo = git.Repo.clone_from(overlay_url(central, env), tmp / "overlay", branch=BRANCH,
+                                       env=env_vars or None)
+        except git.GitCommandError as exc:
+            raise PublishError(f"cannot clone the {env} overlay from the central repository: "
+                               f"{git_reason(exc)}") from None
+        try:
+            repo.git.update_environment(**env_vars)
+            yield repo
+        finally:
+            repo.close()  # GitPython's persistent git processes hold the clone open
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """A private temporary folder, removed on every way out (exceptions included).
+
+    A run killed outright (``kill -9``) cannot remove its own: the next run
+    removes every such folder whose process is gone.
+    """
+    _remove_orphaned_scratch()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_orphaned_scratch() -> None:
+    """Remove this user's temporary clones whose releaser process is gone."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isascii() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def commit_and_push(repo: git.Repo, message: str) -> str:
+    """Commit everything in the clone as one commit and push it; returns the commit id."""
+    repo.git.add("-A")
+    commit = repo.index.commit(message, author=AUTHOR, committer=AUTHOR)
+    try:
+        repo.git.push("origin", BRANCH)
+    except git.GitCommandError as exc:
+        raise PublishError(f"pushing the overlay commit failed (someone else pushed? "
+                           f"re-run): {git_reason(exc)}") from None
+    return commit.hexsha
+
+
+#: git's boilerplate after an SSH failure, which says nothing about the cause.
+_NOISE = ("Cloning into ", "Please make sure you have the correct access rights",
+          "and the repository exists.")
+
+
+def git_reason(exc: git.GitCommandError) -> str:
+    """The lines of a failed git command's stderr that say why, on one line.
+
+    GitPython wraps stderr as ``stderr: '...'``, and over SSH the cause is
+    ssh's own message ("Host key verification failed.") *before* git's
+    generic "fatal: Could not read from remote repository." and its advice;
+    so the wrapper and the advice are dropped and the rest is kept in order.
+    """
+    text = (exc.stderr or "").strip()
+    if text.startswith("stderr: '") and text.endswith("'"):
+        text = text[len("stderr: '"):-1]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_NOISE)]
+    return "; ".join(lines) or str(exc)

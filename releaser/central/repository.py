@@ -1,0 +1,206 @@
+"""The central repository host: distfiles, environment overlays, binary packages,
+release records, the ledger and the locks.
+
+Layout under ``[central] path``::
+
+    distfiles/PN-PV.tar.gz          served over HTTP at ``distfiles_url``
+    overlays/ENV.git                one bare git overlay per environment
+    binpkgs/ENV/CAT/PF.gpkg.tar     binary packages kept for rollback (+ index.json)
+    dumps/ENV/NODE/...              verified database dumps
+    releases/PN-PV.json             records of published releases
+    ledger/ENV.json                 what happened in each environment
+    locks/ENV.lock                  held while a run changes ENV (its owner record)
+
+Every operation is an argv run through a ``Runner`` (local here, SSH for a
+remote central host), so the sandbox and production take the same path.
+Files appear under their final name only by ``mv`` from a temporary name in the
+same directory, after their digests were checked where they landed.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from releaser.errors import CentralMissing, CommandError, PublishError
+from releaser.hosts.runner import Runner
+from releaser.build.tarball import Digests
+
+#: Written by ``CentralRepository.init``: what makes a directory a central repository.
+MARKER = "central.json"
+FORMAT_VERSION = 1
+
+DIRS = ("distfiles", "overlays", "binpkgs", "dumps", "releases", "ledger", "locks")
+
+#: Folders where a killed run can leave ``.NAME.partial-*`` temporaries behind.
+TEMPORARY_DIRS = ("distfiles", "releases", "ledger")
+#: A temporary older than this is a killed run's: no live upload or write keeps
+#: one that long between writing it and renaming it to its final name.
+STALE_TEMPORARY_MINUTES = 60
+
+
+def temp_name(path: str) -> str:
+    """A temporary name beside ``path``, unique per process and thread (hidden, ``.partial``)."""
+    return posixpath.join(posixpath.dirname(path),
+                          f".{posixpath.basename(path)}.partial-{uuid.uuid4().hex[:12]}")
+
+
+@dataclass
+class CentralRepository:
+    runner: Runner
+    root: str
+
+    # --- paths -------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def overlay_repo(self, env: str) -> str:
+        return self.path("overlays", f"{env}.git")
+
+    def distfile(self, name: str) -> str:
+        return self.path("distfiles", name)
+
+    # --- small file operations ---------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.runner.run(["test", "-e", path], check=False).ok
+
+    def read_text(self, path: str) -> str | None:
+        result = self.runner.run(["cat", "--", path], check=False)
+        if not result.ok:
+            if self.exists(path):
+                raise CommandError(["cat", path], result.returncode, "", result.stderr,
+                                   self.runner.host)
+            return None
+        return result.stdout
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` atomically (temporary name, fsync, rename)."""
+        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as fh:
+            fh.write(text)
+            local = Path(fh.name)
+        try:
+            self.put_file(local, path)
+        finally:
+            local.unlink(missing_ok=True)
+
+    def put_file(self, local: Path, path: str) -> None:
+        tmp = self._temp_name(path)
+        self.runner.run(["mkdir", "-p", "--", posixpath.dirname(path)])
+        self.runner.put(local, tmp)
+        self.runner.run(["sync", "--", tmp])
+        self.runner.run(["mv", "-f", "--", tmp, path])
+
+    def read_json(self, path: str, default=None):
+        text = self.read_text(path)
+        return default if text is None else json.loads(text)
+
+    def write_json(self, path: str, data) -> None:
+        self.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def listdir(self, path: str) -> list[str]:
+        result = self.runner.run(["ls", "-1", "--", path], check=False)
+        return sorted(result.stdout.split()) if result.ok else []
+
+    @staticmethod
+    def _temp_name(path: str) -> str:
+        return temp_name(path)
+
+    # --- set-up ------------------------------------------------------------
+    def init_dirs(self) -> None:
+        self.runner.run(["mkdir", "-p", "--", *(self.path(d) for d in DIRS)])
+
+    def init(self) -> bool:
+        """Create the central repository: its folders, then its marker.  True if created.
+
+        The only way a central repository comes to be (``releaser central
+        init``, the sandbox): every other command refuses a path without the
+        marker, so a mistyped ``[central] path`` never becomes a new, empty
+        central that releases are published to.  Running it again changes nothing.
+        """
+        if self._marker() is not None:
+            return False
+        self.init_dirs()
+        self.write_json(self.path(MARKER), {"format": FORMAT_VERSION})
+        return True
+
+    def ensure_exists(self, where: str = "") -> None:
+        """Raise CentralMissing unless ``root`` holds a central repository (its marker).
+
+        ``where`` names the configuration the path came from, for the hint.
+        """
+        if self._marker() is None:
+            raise CentralMissing(
+                f"{self.runner.host}: {self.root} is no central repository (no {MARKER}); "
+                f"check [central] path{f' in {where}' if where else ''}, or create it "
+                "with `releaser central init`")
+
+    def _marker(self) -> dict | None:
+        try:
+            marker = self.read_json(self.path(MARKER))
+        except ValueError:
+            marker = "unreadable"
+        if marker is None:
+            return None
+        if not isinstance(marker, dict) or marker.get("format") != FORMAT_VERSION:
+            raise CentralMissing(f"{self.runner.host}: {self.path(MARKER)} is not a central "
+                                 f"repository marker of format {FORMAT_VERSION} ({marker!r})")
+        return marker
+
+    # --- distfiles -----------------------------------------------------------
+    def remote_digests(self, path: str) -> Digests | None:
+        """Size, BLAKE2B and SHA512 of a file on the central host (coreutils)."""
+        if not self.exists(path):
+            return None
+        size = int(self.runner.run(["stat", "-c", "%s", "--", path]).stdout.strip())
+        b2 = self.runner.run(["b2sum", "--", path]).stdout.split()[0]
+        sha = self.runner.run(["sha512sum", "--", path]).stdout.split()[0]
+        return Digests(size, b2, sha)
+
+    def upload_distfile(self, local: Path, digests: Digests) -> bool:
+        """Place a distfile, checked where it lands.  Returns False if it was already there.
+
+        The same bytes again is a no-op; other bytes under the same name are
+        refused: a published distfile never changes.
+        """
+        final = self.distfile(local.name)
+        existing = self.remote_digests(final)
+        if existing is not None:
+            if existing != digests:
+                raise PublishError(f"distfile {local.name} already exists on the central "
+                                   "repository with other bytes; a version is never rebuilt "
+                                   "with different content")
+            return False
+        tmp = self._temp_name(final)
+        self.runner.run(["mkdir", "-p", "--", self.path("distfiles")])
+        self.runner.put(local, tmp)
+        try:
+            self.runner.run(["sync", "--", tmp])
+            landed = self.remote_digests(tmp)
+            if landed != digests:
+                raise PublishError(f"distfile {local.name} arrived corrupted on the central "
+                                   f"repository (size {landed.size if landed else '?'} "
+                                   f"instead of {digests.size}); nothing was published")
+            self.runner.run(["mv", "-f", "--", tmp, final])
+        finally:
+            self.runner.run(["rm", "-f", "--", tmp], check=False)
+        return True
+
+    def remove_stale_temporaries(self, minutes: int = STALE_TEMPORARY_MINUTES) -> list[str]:
+        """Remove the temporaries killed runs left in TEMPORARY_DIRS; return their paths.
+
+        Age decides, not the environment lock: runs on other environments
+        upload to the same distfiles/ at the same time, and their fresh
+        temporaries must stay.  Housekeeping never fails the caller.
+        """
+        result = self.runner.run(
+            ["find", *(self.path(d) for d in TEMPORARY_DIRS), "-maxdepth", "1", "-type", "f",
+             "-name", ".*.partial-*", "-mmin", f"+{int(minutes)}", "-print", "-delete"],
+            check=False)
+        return result.stdout.splitlines()
+
+    def fetch_file(self, path: str, local: Path) -> None:
+        self.runner.get(path, local)

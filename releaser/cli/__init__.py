@@ -1,0 +1,328 @@
+"""The command line: thin click commands over the core.
+
+This is the one place where exceptions become messages and exit codes:
+a ``ReleaserError`` prints ``releaser: error: <one line>`` on stderr and exits
+with its ``exit_code``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from releaser import __version__
+from releaser.errors import ReleaserError
+
+
+class _Context:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config = None
+
+    @property
+    def config(self):
+        from releaser.config import load_config
+
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="releaser")
+@click.option("-c", "--config", "config_path", envvar="RELEASER_CONFIG", metavar="FILE",
+              help="Configuration file (default: ./releaser.toml; env RELEASER_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Build, publish, promote and roll back releases on fleets of Gentoo hosts."""
+    ctx.obj = _Context(config_path)
+
+
+@cli.command()
+@click.option("--ref", default="HEAD", show_default=True, help="Git ref to build.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (default: [build] out of the config).")
+@click.option("--build-number", type=click.IntRange(min=0), help="CI build number to record.")
+@click.option("--allow-dirty", is_flag=True, help="Build uncommitted changes; production refuses such a build.")
+@click.option("--json", "as_json", is_flag=True, help="Print the release record as JSON.")
+@click.pass_obj
+def build(obj: _Context, ref: str, out: Path | None, build_number: int | None,
+          allow_dirty: bool, as_json: bool) -> None:
+    """Build the tarball, ebuild and Manifest of REF."""
+    from releaser.build.builder import build_release
+
+    result = build_release(obj.config, ref=ref, out=out, build_number=build_number,
+                           allow_dirty=allow_dirty)
+    if as_json:
+        click.echo(result.release.to_json(), nl=False)
+    else:
+        r = result.release
+        click.echo(f"built {r.cpv} from {r.commit[:12]}"
+                   f"{' (DIRTY)' if r.dirty else ''} in {result.seconds:.2f}s")
+        click.echo(f"  tarball  {result.tarball}  {r.tarball['size']} bytes")
+        click.echo(f"  ebuild   {result.release_dir / r.ebuild['name']}")
+        click.echo(f"  record   {result.release_dir / 'release.json'}")
+
+
+def _progress(quiet: bool):
+    import time
+
+    start = time.monotonic()
+
+    def show(message: str) -> None:
+        if not quiet:
+            click.echo(f"[{time.monotonic() - start:6.1f}s] {message}", err=True)
+    return show
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--ref", default="HEAD", show_default=True, help="Git ref to build (first environment).")
+@click.option("--version", "version", help="Version to promote (later environments; default: newest healthy).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--concurrency", type=int, help="Nodes worked on at once (default: policy).")
+@click.option("--canary", type=int, help="Nodes of the first stage; any failure there halts.")
+@click.option("--batch-size", type=int, help="Nodes per batch after the canary (0: all).")
+@click.option("--max-fail", help="Failed nodes tolerated: a count (2) or a percentage (25%).")
+@click.pass_obj
+def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
+            as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
+            batch_size: int | None, max_fail: str | None) -> None:
+    """Publish a release to ENV and install it on every node of ENV."""
+    from releaser.exitcodes import PROMOTE_FAILED, ROLLED_BACK
+    from releaser.deploy.promote import promote as run_promote
+    from releaser.cli.report import print_promote
+
+    report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
+                         progress=_progress(quiet or as_json), concurrency=concurrency,
+                         canary=canary, batch_size=batch_size, max_fail=max_fail)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_promote(report)
+    if report.rolled_back:
+        raise SystemExit(ROLLED_BACK)
+    if not report.ok:
+        raise SystemExit(PROMOTE_FAILED)
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--to", "to", help="Version to roll back to (default: the previous healthy one).")
+@click.option("--restore-db", is_flag=True, help="Also restore the database dump taken while it ran.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", "force_reason", metavar="REASON",
+              help="Roll back the nodes that can, although some cannot; REASON is recorded.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.pass_obj
+def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: bool,
+             dry_run: bool, force_reason: str | None, as_json: bool) -> None:
+    """Put ENV back on the previous healthy version (or --to), from binary packages."""
+    import sys as _sys
+
+    from releaser.errors import UsageError
+    from releaser.exitcodes import PROMOTE_FAILED
+    from releaser.deploy.promote import central_of
+    from releaser.cli.report import print_rollback, print_rollback_plan
+    from releaser.deploy.rollback import execute_rollback, plan_rollback
+
+    config = obj.config
+    central = central_of(config)
+    plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
+    if not as_json:
+        print_rollback_plan(plan)
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), indent=2))
+        click.echo("dry run: nothing was changed", err=True)
+        return
+    if not yes:
+        if not _sys.stdin.isatty():
+            raise UsageError("rollback needs confirmation: run it in a terminal or pass --yes")
+        if not click.confirm(f"roll {env} back to {plan.target}?"):
+            # A "no" is an answer, not an interruption: exit 2, as for other input.
+            raise UsageError("rollback not confirmed: nothing was changed")
+    report = execute_rollback(config, central, plan, force_reason=force_reason,
+                              progress=_progress(as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_rollback(report)
+    if not report.ok:
+        raise SystemExit(PROMOTE_FAILED)
+
+
+@cli.group()
+def backups() -> None:
+    """Binary packages and database dumps kept for rollback."""
+
+
+@backups.command("list")
+@click.argument("env")
+@click.pass_obj
+def backups_list(obj: _Context, env: str) -> None:
+    """List ENV's binary packages and verified dumps on the central repository."""
+    from releaser.backup import format_backups, list_backups
+    from releaser.deploy.promote import central_of
+
+    obj.config.environment(env)
+    click.echo(format_backups(list_backups(central_of(obj.config), env)))
+
+
+@cli.command()
+@click.argument("env", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(obj: _Context, env: str | None, as_json: bool) -> None:
+    """Per node: the installed version (from its vdb) next to what the overlay offers."""
+    from releaser.exitcodes import DRIFT, FAILURE
+    from releaser.deploy.promote import central_of
+    from releaser.cli.report import print_status
+    from releaser.deploy.status import environment_status
+
+    config = obj.config
+    names = [env] if env else list(config.environments)
+    central = central_of(config)
+    statuses = [environment_status(config, central, name) for name in names]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+    else:
+        for s in statuses:
+            print_status(s)
+    if any(s.overlay_error for s in statuses):
+        raise SystemExit(FAILURE)  # an overlay could not be read: the answer is incomplete
+    if any(s.drifted for s in statuses):
+        raise SystemExit(DRIFT)
+
+
+@cli.group()
+def central() -> None:
+    """The central repository: distfiles, overlays, backups, ledger, locks."""
+
+
+@central.command("init")
+@click.pass_obj
+def central_init(obj: _Context) -> None:
+    """Create the central repository at [central] path (nothing else creates one)."""
+    from releaser.deploy.promote import central_of
+
+    config = obj.config
+    repo = central_of(config, must_exist=False)
+    created = repo.init()
+    host = f" on {config.central.address}" if config.central.address else ""
+    click.echo(f"central repository {'created' if created else 'already exists'} at "
+               f"{repo.root}{host}")
+
+
+@cli.group()
+def sandbox() -> None:
+    """A local sandbox fleet: central repository, HTTP server, node roots."""
+
+
+@sandbox.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--nodes", "nodes_spec", default="staging=2,production=2", show_default=True,
+              help="Nodes per environment, ENV=COUNT,...")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path),
+              help="Git repository of the app (default: the config's [app] source).")
+@click.option("--ssh", is_flag=True,
+              help="Reach every node and the central repository through its own real sshd.")
+@click.pass_obj
+def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
+                 ssh: bool) -> None:
+    """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
+    from releaser.sandbox.world import init_sandbox, parse_nodes
+
+    nodes = parse_nodes(nodes_spec)
+    app = _app_config(obj, source)
+    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh)
+    click.echo(f"sandbox ready: releaser -c {path} promote staging")
+
+
+def _app_config(obj: _Context, source: Path | None):
+    import dataclasses
+
+    from releaser.errors import ConfigError
+
+    try:
+        app = obj.config.app
+    except ConfigError:
+        if obj.config_path:
+            raise
+        app = default_app()
+    if source is not None:
+        app = dataclasses.replace(app, source=source.resolve())
+    return app
+
+
+def default_app():
+    """The demo app of this repository, for use without a releaser.toml."""
+    from releaser.config import AppConfig
+
+    return AppConfig(name="notes", category="www-apps", source=Path.cwd(), subdir="app",
+                     description="Notes, the demo web application releaser ships",
+                     homepage="https://example.invalid/notes",
+                     rdepend=(">=dev-lang/python-3.11", "dev-python/flask", "dev-python/waitress"))
+
+
+@sandbox.command("down")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def sandbox_down(directory: Path) -> None:
+    """Stop what `sandbox init` and later runs started under DIRECTORY."""
+    from releaser.sandbox.world import down_sandbox
+
+    down_sandbox(directory, progress=_progress(False))
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to create the sandbox (default: a new temporary folder).")
+@click.option("--keep", is_flag=True, help="Leave the sandbox running at the end.")
+@click.pass_obj
+def demo(obj: _Context, directory: Path | None, keep: bool) -> None:
+    """The whole pipeline on a local sandbox fleet: two releases through staging and production."""
+    from releaser.sandbox.demo import run_demo
+
+    run_demo(directory, project=Path.cwd(), keep=keep, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, mapping releaser errors to one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="releaser", standalone_mode=False)
+    except ReleaserError as exc:
+        click.echo(f"releaser: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("releaser: aborted", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("releaser: interrupted", err=True)
+        return 130
+    except OSError as exc:
+        # A full disk, a read-only or vanished directory: the system's reason, in one line.
+        click.echo(f"releaser: error: {_os_error(exc)}", err=True)
+        return 1
+    return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: '/x'`` as ``/x: No space left on device``."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+if __name__ == "__main__":
+    sys.exit(main())

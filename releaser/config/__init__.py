@@ -1,0 +1,400 @@
+"""releaser.toml: the one configuration file, loaded with tomllib and validated.
+
+Every error names the file and the dotted key, e.g.
+``releaser.toml: environments.staging.nodes[1].port: expected an integer``.
+Every value that can reach a command, a path on central or a node, or the
+ebuild is checked here, once, against what it may be (``releaser.config.validate``):
+a run never starts with a value that was not.
+
+The file describes the whole world releaser acts on:
+
+- ``[app]``: where the application's source lives (a git repository and a
+  subdirectory) and how it is packaged (category, name, licence, dependencies);
+- ``[central]``: the central repository host (distfiles, overlays, binary
+  packages, ledger, locks) and the URL nodes fetch distfiles from;
+- ``[ssh]``: pinned host keys and the identity used for every SSH host;
+- ``[environments.NAME]``: an overlay, a database, a rollout policy and nodes.
+  A node is either a local sandbox root (``root = "..."``) or an SSH host
+  (``address = "..."``), and always the URL of its health check.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from releaser.config import validate
+from releaser.errors import ConfigError
+
+CONFIG_NAME = "releaser.toml"
+
+#: A TOML bare key; other keys are shown quoted in errors (``environments."../x"``).
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    category: str
+    source: Path
+    subdir: str
+    license: str = "MIT"
+    description: str = ""
+    homepage: str = ""
+    rdepend: tuple[str, ...] = ()
+    tag_prefix: str = "v"
+
+    @property
+    def cp(self) -> str:
+        return f"{self.category}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    known_hosts: Path | None = None
+    identity_file: Path | None = None
+    user: str = "root"
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    """The central repository: ``path`` on its host; nodes fetch from ``distfiles_url``."""
+
+    path: Path
+    distfiles_url: str
+    address: str | None = None  # None: the central repository is local
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    backend: str = "sqlite"
+    path: str = "/var/lib/notes/notes.db"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    canary: int = 0
+    batch_size: int = 0  # 0: all remaining nodes in one batch
+    max_fail: str = "0"
+    concurrency: int = 4
+    health_timeout: float = 30.0
+    keep_backups: int = 5
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    health_url: str
+    root: Path | None = None  # the node's ROOT: a sandbox directory; "/" on a real host
+    address: str | None = None  # SSH node; None: a local sandbox node
+    port: int = 22
+
+    @property
+    def is_local(self) -> bool:
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    overlay: str
+    nodes: tuple[NodeConfig, ...]
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    promote_from: str | None = None  # production: "staging"
+    allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    app: AppConfig
+    central: CentralConfig | None
+    ssh: SSHConfig
+    environments: dict[str, EnvironmentConfig]
+    build_out: Path
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        from releaser.errors import UsageError
+
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise UsageError(f"unknown environment {name!r} (configured: {known})") from None
+
+
+class _Reader:
+    """Typed access to a TOML table that reports the file and dotted key on error."""
+
+    def __init__(self, file: Path, table: dict[str, Any], prefix: str):
+        self.file = file
+        self.table = table
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        """The dotted key of ``name``, quoted as TOML quotes it when it is no bare key."""
+        if not _BARE_KEY.fullmatch(name.split("[")[0]):
+            name = json.dumps(name)
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.key(name)}: {message}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required=False,
+            check: Callable[[Any], Any] | None = None):
+        """The value of ``name`` (or ``default``), of type ``kind``, passed through ``check``.
+
+        ``check`` is a ``releaser.config.validate`` function; its reason is reported
+        with the file and the key.  Defaults are checked as well.
+        """
+        if name not in self.table:
+            if required or default is ...:
+                raise self.fail(name, "missing (required)")
+            value = default
+        else:
+            value = self._typed(name, kind)
+        if check is not None and value is not None:
+            value = self.valid(name, check, value)
+        return value
+
+    def valid(self, name: str, check: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return check(*args)
+        except validate.Invalid as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def _typed(self, name: str, kind):
+        value = self.table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            raise self.fail(name, f"expected {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def table_of(self, name: str, default: dict | None = None) -> "_Reader":
+        value = self.get(name, dict, {} if default is None else default)
+        return _Reader(self.file, value, self.key(name))
+
+    def unknown(self, allowed: set[str]) -> None:
+        extra = sorted(set(self.table) - allowed)
+        if extra:
+            raise self.fail(extra[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def local_path(self, name: str, base: Path, default: str | None = ...) -> Path | None:
+        """A path on this machine, relative to the configuration file's folder, normalised."""
+        value = self.get(name, str, default)
+        if value is None:
+            return None
+        joined = Path(value).expanduser()
+        joined = Path(posixpath.normpath(joined if joined.is_absolute() else base / joined))
+        return Path(self.valid(name, validate.absolute_path, str(joined)))
+
+
+def _kind_name(kind) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load and validate releaser.toml (default: ./releaser.toml)."""
+    file = Path(path) if path else Path.cwd() / CONFIG_NAME
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    return parse_config(raw, file)
+
+
+def parse_config(raw: dict[str, Any], file: Path) -> Config:
+    """Validate every value once, here: nothing later runs with a value not checked."""
+    base = file.parent.resolve()
+    top = _Reader(file, raw, "")
+    top.unknown({"app", "central", "ssh", "environments", "build"})
+    app = _parse_app(top.table_of("app"), base)
+    central = _parse_central(top.table_of("central"), base) if "central" in raw else None
+    ssh = _parse_ssh(top.table_of("ssh"), base)
+    build = top.table_of("build")
+    build.unknown({"out"})
+    build_out = build.local_path("out", base, "out")
+    envs_reader = top.table_of("environments")
+    environments = {}
+    for name in envs_reader.table:
+        envs_reader.valid(name, validate.env_name, name)
+        environments[name] = _parse_environment(name, envs_reader.table_of(name), base)
+    for env in environments.values():
+        if env.promote_from and env.promote_from not in environments:
+            raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
+                              f"unknown environment {env.promote_from!r}")
+        if env.promote_from == env.name:
+            raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
+                              "an environment cannot promote from itself")
+    _check_unique_nodes(file, environments)
+    _check_ssh_keys(file, central, ssh, environments)
+    return Config(file, app, central, ssh, environments, build_out)
+
+
+def _parse_app(r: _Reader, base: Path) -> AppConfig:
+    r.unknown({"name", "category", "source", "subdir", "license", "description", "homepage",
+               "rdepend", "tag_prefix"})
+    name = r.get("name", str, required=True)
+    category = r.get("category", str, "www-apps", check=validate.category)
+    r.valid("name", validate.package, category, name)
+    rdepend = r.get("rdepend", list, [])
+    for i, atom in enumerate(rdepend):
+        if not isinstance(atom, str):
+            raise r.fail(f"rdepend[{i}]", f"{atom!r} is not a valid dependency atom")
+        r.valid(f"rdepend[{i}]", validate.atom, atom)
+    subdir = r.get("subdir", str, "app", check=validate.relative_path)
+    return AppConfig(
+        name=name,
+        category=category,
+        source=r.local_path("source", base, "."),
+        subdir=subdir.rstrip("/") or ".",
+        license=r.get("license", str, "MIT", check=validate.license_expression),
+        description=r.get("description", str, f"{name} application",
+                          check=validate.description),
+        homepage=r.get("homepage", str, "https://example.invalid/", check=validate.url),
+        rdepend=tuple(rdepend),
+        tag_prefix=r.get("tag_prefix", str, "v", check=validate.tag_prefix),
+    )
+
+
+def _parse_central(r: _Reader, base: Path) -> CentralConfig:
+    r.unknown({"path", "distfiles_url", "address", "port"})
+    url = r.get("distfiles_url", str, required=True,
+                check=lambda v: validate.url(v, base=True))
+    address = r.get("address", str, None, check=validate.host)
+    if address is None:
+        path = r.local_path("path", base)
+    else:  # a path on the central host: relative to nothing here
+        path = Path(r.get("path", str, required=True, check=validate.absolute_path))
+    return CentralConfig(
+        path=path,
+        distfiles_url=url.rstrip("/"),
+        address=address,
+        port=r.get("port", int, 22, check=validate.port),
+    )
+
+
+def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
+    r.unknown({"known_hosts", "identity_file", "user", "connect_timeout"})
+    return SSHConfig(
+        known_hosts=r.local_path("known_hosts", base, None),
+        identity_file=r.local_path("identity_file", base, None),
+        user=r.get("user", str, "root", check=validate.user_name),
+        connect_timeout=r.get("connect_timeout", float, 10.0, check=validate.positive),
+    )
+
+
+def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
+    r.unknown({"overlay", "nodes", "database", "policy", "promote_from", "allow_dirty"})
+    db = r.table_of("database")
+    db.unknown({"backend", "path"})
+    backend = db.get("backend", str, "sqlite")
+    if backend != "sqlite":
+        raise db.fail("backend", f"{backend!r} is not supported yet (supported: sqlite)")
+    nodes_raw = r.get("nodes", list, [])
+    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base)
+                  for i, n in enumerate(nodes_raw))
+    return EnvironmentConfig(
+        name=name,
+        overlay=r.get("overlay", str, f"releaser-{name}", check=validate.repo_name),
+        nodes=nodes,
+        database=DatabaseConfig(backend=backend, path=db.get(
+            "path", str, DatabaseConfig.path, check=validate.absolute_path)),
+        policy=_parse_policy(r.table_of("policy")),
+        promote_from=r.get("promote_from", str, None, check=validate.env_name),
+        allow_dirty=r.get("allow_dirty", bool, False),
+    )
+
+
+def _parse_policy(pol: _Reader) -> PolicyConfig:
+    from releaser.errors import UsageError
+    from releaser.deploy.fleet import parse_max_fail
+
+    pol.unknown({"canary", "batch_size", "max_fail", "concurrency", "health_timeout",
+                 "keep_backups"})
+    max_fail = str(pol.get("max_fail", (str, int), "0"))
+    try:
+        parse_max_fail(max_fail)
+    except UsageError:
+        raise pol.fail("max_fail", f"{max_fail!r}: give a count (2) or a percentage "
+                                   "(25%)") from None
+    policy = PolicyConfig(
+        canary=pol.get("canary", int, 0),
+        batch_size=pol.get("batch_size", int, 0),
+        max_fail=max_fail,
+        concurrency=pol.get("concurrency", int, 4),
+        health_timeout=pol.get("health_timeout", float, 30.0, check=validate.positive),
+        keep_backups=pol.get("keep_backups", int, 5),
+    )
+    for key in ("canary", "batch_size", "keep_backups"):
+        if getattr(policy, key) < 0:
+            raise pol.fail(key, "must not be negative")
+    if policy.concurrency < 1:
+        raise pol.fail("concurrency", "must be at least 1")
+    return policy
+
+
+def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: {prefix}: expected a table")
+    r = _Reader(file, raw, prefix)
+    r.unknown({"name", "root", "address", "port", "health_url"})
+    address = r.get("address", str, None, check=validate.host)
+    if "root" not in raw and address is None:
+        raise r.fail("root", "give root (a local sandbox node) or address (an SSH node)")
+    if address is None:
+        root = r.local_path("root", base)
+    else:  # the ROOT on that host: relative to nothing here
+        root = r.get("root", str, None, check=validate.absolute_path)
+        root = Path(root) if root else None
+    return NodeConfig(
+        name=r.get("name", str, required=True, check=validate.node_name),
+        health_url=r.get("health_url", str, required=True, check=validate.url),
+        root=root,
+        address=address,
+        port=r.get("port", int, 22, check=validate.port),
+    )
+
+
+def _check_ssh_keys(file: Path, central: CentralConfig | None, ssh: SSHConfig,
+                    environments: dict[str, EnvironmentConfig]) -> None:
+    """An SSH host (central or node) needs the pinned known_hosts and the identity."""
+    users = ["central.address"] if central and central.address else []
+    users += [f"environments.{env.name}.nodes[{i}].address"
+              for env in environments.values() for i, n in enumerate(env.nodes) if n.address]
+    missing = [k for k in ("known_hosts", "identity_file") if getattr(ssh, k) is None]
+    if users and missing:
+        raise ConfigError(f"{file}: ssh.{missing[0]}: missing (required by {users[0]}: "
+                          "SSH hosts are reached only with a pinned known_hosts file and "
+                          "an identity file)")
+
+
+def _check_unique_nodes(file: Path, environments: dict[str, EnvironmentConfig]) -> None:
+    seen: dict[str, str] = {}
+    for env in environments.values():
+        for node in env.nodes:
+            if node.name in seen:
+                raise ConfigError(f"{file}: environments.{env.name}.nodes: node name "
+                                  f"{node.name!r} is also used in {seen[node.name]}")
+            seen[node.name] = env.name

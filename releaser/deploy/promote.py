@@ -1,0 +1,316 @@
+"""``releaser promote ENV``: publish a release to an environment and install it
+on every node of that environment with Portage.
+
+staging (an environment with no ``promote_from``): build REF (reproducible, so
+an unchanged ref gives the identical release), publish it, roll it out.
+
+production (``promote_from = "staging"``): take a release that was healthy on
+the source environment (newest by default), refuse a dirty build, copy its
+ebuild, metadata.xml and Manifest entry byte for byte from the source overlay,
+refusing any file whose digest is not the one recorded at build, roll it out.
+
+Per node: sync the overlay, install ``=CAT/PN-PV``, restart the service,
+health-check; what is installed is read back from the vdb, never assumed from
+an exit code.  Every node's result goes to the ledger; the release becomes
+*healthy* in the environment only when every node is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from releaser.central import ledger as ledger_mod
+from releaser.central import overlay_git
+from releaser.build import versions as versioning
+from releaser.build.builder import build_release
+from releaser.central.repository import CentralRepository
+from releaser.config import Config, EnvironmentConfig
+from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
+from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
+from releaser.central.ledger import Ledger
+from releaser.central.lock import EnvironmentLock
+from releaser.hosts.node import connect
+from releaser.deploy.rollout import (FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
+                      NodeRollout)
+from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
+from releaser.build.release import Release
+from releaser.hosts.runner import LocalRunner
+
+Progress = Callable[[str], None]
+
+@dataclass
+class PromoteReport:
+    env: str
+    release: Release
+    publish: PublishOutcome | None
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+    halted: str = ""
+    #: Side steps that failed after the outcome was saved (mask, retention).
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.halted and all(n.status in (INSTALLED, UNCHANGED, PLANNED)
+                                       for n in self.nodes)
+
+    @property
+    def rolled_back(self) -> bool:
+        return any(n.status == ROLLED_BACK for n in self.nodes)
+
+    @property
+    def portage_seconds(self) -> float:
+        return sum(n.portage_seconds for n in self.nodes)
+
+    @property
+    def changed(self) -> bool:
+        return any(n.status == INSTALLED for n in self.nodes) or bool(
+            self.publish and self.publish.published)
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "version": self.release.version, "cpv": self.release.cpv,
+                "ok": self.ok, "dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+                "halted": self.halted, "rolled_back": self.rolled_back,
+                "warnings": self.warnings,
+                "published": bool(self.publish and self.publish.published),
+                "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def central_of(config: Config, *, must_exist: bool = True) -> CentralRepository:
+    """The configured central repository.
+
+    ``must_exist``: refuse (CentralMissing, exit 2) a path that holds no central
+    repository before anything changes; only ``releaser central init`` passes False.
+    """
+    central = _open_central(config)
+    if must_exist:
+        central.ensure_exists(str(config.path))
+    return central
+
+
+def _open_central(config: Config) -> CentralRepository:
+    if config.central is None:
+        raise UsageError(f"{config.path}: no [central] repository configured")
+    if config.central.address is None:
+        return CentralRepository(LocalRunner(host="central"), str(config.central.path))
+    from releaser.hosts.ssh import HostSpec, SSHRunner
+
+    spec = HostSpec(address=config.central.address, port=config.central.port,
+                    user=config.ssh.user, identity_file=Path(config.ssh.identity_file),
+                    known_hosts=Path(config.ssh.known_hosts),
+                    connect_timeout=config.ssh.connect_timeout, name="central")
+    return CentralRepository(SSHRunner(spec), str(config.central.path))
+
+
+def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
+    """The environment's rollout policy with the command line's overrides."""
+    base = env.policy
+    values = {"concurrency": base.concurrency, "canary": base.canary,
+              "batch_size": base.batch_size, "max_fail": base.max_fail}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RolloutPolicy(**values)
+
+
+def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
+            dry_run: bool = False, progress: Progress = lambda _msg: None,
+            **policy_overrides) -> PromoteReport:
+    started = time.monotonic()
+    env = config.environment(env_name)
+    policy = effective_policy(env, **policy_overrides)
+    if not env.nodes:
+        raise UsageError(f"environment {env_name} has no nodes configured")
+    central = central_of(config)
+    if env.promote_from:
+        if ref != "HEAD":
+            raise UsageError(f"{env_name} takes releases from {env.promote_from}: "
+                             "give --version, not --ref")
+        release, files_from = _release_from_source(config, central, env, version, progress)
+        tarball = None
+    else:
+        if version is not None:
+            raise UsageError(f"{env_name} builds from git: give --ref, not --version")
+        progress(f"build {config.app.cp} from {ref}")
+        built = build_release(config, ref=ref, reuse=True, allow_dirty=env.allow_dirty)
+        release, files_from, tarball = built.release, built.release_dir, built.tarball
+        progress(f"  {release.cpv} from commit {release.commit[:12]}"
+                 f"{' (dirty)' if release.dirty else ''}"
+                 f"{': reusing the identical release already built' if built.reused else ''}")
+        if release.dirty:
+            progress(f"  note: a dirty build can reach {env_name} but never production")
+
+    withdrawn = (Ledger.load(central, env_name).release(release.version) or {})
+    if withdrawn.get("state") == ledger_mod.WITHDRAWN:
+        where = ("is masked there" if withdrawn.get("masked", True)
+                 else "its mask in the overlay failed: mask it by hand")
+        raise UsageError(f"{release.cpv} was rolled back in {env_name} and {where} "
+                         f"({withdrawn.get('reason', 'no reason recorded')}); release a new version")
+
+    if dry_run:
+        return _plan(config, central, env, release, files_from, tarball, progress, started)
+
+    with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}") as lock:
+        if lock.taken_over:
+            progress(f"took over a stale lock left by pid {lock.taken_over.get('pid')}")
+        ledger = Ledger.load(central, env_name)
+        outcome = _publish(central, env, release, files_from, tarball)
+        progress(outcome.describe())
+        if outcome.published or not ledger.release(release.version):
+            ledger.set_release(release.version, ledger_mod.PUBLISHED, commit=release.commit,
+                               overlay_commit=outcome.commit)
+        ledger.save()
+        report = PromoteReport(env_name, release, outcome)
+        work = NodeRollout(config, env, release, central, ledger, progress)
+        run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
+                         failed=lambda o: o.failed, halts=lambda o: o.status == ROLLED_BACK,
+                         on_stage=lambda i, stage: progress(
+                             f"stage {i + 1}: {', '.join(n.name for n in stage)}"))
+        report.nodes = [o for _n, o in run.results]
+        report.nodes += [NodeOutcome(n.name, SKIPPED, detail=f"not touched: {run.halted}")
+                         for n in run.untouched]
+        report.halted = run.halted
+        if run.halted:
+            progress(f"rollout halted: {run.halted}")
+        previous = ledger.current
+        _record_outcome(ledger, report)
+        ledger.save()
+        _side_steps(central, env, report, ledger, previous, progress)
+        ledger.save()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
+    """What the rollout established: healthy and current, withdrawn, or failed.
+
+    Recorded and saved before any side step (mask, retention) runs, so a
+    side step that fails cannot lose it.
+    """
+    release = report.release
+    if report.ok:
+        ledger.set_release(release.version, ledger_mod.HEALTHY)
+        ledger.set_current(release.version, "promote")
+    elif report.rolled_back:
+        ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=_withdrawn_reason(report),
+                           masked=False)
+    else:
+        failed = [n.node for n in report.nodes if n.status == FAILED]
+        ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
+
+
+def _withdrawn_reason(report: PromoteReport) -> str:
+    nodes = ", ".join(n.node for n in report.nodes if n.status == ROLLED_BACK)
+    return (f"{report.release.version} failed in {report.env} ({nodes}: install, start or "
+            "health check) and was rolled back automatically")
+
+
+def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: PromoteReport,
+                ledger: Ledger, previous: str | None, progress: Progress) -> None:
+    """Mask a withdrawn release, or prune old backups after a healthy one.
+
+    The outcome is already saved: a failure here is reported (and recorded in
+    the ledger's events), never allowed to undo it.
+    """
+    release = report.release
+    if report.rolled_back:
+        from releaser.deploy.rollback import mask_version
+
+        reason = _withdrawn_reason(report)
+        failure = ledger.side_step("mask", lambda: mask_version(
+            central, env.name, release.cp, release.version, reason))
+        if failure is None:
+            ledger.note_release(release.version, masked=True)
+            progress(f"{release.cpv} masked in the {env.name} overlay: {reason}")
+        else:
+            failure += (f"; {release.cpv} is withdrawn in the ledger but still offered by the "
+                        "overlay: mask it by hand")
+    elif report.ok:
+        failure = ledger.side_step("retention", lambda: _retain(
+            central, env, {release.version, previous} - {None}, progress))
+    else:
+        return
+    if failure is not None:
+        report.warnings.append(failure)
+        progress(f"warning: {failure}")
+
+
+def _publish(central, env: EnvironmentConfig, release: Release, files_from, tarball):
+    if isinstance(files_from, Path):
+        files = ReleaseFiles(release, files_from)
+        return publish(central, env.name, env.name, files, tarball)
+    with overlay_git.checkout(central, files_from) as source:
+        pkg = Path(source.working_tree_dir) / release.category / release.name
+        return publish(central, env.name, env.name, ReleaseFiles(release, pkg), tarball)
+
+
+def _release_from_source(config: Config, central, env: EnvironmentConfig, version, progress):
+    source = env.promote_from
+    ledger = Ledger.load(central, source)
+    withdrawn = set(ledger.versions(ledger_mod.WITHDRAWN))
+    healthy = [v for v in ledger.ever_healthy() if v not in withdrawn]
+    if version is not None:
+        versioning.validate(version)
+        known = ledger.spelling(version)
+        if known is None:
+            raise ReleaseNotFound(f"{config.app.name}-{version} was never published to {source}")
+        version = known  # as published (Portage's equality: 1.00.50 is 1.0.50)
+        if version in withdrawn:
+            raise UsageError(f"{config.app.name}-{version} was rolled back in {source} "
+                             f"({ledger.release(version).get('reason', 'no reason recorded')})")
+        if version not in healthy:
+            raise UsageError(f"{config.app.name}-{version} was never healthy on {source}; "
+                             f"promote it there first")
+    elif not healthy:
+        raise UsageError(f"nothing has been healthy on {source} yet: promote {source} first")
+    else:
+        version = healthy[-1]
+    release = load_published(central, f"{config.app.name}-{version}")
+    if release is None:
+        raise ReleaseNotFound(f"no release record for {config.app.name}-{version} on the "
+                              "central repository")
+    if release.dirty:
+        raise UsageError(f"{release.cpv} is a dirty build (uncommitted changes); "
+                         f"{env.name} never takes one")
+    progress(f"{release.cpv} was healthy on {source}; promoting it to {env.name}")
+    return release, source
+
+
+def _plan(config, central, env, release, files_from, tarball, progress, started) -> PromoteReport:
+    """What promote would do, touching nothing (no lock, no publish, no install)."""
+    outcome = None
+    if isinstance(files_from, Path):
+        outcome = publish(central, env.name, env.name, ReleaseFiles(release, files_from),
+                          tarball, dry_run=True)
+    progress(f"plan: publish {release.cpv} to {env.name} (if not already there)")
+    report = PromoteReport(env.name, release, outcome, dry_run=True)
+    for node_cfg in env.nodes:
+        node = connect(config, node_cfg)
+        try:
+            before = node.installed_version(config.app.cp)
+        except ReleaserError as exc:
+            report.nodes.append(NodeOutcome(node_cfg.name, FAILED, detail=str(exc)))
+            continue
+        finally:
+            node.close()
+        if versioning.same(before, release.version):
+            action = "already runs it: health check only"
+        else:
+            action = f"sync, emerge ={release.cpv}, restart, health check"
+        progress(f"plan: {node_cfg.name}: {before or 'nothing'} -> {release.version}: {action}")
+        report.nodes.append(NodeOutcome(node_cfg.name, PLANNED, before=before,
+                                        after=release.version, detail=action))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _retain(central: CentralRepository, env: EnvironmentConfig, protect: set[str],
+            progress: Progress) -> None:
+    """Keep the last ``keep_backups`` packages and dumps; never the running one or the target."""
+    from releaser.backup import apply_retention
+
+    removed = apply_retention(central, env.name, env.policy.keep_backups, protect)
+    if removed:
+        progress(f"retention: removed {len(removed)} old backup(s) of {env.name}")

@@ -1,0 +1,424 @@
+"""``releaser rollback ENV``: put the previous version back, knowing first
+whether that is safe.
+
+1. Plan, touching nothing: per node the running version, the target, where
+   the target's binary package is (node or central store), the database's
+   schema version against the one the target expects, and what restoring the
+   dump would lose.  Any node that cannot roll back makes the plan refuse,
+   unless ``--force`` with a reason.
+2. Execute, per node: take a binary package of the running version (so rolling
+   forward stays possible), install the target from its binary package
+   (``emerge --usepkgonly``; fetched from the central store when the node lacks
+   it), restore the database only with ``--restore-db`` and only from a
+   verified dump, restart, health-check.
+3. Mask the bad version in the environment's overlay, by a commit saying why,
+   so no later sync or world update brings it back; record everything.
+
+Each step reads the node's real state first, so a rollback interrupted midway
+is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from portage.dep import Atom, isvalidatom
+from portage.versions import cpv_getversion
+
+from releaser import backup
+from releaser.central import ledger as ledger_mod
+from releaser.central import overlay_git
+from releaser.hosts import portage_commands as portage_tools
+from releaser.build import versions as versioning
+from releaser.central.repository import CentralRepository
+from releaser.config import AppConfig, Config, EnvironmentConfig
+from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
+from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
+from releaser.hosts.health import HealthResult
+from releaser.central.ledger import Ledger
+from releaser.central.lock import EnvironmentLock
+from releaser.hosts.node import Node, connect
+from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
+from releaser.hosts.services import OpenRC
+
+Progress = Callable[[str], None]
+
+
+class RollbackRefused(ReleaserError):
+    """The plan shows a node that cannot roll back (and no --force was given)."""
+
+    exit_code = 2
+
+
+@dataclass
+class NodePlan:
+    node: str
+    current: str | None
+    target: str
+    binpkg: str | None = None  # "node", "central" or None
+    db_schema: int | None = None
+    target_schema: int | None = None
+    dump: dict | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def noop(self) -> bool:
+        return versioning.same(self.current, self.target)
+
+    def decision(self) -> tuple:
+        """What this node's rollback would do and from what (not the informational rest)."""
+        return (self.current, self.target, self.binpkg, tuple(self.problems),
+                (self.dump or {}).get("sha256"))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, noop=self.noop)
+
+
+@dataclass
+class RollbackPlan:
+    env: str
+    cp: str
+    bad: str | None  # the version being rolled back from
+    target: str
+    restore_db: bool
+    nodes: list[NodePlan] = field(default_factory=list)
+    asked: str | None = None  # the --to version, None for "the previous healthy one"
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{n.node}: {p}" for n in self.nodes for p in n.problems]
+
+    def changes_since(self, shown: "RollbackPlan") -> list[str]:
+        """What differs from the plan ``shown`` in what the rollback would do."""
+        changes = [f"{what} is now {now or 'nothing'}, was {then or 'nothing'}"
+                   for what, now, then in (("the version rolled back from", self.bad, shown.bad),
+                                           ("the target", self.target, shown.target))
+                   if now != then]
+        before = {n.node: n for n in shown.nodes}
+        for n in self.nodes:
+            old = before.pop(n.node, None)
+            if old is None:
+                changes.append(f"{n.node} was not in the plan")
+            elif n.decision() != old.decision():
+                changes.append(f"{n.node} changed (runs {n.current or 'nothing'}, was "
+                               f"{old.current or 'nothing'}; package {n.binpkg or 'missing'}, "
+                               f"was {old.binpkg or 'missing'})")
+        changes += [f"{name} left the plan" for name in before]
+        return changes
+
+    def to_dict(self) -> dict:
+        return {"env": self.env, "from": self.bad, "to": self.target,
+                "restore_db": self.restore_db, "problems": self.problems,
+                "nodes": [n.to_dict() for n in self.nodes]}
+
+
+@dataclass
+class RollbackReport:
+    plan: RollbackPlan
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    masked: bool = False
+    seconds: float = 0.0
+    halted: str = ""
+    #: Side steps that failed after the outcome was saved (the mask).
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.halted and all(n.status in (INSTALLED, UNCHANGED) for n in self.nodes)
+
+    def to_dict(self) -> dict:
+        return {**self.plan.to_dict(), "ok": self.ok, "masked": self.masked,
+                "warnings": self.warnings, "halted": self.halted, "seconds": round(self.seconds, 3),
+                "results": [n.to_dict() for n in self.nodes]}
+
+
+def choose_target(ledger: Ledger, cp_name: str, to: str | None) -> tuple[str | None, str]:
+    """(version rolled back from, target version)."""
+    current = ledger.current
+    if to is not None:
+        versioning.validate(to)
+        entry = ledger.release(to)
+        if entry is None or not entry.get("healthy_at"):
+            raise ReleaseNotFound(f"{cp_name}-{to} was never installed and healthy in "
+                                  f"{ledger.env}; nothing to roll back to")
+        if entry.get("state") == ledger_mod.WITHDRAWN:
+            raise UsageError(f"{cp_name}-{to} was itself rolled back in {ledger.env} and is "
+                             f"masked there ({entry.get('reason', 'no reason recorded')})")
+        return current, ledger.spelling(to)
+    if current is None:
+        raise UsageError(f"nothing has been promoted to {ledger.env} yet: nothing to roll back")
+    for version in reversed(ledger.current_history()):
+        entry = ledger.release(version) or {}
+        if not versioning.same(version, current) and entry.get("healthy_at") and \
+                entry.get("state") != ledger_mod.WITHDRAWN:
+            return current, version
+    raise UsageError(f"{ledger.env} has no earlier healthy version than {current} to roll back to")
+
+
+def plan_rollback(config: Config, central: CentralRepository, env_name: str, *,
+                  to: str | None = None, restore_db: bool = False) -> RollbackPlan:
+    env = config.environment(env_name)
+    ledger = Ledger.load(central, env_name)
+    bad, target = choose_target(ledger, config.app.name, to)
+    plan = RollbackPlan(env_name, config.app.cp, bad, target, restore_db, asked=to)
+    target_cpv = f"{config.app.cp}-{target}"
+    for node_cfg in env.nodes:
+        np = NodePlan(node_cfg.name, None, target, target_schema=ledger.schema_of(target))
+        plan.nodes.append(np)
+        try:
+            node = connect(config, node_cfg)
+        except ReleaserError as exc:
+            np.problems.append(f"unreachable: {exc}")
+            continue
+        try:
+            _plan_node(node, central, env, config.app, target_cpv, np, restore_db)
+        except ReleaserError as exc:
+            np.problems.append(str(exc))
+        finally:
+            node.close()
+    return plan
+
+
+def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, target_cpv: str,
+               np: NodePlan, restore_db: bool) -> None:
+    np.current = node.installed_version(app.cp)
+    if np.noop and not restore_db:
+        return
+    if binpkg_on_node(node, target_cpv):
+        np.binpkg = "node"
+    elif backup.find_binpkg(central, env.name, target_cpv):
+        np.binpkg = "central"
+    else:
+        np.problems.append(f"no binary package of {target_cpv} on the node or the central store")
+    health = node.health(None, timeout=3.0)
+    np.db_schema = health.db_schema_version
+    if np.db_schema is not None and np.target_schema is not None:
+        if np.db_schema > np.target_schema:
+            np.warnings.append(
+                f"database schema {np.db_schema} is newer than {np.target} expects "
+                f"({np.target_schema}): without --restore-db the old code runs on the newer schema")
+    elif np.target_schema is None:
+        np.warnings.append(f"schema version of {np.target} unknown (never seen healthy here)")
+    dump = backup.latest_dump(central, env.name, node.name, version=np.target)
+    if dump is not None:
+        np.dump = dump.to_dict()
+        taken = dump.created[:19].replace("T", " ")
+        np.warnings.append(f"restoring the dump of {taken} UTC ({dump.notes} notes, schema "
+                           f"{dump.schema_version}) loses every write made after it")
+    elif env.database and np.current is not None:
+        np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
+    if np.dump is None and restore_db:
+        np.problems.append("--restore-db asked, but there is no verified dump to restore")
+
+
+def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
+                     force_reason: str | None = None, progress: Progress = lambda _m: None,
+                     concurrency: int | None = None) -> RollbackReport:
+    """Carry out ``plan``, as shown to the user, under the environment's lock.
+
+    The plan was made before the lock was taken: another run may have changed
+    the environment since.  It is made again under the lock, and any
+    difference in what it would do refuses the rollback, so what runs (and
+    the version masked, the ledger's current one) is what was confirmed.
+    """
+    started = time.monotonic()
+    env = config.environment(plan.env)
+    _refuse_problems(plan, force_reason)
+    with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}"):
+        shown, plan = plan, plan_rollback(config, central, plan.env, to=plan.asked,
+                                          restore_db=plan.restore_db)
+        changes = plan.changes_since(shown)
+        if changes:
+            raise RollbackRefused(f"{plan.env} changed since the rollback plan was made: "
+                                  + "; ".join(changes) + "; nothing was done, run the "
+                                  "rollback again to see the new plan")
+        _refuse_problems(plan, force_reason)
+        report = RollbackReport(plan)
+        ledger = Ledger.load(central, plan.env)
+        ledger.event("rollback-start", target=plan.target, bad=plan.bad,
+                     restore_db=plan.restore_db, force=force_reason, user=getpass.getuser())
+        by_name = {n.name: n for n in env.nodes}
+        todo = [by_name[n.node] for n in plan.nodes if not n.problems]
+        skipped = [n for n in plan.nodes if n.problems]
+        for n in skipped:
+            report.nodes.append(NodeOutcome(n.node, FAILED, before=n.current, after=n.current,
+                                            phase="plan", detail="; ".join(n.problems)))
+        work = _NodeRollback(config, env, central, plan, ledger, progress)
+        policy = RolloutPolicy(concurrency=concurrency or env.policy.concurrency,
+                               max_fail="100%")
+        run = run_stages(plan_stages(todo, policy), work, policy=policy,
+                         failed=lambda o: o.status == FAILED)
+        report.nodes += [o for _n, o in run.results]
+        done = all(o.status in (INSTALLED, UNCHANGED) for _n, o in run.results)
+        withdraw = done and bool(plan.bad) and not versioning.same(plan.bad, plan.target)
+        reason = _reason(plan, force_reason)
+        if done:
+            if withdraw:
+                ledger.set_release(plan.bad, ledger_mod.WITHDRAWN, reason=reason, masked=False)
+            if not skipped:
+                ledger.set_current(plan.target, "rollback")
+        ledger.save()  # the outcome first: the mask below may fail, this must not be lost
+        if withdraw:
+            _mask_withdrawn(central, plan, reason, ledger, report)
+            ledger.save()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _refuse_problems(plan: RollbackPlan, force_reason: str | None) -> None:
+    if plan.problems and not force_reason:
+        raise RollbackRefused("cannot roll back: " + "; ".join(plan.problems)
+                              + " (fix it, or --force REASON to roll back the other nodes)")
+
+
+def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str, ledger: Ledger,
+                    report: RollbackReport) -> None:
+    """Mask the version rolled back from; a failure is reported, the ledger keeps the rest."""
+    def mask() -> None:
+        report.masked = mask_version(central, plan.env, plan.cp, plan.bad, reason)
+
+    failure = ledger.side_step("mask", mask)
+    if failure is None:
+        ledger.note_release(plan.bad, masked=True)
+    else:
+        report.warnings.append(f"{failure}; {plan.cp}-{plan.bad} is withdrawn in the ledger "
+                               "but still offered by the overlay: mask it by hand")
+
+
+def _reason(plan: RollbackPlan, force_reason: str | None) -> str:
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    text = f"rolled back from {plan.bad} to {plan.target} on {when} by {getpass.getuser()}"
+    return text + (f" (forced: {force_reason})" if force_reason else "")
+
+
+@dataclass
+class _NodeRollback:
+    config: Config
+    env: EnvironmentConfig
+    central: CentralRepository
+    plan: RollbackPlan
+    ledger: Ledger
+    progress: Progress
+
+    def __call__(self, node_cfg) -> NodeOutcome:
+        with worker_central(self.central) as central:
+            return replace(self, central=central)._work(node_cfg)
+
+    def _work(self, node_cfg) -> NodeOutcome:
+        started = time.monotonic()
+        app = self.config.app
+        target_cpv = f"{app.cp}-{self.plan.target}"
+        out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
+        node = None
+        try:
+            node = connect(self.config, node_cfg)
+            out.before = node.installed_version(app.cp)
+            on_target = versioning.same(out.before, self.plan.target)
+            if on_target and not self.plan.restore_db:
+                out.phase = "health"
+                health = node.health(self.plan.target, self.env.policy.health_timeout)
+                if health.ok:
+                    out.status, out.after = UNCHANGED, out.before
+                    out.detail = f"already runs {self.plan.target} and is healthy: nothing to do"
+                    return out
+            if out.before and not on_target:
+                self._step(node, out, "backup", lambda: backup.backup_package(
+                    node, self.central, self.env.name, f"{app.cp}-{out.before}"))
+            if not on_target:
+                self._step(node, out, "install", lambda: reinstall_package(
+                    node, self.central, self.env.name, target_cpv))
+            if self.plan.restore_db:
+                self._step(node, out, "restore-db", lambda: self._restore_db(node))
+            self._step(node, out, "restart", lambda: node.restart(app.name))
+            out.phase = "health"
+            health = node.health(self.plan.target, self.env.policy.health_timeout)
+            out.after = node.installed_version(app.cp)
+            if health.ok:
+                out.status, out.detail = INSTALLED, f"healthy on {self.plan.target}"
+            else:
+                out.detail = f"health check failed: {health.detail}"
+        except ReleaserError as exc:
+            out.detail = f"{out.phase} failed: {exc}"
+            try:
+                out.after = node.installed_version(app.cp) if node else None
+            except ReleaserError:
+                out.after = None
+        finally:
+            if node is not None:
+                node.close()
+            out.seconds = time.monotonic() - started
+        self.ledger.journal(out.node, phase=f"rollback:{out.status}", version=out.after,
+                            target=self.plan.target, detail=out.detail)
+        self.progress(f"{out.node}: {out.status}: {out.detail}")
+        return out
+
+    def _step(self, node, out: NodeOutcome, phase: str, step) -> None:
+        out.phase = phase
+        self.progress(f"{node.name}: {phase}")
+        step()
+        self.ledger.journal(node.name, phase=f"rollback:{phase}", target=self.plan.target)
+
+    def _restore_db(self, node: Node) -> None:
+        dump = backup.latest_dump(self.central, self.env.name, node.name,
+                                  version=self.plan.target)
+        if dump is None:
+            raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
+        backup.verify_dump_on_node(node, dump, self.central, self.config.app.name)
+        OpenRC().stop(node.runner, self.config.app.name)
+        backup.restore_database(node, self.config.app.name, self.env.database.path, dump)
+
+
+def binpkg_on_node(node: Node, cpv: str) -> bool:
+    """Whether the node's Portage lists a binary package of ``cpv`` in its PKGDIR.
+
+    Portage names the files (one per version, or ``PN/PF-N`` on a stock
+    host with binpkg-multi-instance); whether one verifies is decided when
+    the rollback runs (``backup.ensure_binpkg_on_node``).
+    """
+    return any(node.runner.run(["test", "-f", str(path)], check=False).ok
+               for path in portage_tools.binpkg_paths(node.runner, cpv))
+
+
+def reinstall_package(node: Node, central: CentralRepository, env: str, cpv: str) -> None:
+    """Install ``cpv`` from its binary package, fetching it from central if needed."""
+    backup.ensure_binpkg_on_node(node, central, env, cpv)
+    node.install(cpv, usepkgonly=True)
+
+
+def reinstall_version(node: Node, central: CentralRepository, env: EnvironmentConfig,
+                      app: AppConfig, cpv: str) -> HealthResult:
+    """Put ``cpv`` back on a node from its binary package, restart, health-check."""
+    reinstall_package(node, central, env.name, cpv)
+    node.restart(app.name)
+    return node.health(cpv_getversion(cpv), env.policy.health_timeout)
+
+
+def mask_version(central: CentralRepository, env: str, cp: str, version: str,
+                 reason: str) -> bool:
+    """Mask ``=cp-version`` in the environment's overlay with one commit saying why."""
+    atom = f"={cp}-{version}"
+    with overlay_git.checkout(central, env) as repo:
+        path = Path(repo.working_tree_dir) / "profiles" / "package.mask"
+        text = path.read_text() if path.exists() else ""
+        if any(masks(line, cp, version) for line in text.splitlines()):
+            return False
+        entry = f"# releaser: {reason}\n{atom}\n"
+        path.write_text((text + "\n" if text and not text.endswith("\n\n") else text) + entry
+                        if text else entry)
+        overlay_git.commit_and_push(repo, f"{cp}-{version}: mask in {env}\n\n{reason}\n")
+    return True
+
+
+def masks(line: str, cp: str, version: str) -> bool:
+    """Whether a package.mask line is ``=cp-V`` with V the same version to Portage."""
+    text = line.strip()
+    if not text.startswith("=") or not isvalidatom(text):
+        return False
+    atom = Atom(text)
+    return atom.operator == "=" and atom.cp == cp and versioning.same(atom.version, version)

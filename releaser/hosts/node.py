@@ -1,0 +1,78 @@
+"""One node of an environment, and the Portage operations releaser runs on it.
+
+A ``Node`` pairs the node's configuration with a ``Runner``: a ``LocalRunner``
+carrying the node root's Portage variables for a sandbox node, an
+``SSHRunner`` for a real host.  Every method runs the same argv either way;
+only ``root`` differs (``/`` on a host, the node directory in the sandbox),
+because ``portageq`` takes the root as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from releaser.sandbox import noderoot
+from releaser.hosts import portage_commands as portage_tools
+from releaser.config import Config, NodeConfig
+from releaser.errors import ConfigError
+from releaser.hosts.health import HealthResult, check_health
+from releaser.hosts.runner import LocalRunner, Runner
+from releaser.hosts.services import OpenRC
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    runner: Runner
+    root: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def installed_version(self, cp: str) -> str | None:
+        return portage_tools.installed_version(self.runner, self.root, cp)
+
+    def sync(self, repo: str) -> None:
+        portage_tools.sync(self.runner, repo)
+
+    def install(self, cpv: str, *, usepkgonly: bool = False) -> portage_tools.EmergeResult:
+        """``emerge =cpv``, recorded in the world file (not ``--oneshot``).
+
+        The application is what the host is for: ``emerge --depclean`` must
+        never remove it.  World names the package without a version, so a
+        world update takes the newest visible version of the environment's
+        overlay: the newest release published there, minus the rolled-back
+        ones, which are masked.
+        """
+        return portage_tools.emerge(self.runner, cpv, oneshot=False, usepkgonly=usepkgonly)
+
+    def restart(self, service: str) -> None:
+        OpenRC().restart(self.runner, service)
+
+    def health(self, expect_version: str | None, timeout: float) -> HealthResult:
+        return check_health(self.config.health_url, expect_version=expect_version,
+                            timeout=timeout)
+
+    def close(self) -> None:
+        close = getattr(self.runner, "close", None)
+        if close:
+            close()
+
+
+def connect(config: Config, node: NodeConfig) -> Node:
+    """The Node for ``node``: local sandbox root, or an SSH host with pinned keys."""
+    if node.is_local:
+        return Node(node, LocalRunner(host=node.name, env=noderoot.portage_env(node.root)),
+                    str(node.root))
+    from releaser.hosts.ssh import HostSpec, SSHRunner
+
+    if config.ssh.known_hosts is None or config.ssh.identity_file is None:
+        raise ConfigError(f"{config.path}: ssh.known_hosts and ssh.identity_file are required "
+                          f"for SSH node {node.name}")
+    spec = HostSpec(address=node.address, port=node.port, user=config.ssh.user,
+                    identity_file=Path(config.ssh.identity_file),
+                    known_hosts=Path(config.ssh.known_hosts),
+                    connect_timeout=config.ssh.connect_timeout, name=node.name)
+    return Node(node, SSHRunner(spec), str(node.root or "/"))

@@ -1,0 +1,441 @@
+"""The sandbox's stand-in for OpenRC's ``rc-service``.
+
+A sandbox node is a directory, not a Gentoo host: it has no OpenRC to run
+``/etc/init.d/notes``.  The rollout must still restart the app exactly as on a
+real host, through ``releaser.hosts.services.OpenRC`` running ``rc-service notes
+restart``.  So every sandbox node gets an executable ``rc-service`` in
+``NODE/.releaser/bin`` (first on PATH through ``noderoot.portage_env``) that
+does what the init script does, rooted in NODE:
+
+* ``start``: refuse if the app is not installed; run the ``start_pre``
+  migration (``python -m notes migrate``) and fail if it fails; start
+  ``python -m notes serve`` detached (own session, output appended to the
+  service log, pid in ``NODE/run/NAME.pid``); wait until it accepts
+  connections, or report the log's last line if it died.
+* ``stop``: SIGTERM, wait, SIGKILL, by pidfile, and only a pid that is
+  provably this node's service (see ``_is_ours``).
+* ``restart``: stop, then start.  ``status``: exit 0 started, 3 stopped,
+  32 crashed (pidfile left behind by a dead process), as OpenRC.
+
+The installed app runs from NODE/usr/lib/notes with a clean environment, like
+a service started by OpenRC: ``PYTHONPATH``, ``NOTES_CONFIG`` (if the file
+exists), ``NOTES_DATABASE``, ``NOTES_HOST``, ``NOTES_PORT`` and little else.
+``NOTES_VERSION`` in particular is never passed: the app must report the
+version the ebuild wrote to NODE/usr/lib/notes/VERSION, which is what the
+health gate checks.  The variable prefix is the module name in upper case.
+
+``NODE/.releaser/services.json`` (written by ``install_rc_service``) maps a
+service name to its settings; paths are relative to NODE::
+
+    {
+      "notes": {
+        "module": "notes",
+        "app_dir": "usr/lib/notes",
+        "config": "etc/notes/notes.toml",
+        "database": "var/lib/notes/notes.db",
+        "host": "127.0.0.1",
+        "port": 9101,
+        "log": "var/log/notes/notes.log"
+      }
+    }
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from releaser.sandbox.distserver import pid_alive, process_cmdline, terminate_pid
+from releaser.errors import UsageError
+from releaser.sandbox.noderoot import HELPER_BIN
+from releaser.hosts.services import check_service_name
+
+#: Inside a node root: the services the stand-in knows.
+SERVICES_FILE = Path(".releaser/services.json")
+#: Inside a node root: the stand-in itself.
+RC_SERVICE = HELPER_BIN / "rc-service"
+#: Inside a node root: where pidfiles go (``run/NAME.pid``), as /run on a host.
+RUN_DIR = Path("run")
+#: Set in every service process's environment as ``<node root>:<service>``;
+#: ``stop`` requires it (read from /proc/PID/environ) before signalling a pid,
+#: so another node's notes, or an unrelated process that reused the pid, is
+#: never killed.
+MARKER = "RELEASER_SANDBOX_SERVICE"
+#: Variables a service inherits from the caller; everything else is dropped,
+#: as OpenRC starts services with a clean environment.
+INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+#: How long ``start`` waits for the port, and ``stop`` for SIGTERM to work
+#: (the init script's retry="TERM/30/KILL/5").
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 30.0
+KILL_TIMEOUT = 5.0
+MIGRATE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of a sandbox node (one ``services.json`` entry); paths relative to the root."""
+
+    module: str
+    app_dir: str
+    config: str
+    database: str
+    host: str
+    port: int
+    log: str
+
+    def __post_init__(self) -> None:
+        if not self.module or not all(p.isidentifier() for p in self.module.split(".")):
+            raise UsageError(f"invalid Python module name {self.module!r}")
+        for name in ("app_dir", "config", "database", "log"):
+            value = getattr(self, name)
+            path = Path(value)
+            if not value or path.is_absolute() or ".." in path.parts:
+                raise UsageError(f"{name} must be a path relative to the node root, got {value!r}")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
+            raise UsageError(f"invalid port {self.port!r}")
+        if not self.host or any(c.isspace() for c in self.host):
+            raise UsageError(f"invalid host {self.host!r}")
+
+    @classmethod
+    def for_app(cls, name: str, port: int, host: str = "127.0.0.1") -> "ServiceSpec":
+        """The layout the ebuild installs for app ``name`` (module ``name``), as on a host."""
+        return cls(module=name, app_dir=f"usr/lib/{name}", config=f"etc/{name}/{name}.toml",
+                   database=f"var/lib/{name}/{name}.db", host=host, port=port,
+                   log=f"var/log/{name}/{name}.log")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "ServiceSpec":
+        known = {f.name for f in fields(cls)}
+        missing = known - set(data)
+        if missing:
+            raise UsageError(f"service settings lack {sorted(missing)}")
+        return cls(**{k: data[k] for k in known})
+
+
+# --------------------------------------------------------------------------
+# Installing the stand-in into a node root
+# --------------------------------------------------------------------------
+
+_SCRIPT = """#!{python}
+# rc-service stand-in of a releaser sandbox node (releaser.sandbox.rc); do not edit.
+# Services: {services_file}
+import sys
+
+from releaser.sandbox.rc import main
+
+sys.exit(main(script=__file__))
+"""
+
+
+def install_rc_service(node_root: Path, services: Mapping[str, ServiceSpec | Mapping[str, object]]) -> Path:
+    """Write NODE/.releaser/services.json and the executable NODE/.releaser/bin/rc-service.
+
+    ``services`` maps service names to ``ServiceSpec`` (or its dict form).
+    Both files are replaced atomically and wholesale, so running this again
+    with the same input changes nothing.  Returns the script's path.
+    """
+    root = Path(node_root).absolute()
+    python = sys.executable
+    if not python or any(c.isspace() for c in python):
+        raise UsageError(f"cannot use {python!r} in a #! line (empty or contains whitespace)")
+    specs = {check_service_name(name): spec if isinstance(spec, ServiceSpec) else ServiceSpec.from_dict(spec)
+             for name, spec in services.items()}
+    data = {name: asdict(spec) for name, spec in sorted(specs.items())}
+    _write_atomic(root / SERVICES_FILE, json.dumps(data, indent=2) + "\n", 0o644)
+    script = root / RC_SERVICE
+    _write_atomic(script, _SCRIPT.format(python=python, services_file=root / SERVICES_FILE), 0o755)
+    return script
+
+
+def load_services(node_root: Path) -> dict[str, ServiceSpec]:
+    """The services of a node root, from its services.json."""
+    path = Path(node_root) / SERVICES_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object of services")
+    return {check_service_name(name): ServiceSpec.from_dict(spec) for name, spec in data.items()}
+
+
+def find_node_root(environ: Mapping[str, str] | None = None, script: str | None = None) -> Path:
+    """The node root: ``$ROOT`` if it holds a services.json, else the script's own node."""
+    environ = os.environ if environ is None else environ
+    root = environ.get("ROOT", "")
+    if root and (Path(root) / SERVICES_FILE).is_file():
+        return Path(root).absolute()
+    if script:
+        # NODE/.releaser/bin/rc-service -> NODE
+        here = Path(os.path.abspath(script)).parent.parent.parent
+        if (here / SERVICES_FILE).is_file():
+            return here
+    raise UsageError(f"no {SERVICES_FILE} found (ROOT={root or 'unset'}): not a sandbox node")
+
+
+def _write_atomic(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# The service operations (rooted in a node)
+# --------------------------------------------------------------------------
+
+Emit = Callable[[str, bool], None]
+"""How operations report: ``emit(line, is_error)``; main prints, tests may collect."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One named service of one node root, with the paths it uses."""
+
+    root: Path
+    name: str
+    spec: ServiceSpec
+
+    def path(self, relative: str | Path) -> Path:
+        return self.root / relative
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / RUN_DIR / f"{self.name}.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.path(self.spec.log)
+
+    @property
+    def marker(self) -> str:
+        return f"{self.root}:{self.name}"
+
+    def environment(self) -> dict[str, str]:
+        """The clean environment the app runs with (see the module docstring)."""
+        env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
+        env.setdefault("PATH", os.defpath)
+        prefix = self.spec.module.split(".")[0].upper()
+        env["PYTHONPATH"] = str(self.path(self.spec.app_dir))
+        config = self.path(self.spec.config)
+        if config.is_file():
+            env[f"{prefix}_CONFIG"] = str(config)
+        env[f"{prefix}_DATABASE"] = str(self.path(self.spec.database))
+        env[f"{prefix}_HOST"] = self.spec.host
+        env[f"{prefix}_PORT"] = str(self.spec.port)
+        env[MARKER] = self.marker
+        return env
+
+    def argv(self, command: str) -> list[str]:
+        # -P: the working directory never shadows the installed package (as /usr/bin/notes).
+        return [sys.executable, "-P", "-m", self.spec.module, command]
+
+    # -- state -------------------------------------------------------------
+
+    def recorded_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def is_ours(self, pid: int) -> bool:
+        """True if ``pid`` runs ``python -m MODULE serve`` with this node's marker."""
+        argv = process_cmdline(pid)
+        try:
+            i = argv.index("-m")
+        except ValueError:
+            return False
+        if argv[i + 1:i + 3] != [self.spec.module, "serve"]:
+            return False
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"{MARKER}={self.marker}".encode() in environ
+
+    def running_pid(self) -> int | None:
+        pid = self.recorded_pid()
+        return pid if pid is not None and pid_alive(pid) and self.is_ours(pid) else None
+
+    def installed(self) -> bool:
+        return (self.path(self.spec.app_dir) / self.spec.module.split(".")[0]).is_dir()
+
+    def port_answers(self) -> bool:
+        try:
+            with socket.create_connection((self.spec.host, self.spec.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def log_tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1].strip() if lines else "no output in the log"
+
+
+def start(svc: Service, emit: Emit) -> int:
+    """``rc-service NAME start``; returns the exit status."""
+    name = svc.name
+    if svc.running_pid() is not None:
+        emit(f" * WARNING: {name} has already been started", True)
+        return 0
+    svc.pidfile.unlink(missing_ok=True)
+    if not svc.installed():
+        emit(f" * ERROR: {name} is not installed "
+             f"({svc.path(svc.spec.app_dir) / svc.spec.module.split('.')[0]} is missing)", True)
+        return 1
+    if svc.port_answers():
+        emit(f" * ERROR: {name} cannot start: {svc.spec.host}:{svc.spec.port} is already "
+             f"in use by another program", True)
+        return 1
+    for d in (svc.path(svc.spec.database).parent, svc.log.parent, svc.pidfile.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    env = svc.environment()
+
+    emit(f" * Migrating the {name} database ...", False)
+    try:
+        migrate = subprocess.run(svc.argv("migrate"), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=MIGRATE_TIMEOUT)
+        code, out, err = migrate.returncode, migrate.stdout, migrate.stderr
+    except subprocess.TimeoutExpired:
+        code, out, err = -1, "", f"did not finish within {MIGRATE_TIMEOUT:g} s"
+    with open(svc.log, "a", encoding="utf-8") as log:
+        log.write(f"--- rc-service {name} start: {time.strftime('%Y-%m-%dT%H:%M:%S%z')} migrate\n")
+        log.write(out + err)
+    if code != 0:
+        reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
+        emit(f" * ERROR: {name} migrate failed; the service was not started: {reason}", True)
+        return 1
+
+    emit(f" * Starting {name} ...", False)
+    with open(svc.log, "ab") as log:
+        proc = subprocess.Popen(svc.argv("serve"), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    _write_atomic(svc.pidfile, f"{proc.pid}\n", 0o644)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            svc.pidfile.unlink(missing_ok=True)
+            emit(f" * ERROR: {name} failed to start (exit {proc.returncode}): {svc.log_tail()}", True)
+            return 1
+        if svc.port_answers():
+            if proc.poll() is None:
+                return 0
+            continue
+        if time.monotonic() >= deadline:
+            terminate_pid(proc.pid, svc.is_ours, timeout=KILL_TIMEOUT)
+            proc.poll()
+            svc.pidfile.unlink(missing_ok=True)
+            emit(f" * ERROR: {name} did not listen on {svc.spec.host}:{svc.spec.port} within "
+                 f"{START_TIMEOUT:g} s: {svc.log_tail()}", True)
+            return 1
+        time.sleep(0.1)
+
+
+def stop(svc: Service, emit: Emit) -> int:
+    """``rc-service NAME stop``; idempotent; returns the exit status."""
+    pid = svc.running_pid()
+    if pid is None:
+        svc.pidfile.unlink(missing_ok=True)
+        emit(f" * WARNING: {svc.name} is already stopped", True)
+        return 0
+    emit(f" * Stopping {svc.name} ...", False)
+    if not terminate_pid(pid, svc.is_ours, timeout=STOP_TIMEOUT, kill_timeout=KILL_TIMEOUT):
+        emit(f" * ERROR: {svc.name} (pid {pid}) did not stop, even after SIGKILL", True)
+        return 1
+    svc.pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def status(svc: Service, emit: Emit) -> int:
+    """``rc-service NAME status``: 0 started, 3 stopped, 32 crashed (OpenRC's statuses)."""
+    if svc.running_pid() is not None:
+        emit(" * status: started", False)
+        return 0
+    if svc.recorded_pid() is not None:
+        emit(" * status: crashed", False)
+        return 32
+    emit(" * status: stopped", False)
+    return 3
+
+
+def restart(svc: Service, emit: Emit) -> int:
+    """``rc-service NAME restart``: stop (if running), then start."""
+    code = stop(svc, emit) if svc.running_pid() is not None else 0
+    return code if code != 0 else start(svc, emit)
+
+
+ACTIONS: dict[str, Callable[[Service, Emit], int]] = {
+    "start": start, "stop": stop, "restart": restart, "status": status,
+}
+
+
+def _print(line: str, is_error: bool) -> None:
+    print(line, file=sys.stderr if is_error else sys.stdout, flush=True)
+
+
+def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int:
+    """The ``rc-service`` command: ``rc-service NAME start|stop|restart|status``, ``rc-service -l``."""
+    parser = argparse.ArgumentParser(prog="rc-service",
+                                     description="releaser sandbox stand-in for OpenRC's rc-service")
+    parser.add_argument("-l", "--list", action="store_true", help="list the services")
+    parser.add_argument("service", nargs="?")
+    parser.add_argument("action", nargs="?", choices=sorted(ACTIONS))
+    args = parser.parse_args(argv)
+    try:
+        root = find_node_root(script=script)
+        services = load_services(root)
+    except UsageError as exc:
+        _print(f" * rc-service: {exc}", True)
+        return 1
+    if args.list:
+        for name in sorted(services):
+            print(name)
+        return 0
+    if not args.service or not args.action:
+        parser.print_usage(sys.stderr)
+        return 1
+    if args.service not in services:
+        _print(f" * rc-service: service `{args.service}' does not exist", True)
+        return 1
+    svc = Service(root, args.service, services[args.service])
+    # One operation per service at a time, as OpenRC serialises a service's
+    # state changes: two overlapping restarts would race on the pidfile.
+    svc.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(svc.pidfile.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return ACTIONS[args.action](svc, _print)
+
+
+__all__ = [
+    "ACTIONS",
+    "MARKER",
+    "RC_SERVICE",
+    "SERVICES_FILE",
+    "Service",
+    "ServiceSpec",
+    "find_node_root",
+    "install_rc_service",
+    "load_services",
+    "main",
+    "restart",
+    "start",
+    "status",
+    "stop",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

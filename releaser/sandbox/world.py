@@ -1,0 +1,350 @@
+"""``releaser sandbox init|down``: a complete local world for the whole pipeline.
+
+Under DIR::
+
+    DIR/releaser.toml        the configuration of this world (written here)
+    DIR/sandbox.json         what was started: pids, ports (for ``down``)
+    DIR/central/             the central repository (releaser.central.repository)
+    DIR/nodes/NAME/          one node root per node, real Portage inside
+    DIR/logs/                the HTTP server's log
+    DIR/out/                 build output
+
+The central repository's distfiles are served by a real HTTP server
+(``releaser.sandbox.distserver``); every node syncs its environment's overlay from the
+central bare git repository with Portage's own git sync, fetches distfiles
+over HTTP and checks them against the Manifest.  Each node runs the installed
+app on its own loopback port through the ``rc-service`` stand-in
+(``releaser.sandbox.rc``), so node code is the same as on an OpenRC host.
+
+With ``ssh=True`` (``sandbox init --ssh``) nothing is reached by path any more:
+the central repository and every node get their own real sshd on their own
+loopback address (``releaser.sandbox.ssh``), releaser.toml names them by
+address and port with a pinned known_hosts file, and every command, file
+copy and git push goes over SSH, as against production.  Each node's app then
+listens on the node's own address.  The node roots are still set up here
+with local file operations: that is provisioning the host (what a bootstrap
+or an installer does), not something releaser does to a running node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import platform
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from releaser.sandbox import distserver
+from releaser.sandbox import noderoot
+from releaser.central import overlay_git
+from releaser.hosts import portage_commands as portage_tools
+from releaser.sandbox import rc as sandbox_rc
+from releaser.sandbox import ssh as sandbox_ssh
+from releaser.central.repository import CentralRepository
+from releaser.config import AppConfig, load_config
+from releaser.errors import ReleaserError, SandboxError, UsageError
+from releaser.central.overlay import skeleton
+from releaser.hosts.runner import LocalRunner, Runner
+from releaser.sandbox.sshd import SandboxSSHD
+
+STATE = "sandbox.json"
+DEFAULT_NODES = {"staging": 2, "production": 2}
+ENV_ORDER = ("staging", "production")
+
+
+@dataclass(frozen=True)
+class SandboxNode:
+    """One node: ``port`` is its app's port on ``address``; ``ssh_port`` None = local node."""
+
+    name: str
+    env: str
+    root: Path
+    port: int
+    address: str = "127.0.0.1"
+    ssh_port: int | None = None
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.address}:{self.port}/health"
+
+
+def parse_nodes(text: str) -> dict[str, int]:
+    """``staging=2,production=2`` -> {"staging": 2, "production": 2}."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        env, sep, count = part.partition("=")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise UsageError(f"--nodes: {part!r} is not ENV=COUNT (COUNT at least 1)")
+        skeleton(env)  # an environment needs an overlay skeleton
+        counts[env] = int(count)
+    if not counts:
+        raise UsageError("--nodes: give at least one ENV=COUNT")
+    return counts
+
+
+def provided_packages() -> list[str]:
+    """package.provided entries for what the app needs from the machine's Python."""
+    return [f"dev-lang/python-{platform.python_version()}",
+            f"dev-python/flask-{importlib.metadata.version('flask')}",
+            f"dev-python/waitress-{importlib.metadata.version('waitress')}"]
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
+                 progress=lambda _m: None, *, ssh: bool = False,
+                 stock_binpkgs: bool = False) -> Path:
+    """Create a sandbox under ``directory``; returns its releaser.toml.
+
+    ``ssh``: put the central repository and every node behind their own sshd
+    (see the module docstring).  ``stock_binpkgs``: nodes keep Portage's
+    default binary package layout (binpkg-multi-instance), as a stock Gentoo
+    host does (``noderoot.NodeRootSpec.stock_binpkgs``).  If setting up fails
+    half way, the daemons already started (sshds, HTTP server) are stopped
+    again before the error propagates, so a failed ``init`` leaves no process
+    behind.
+
+    Bad arguments are refused (UsageError) before anything is made; a failure
+    after that is a SandboxError saying what is left in ``directory``.
+    """
+    directory = Path(directory).absolute()
+    nodes = nodes or DEFAULT_NODES
+    if (directory / STATE).exists():
+        raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
+                         f"{directory}` stops it, then remove the folder to start afresh")
+    _check_nodes(nodes, ssh)
+    directory.mkdir(parents=True, exist_ok=True)
+    world = _World(directory, ssh, stock_binpkgs)
+    try:
+        return world.build(app, nodes, progress)
+    except BaseException as exc:
+        world.undo()
+        if isinstance(exc, (ReleaserError, OSError)):
+            raise SandboxError(f"sandbox init stopped part way: {exc}; the processes it had "
+                               f"started were stopped, the files made so far are left in "
+                               f"{directory} (remove it to start afresh)") from exc
+        raise
+
+
+def _check_nodes(nodes: dict[str, int], ssh: bool) -> None:
+    """Refuse node counts a sandbox cannot hold, before anything is made."""
+    for env, count in nodes.items():
+        _skeleton_repo_name(env)  # an environment needs an overlay skeleton
+        if not isinstance(count, int) or count < 1:
+            raise UsageError(f"environment {env}: {count!r} nodes (at least 1)")
+    if ssh:
+        sandbox_ssh.node_address(sum(nodes.values()))  # every node gets its own address
+
+
+class _World:
+    """What one ``init_sandbox`` starts, so a failure can stop it again."""
+
+    def __init__(self, directory: Path, ssh: bool, stock_binpkgs: bool = False) -> None:
+        self.directory = directory
+        self.ssh = ssh
+        self.stock_binpkgs = stock_binpkgs
+        self.daemons: dict[str, SandboxSSHD] = {}
+        self.pidfile = directory / "distserver.pid"
+        self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
+
+    def build(self, app: AppConfig, nodes: dict[str, int], progress) -> Path:
+        directory = self.directory
+        central = CentralRepository(self._central_runner(progress), str(directory / "central"))
+        try:
+            central.init()
+            progress(f"central repository at {central.root}")
+            for env in _ordered(nodes):
+                overlay_git.ensure_overlay(central, env, env)
+                progress(f"  overlay {env}: {central.overlay_repo(env)}")
+        finally:
+            _close(central.runner)
+
+        server = distserver.start_server(Path(directory / "central" / "distfiles"), "127.0.0.1",
+                                         0, pidfile=self.pidfile,
+                                         logfile=directory / "logs" / "distserver.log")
+        progress(f"HTTP distfile server: {server.url} (pid {server.pid})")
+
+        made: list[SandboxNode] = []
+        for env in _ordered(nodes):
+            for i in range(1, nodes[env] + 1):
+                name = f"{env}-{i}"
+                address = sandbox_ssh.node_address(len(made) + 1) if self.ssh else "127.0.0.1"
+                node = SandboxNode(name, env, directory / "nodes" / name, free_port(address),
+                                   address)
+                node = self._make_node(node, central, app)
+                made.append(node)
+                via = f", sshd {node.address}:{node.ssh_port}" if node.ssh_port else ""
+                progress(f"node {node.name}: root {node.root}, app port {node.port}{via}")
+
+        config_path = directory / "releaser.toml"
+        config_path.write_text(render_config(app, server.url, made, central=self._central()))
+        state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
+                 "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
+                                    "address": n.address, "ssh_port": n.ssh_port}
+                           for n in made}}
+        if self.ssh:
+            state["ssh"] = {"client_key": str(directory / sandbox_ssh.CLIENT_KEY),
+                            "known_hosts": str(directory / sandbox_ssh.KNOWN_HOSTS),
+                            "sshd": {name: sandbox_ssh.to_state(d)
+                                     for name, d in self.daemons.items()}}
+        (directory / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        return config_path
+
+    def _central_runner(self, progress) -> Runner:
+        if not self.ssh:
+            return LocalRunner(host="central")
+        daemon = self._start(sandbox_ssh.CENTRAL, sandbox_ssh.CENTRAL_ADDRESS, {})
+        progress(f"central sshd on {daemon.address}:{daemon.port} (pid {daemon.pid})")
+        return self._runner(sandbox_ssh.CENTRAL)
+
+    def _central(self) -> CentralHost | None:
+        daemon = self.daemons.get(sandbox_ssh.CENTRAL)
+        if daemon is None:
+            return None
+        return CentralHost(daemon.address, daemon.port, self.directory / "central")
+
+    def _start(self, name: str, address: str, env) -> SandboxSSHD:
+        daemon = sandbox_ssh.start_sshd(self.directory, name, address, env, self.client_key)
+        self.daemons[name] = daemon
+        sandbox_ssh.write_trust(self.directory, self.daemons.values())
+        return daemon
+
+    def _runner(self, name: str) -> Runner:
+        from releaser.hosts.ssh import SSHRunner
+
+        return SSHRunner(sandbox_ssh.host_spec(self.directory, name, self.daemons[name]))
+
+    def _make_node(self, node: SandboxNode, central: CentralRepository,
+                   app: AppConfig) -> SandboxNode:
+        repo = _skeleton_repo_name(node.env)
+        spec = noderoot.NodeRootSpec(
+            root=node.root,
+            # The bare repository's path also for an SSH sandbox: the node
+            # "host" shares this machine's filesystem with the central one.
+            repos=[noderoot.RepoSpec(repo, sync_type="git",
+                                     sync_uri=central.overlay_repo(node.env))],
+            profile=noderoot.ProfileSpec(repo),
+            provided=provided_packages(),
+            stock_binpkgs=self.stock_binpkgs,
+        )
+        noderoot.create_node_root(spec)
+        sandbox_rc.install_rc_service(
+            node.root, {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port,
+                                                                 host=node.address)})
+        env = noderoot.portage_env(node.root)
+        if not self.ssh:
+            portage_tools.sync(LocalRunner(host=node.name, env=env), repo)
+            return node
+        daemon = self._start(node.name, node.address, env)
+        node = dataclasses.replace(node, ssh_port=daemon.port)
+        # The first sync goes over SSH: proof that the login carries the
+        # node's Portage environment before anyone relies on it.
+        runner = self._runner(node.name)
+        try:
+            portage_tools.sync(runner, repo)
+        finally:
+            _close(runner)
+        return node
+
+    def undo(self) -> None:
+        try:
+            if self.daemons:
+                sandbox_ssh.stop_all({n: sandbox_ssh.to_state(d)
+                                      for n, d in self.daemons.items()})
+        finally:
+            distserver.stop_server(self.pidfile)
+
+
+def _close(runner: Runner) -> None:
+    close = getattr(runner, "close", None)
+    if close:
+        close()
+
+
+def _ordered(nodes: dict[str, int]) -> list[str]:
+    return sorted(nodes, key=lambda e: (ENV_ORDER.index(e) if e in ENV_ORDER else 99, e))
+
+
+def _skeleton_repo_name(env: str) -> str:
+    return (skeleton(env) / "profiles" / "repo_name").read_text().strip()
+
+
+@dataclass(frozen=True)
+class CentralHost:
+    """The central repository of an SSH sandbox: its sshd, and its path on that host."""
+
+    address: str
+    port: int
+    path: Path
+
+
+def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
+                  central: CentralHost | None = None) -> str:
+    """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses)."""
+    q = json.dumps
+    world = "a local world" if central is None else "a local world reached over SSH"
+    lines = [f"# Written by `releaser sandbox init`: {world}, see releaser/sandbox.py.", "",
+             "[app]", f"name = {q(app.name)}", f"category = {q(app.category)}",
+             f"source = {q(str(app.source))}", f"subdir = {q(app.subdir)}",
+             f"license = {q(app.license)}", f"description = {q(app.description)}",
+             f"homepage = {q(app.homepage)}", f"rdepend = {q(list(app.rdepend))}",
+             f"tag_prefix = {q(app.tag_prefix)}", "",
+             "[central]"]
+    if central is None:
+        lines += ['path = "central"', f"distfiles_url = {q(distfiles_url)}", ""]
+    else:
+        # A path on the central host: absolute, as it is not relative to this file there.
+        lines += [f"address = {q(central.address)}", f"port = {central.port}",
+                  f"path = {q(str(central.path))}", f"distfiles_url = {q(distfiles_url)}", "",
+                  "[ssh]", f"known_hosts = {q(str(sandbox_ssh.KNOWN_HOSTS))}",
+                  f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
+                  f"user = {q(sandbox_ssh.USER)}", ""]
+    lines += ["[build]", 'out = "out"', ""]
+    for env in _ordered({n.env: 1 for n in nodes}):
+        lines += [f"[environments.{env}]", f"overlay = {q(_skeleton_repo_name(env))}"]
+        if env == "production" and any(n.env == "staging" for n in nodes):
+            lines.append('promote_from = "staging"')
+        lines.append(f'database = {{ path = "/var/lib/{app.name}/{app.name}.db" }}')
+        lines.append("nodes = [")
+        for n in (n for n in nodes if n.env == env):
+            where = "" if n.ssh_port is None else \
+                f"address = {q(n.address)}, port = {n.ssh_port}, "
+            lines.append(f"  {{ name = {q(n.name)}, {where}root = {q(str(n.root))}, "
+                         f"health_url = {q(n.health_url)} }},")
+        lines += ["]", ""]
+    return "\n".join(lines)
+
+
+def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
+    """Stop everything ``init_sandbox`` (and later runs) started under ``directory``.
+
+    The apps first, then the sshds, then the HTTP server; running it again
+    finds nothing left to stop and says so.  The apps are stopped through
+    each node's ``rc-service`` run locally, even in an SSH sandbox: ``down``
+    must work when a node's sshd is stopped or refuses us (a test, a changed
+    host key), and the node's files are on this machine anyway.
+    """
+    directory = Path(directory).absolute()
+    state_file = directory / STATE
+    if not state_file.exists():
+        raise UsageError(f"{directory} holds no sandbox ({STATE} not found)")
+    state = json.loads(state_file.read_text())
+    try:
+        cfg = load_config(directory / "releaser.toml")
+        service = cfg.app.name
+    except Exception:  # a damaged config must not keep processes running
+        service = "notes"
+    for name, node in state.get("nodes", {}).items():
+        runner = LocalRunner(host=name, env=noderoot.portage_env(Path(node["root"])))
+        result = runner.run(["rc-service", service, "stop"], check=False)
+        progress(f"node {name}: {service} {'stopped' if result.ok else 'was not running'}")
+    if state.get("ssh"):
+        sandbox_ssh.stop_all(state["ssh"].get("sshd", {}), progress)
+    if distserver.stop_server(Path(state["distserver"]["pidfile"])):
+        progress("HTTP distfile server stopped")
