@@ -23,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from releaser.central.repository import CentralRepository  # noqa: E402
 from releaser import portage_tools  # noqa: E402
 from releaser.hosts.node import connect  # noqa: E402
 from releaser.build.builder import build_release  # noqa: E402
-from releaser.deploy.promote import central_of, promote  # noqa: E402
+from releaser.deploy.promote import promote  # noqa: E402
 from releaser.central.publish import ReleaseFiles, publish  # noqa: E402
 from tests.sandboxes import Sandbox, add_migration  # noqa: E402
 
@@ -67,7 +68,7 @@ def raw_versus_releaser(base: Path, rounds: int) -> tuple[float, float]:
             add_migration(sb.source, f"v{number}.0.0", number=number)
             # publish only (no node work) so the raw sequence has something to install
             built = build_release(sb.config, ref="HEAD")
-            publish(central_of(sb.config), "staging", "staging",
+            publish(CentralRepository.from_config(sb.config), "staging", "staging",
                     ReleaseFiles(built.release, built.release_dir), built.tarball)
             node = connect(sb.config, node_cfg)
             running = node.installed_version(CP)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from releaser.central.repository import CentralRepository  # noqa: E402
 from releaser.sandbox import noderoot
 from releaser import portage_tools  # noqa: E402
-from releaser.deploy.promote import central_of, promote  # noqa: E402
+from releaser.deploy.promote import promote  # noqa: E402
 from releaser.deploy.rollback import execute_rollback, plan_rollback  # noqa: E402
 from releaser.hosts.runner import LocalRunner  # noqa: E402
 from releaser.hosts.services import OpenRC  # noqa: E402
@@ -57,7 +58,7 @@ def run(sb: Sandbox, rounds: int) -> int:
     config = sb.config
     root = sb.node_root("staging-1")
     runner = LocalRunner(env=noderoot.portage_env(root))
-    central = central_of(config)
+    central = CentralRepository.from_config(config)
     raw_bin, raw_src, releaser = [], [], []
     for i in range(rounds):
         version_from = f"{i + 2}.0.0"

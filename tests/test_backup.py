@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from releaser.central.repository import CentralRepository
 from releaser import backup
 from releaser.hosts import portage_commands as portage_tools
 from releaser.backup import BackupError
 from releaser.errors import UsageError
 from releaser.hosts.node import connect
-from releaser.deploy.promote import central_of, promote
+from releaser.deploy.promote import promote
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox
@@ -78,7 +79,7 @@ def world(tmp_path_factory):
         assert promote(sb.config, ENV).ok
         env = sb.config.environment(ENV)
         node = connect(sb.config, env.nodes[0])
-        w = World(sb, node, central_of(sb.config), env.database.path,
+        w = World(sb, node, CentralRepository.from_config(sb.config), env.database.path,
                   env.nodes[0].health_url.rsplit("/health", 1)[0])
         assert http(w, "POST", "/notes", {"title": "keep me", "body": "before the upgrade"})
         with (w.root / "etc/notes/notes.toml").open("a") as fh:

@@ -90,3 +90,23 @@ def test_clones_of_killed_runs_are_removed_by_the_next_run(central, scratch_root
     overlay_git.ensure_overlay(central, "staging", "staging")
     assert not orphan.exists() and live.exists()
     assert list(scratch_root.iterdir()) == [live]
+
+
+def test_from_config_opens_only_an_existing_central_unless_creating(tmp_path):
+    """``CentralRepository.from_config`` refuses a path without the marker (exit 2)
+    before anything is made; ``must_exist=False`` (``central init``) opens it anyway."""
+    from releaser.errors import CentralMissing, UsageError
+
+    config = load_config(write_config(tmp_path / "releaser.toml", tmp_path / "src"))
+    with pytest.raises(CentralMissing) as missing:
+        CentralRepository.from_config(config)
+    assert missing.value.exit_code == 2 and not (tmp_path / "central").exists()
+    repo = CentralRepository.from_config(config, must_exist=False)
+    assert repo.root == str(tmp_path / "central") and repo.runner.host == "central"
+    assert repo.init()
+    assert CentralRepository.from_config(config).root == repo.root
+
+    bare = tmp_path / "bare.toml"
+    bare.write_text((tmp_path / "releaser.toml").read_text().split("[central]")[0])
+    with pytest.raises(UsageError, match="no \\[central\\] repository configured"):
+        CentralRepository.from_config(load_config(bare))

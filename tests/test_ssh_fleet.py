@@ -29,7 +29,7 @@ from releaser.central.repository import CentralRepository
 from releaser.cli import default_app, main
 from releaser.sandbox.distserver import pid_alive, read_pidfile
 from releaser.errors import PublishError, ReleaserError
-from releaser.deploy.promote import central_of, promote
+from releaser.deploy.promote import promote
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox.world import STATE, init_sandbox
 from releaser.hosts.ssh import HostSpec, SSHRunner
@@ -112,7 +112,7 @@ def test_config_names_every_host_by_address_with_pinned_keys(fleet):
         assert daemon.known_hosts_line() in pinned
     assert fleet.sshd("central").known_hosts_line() in pinned
     # releaser's own git reaches the central host over SSH with the same trust
-    url = overlay_git.overlay_url(central_of(cfg), "staging")
+    url = overlay_git.overlay_url(CentralRepository.from_config(cfg), "staging")
     assert url == (f"ssh://root@{cfg.central.address}:{cfg.central.port}"
                    f"{fleet.central}/overlays/staging.git")
 

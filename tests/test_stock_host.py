@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from releaser.central.repository import CentralRepository
 from releaser.sandbox import noderoot
 from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
 from releaser.hosts.node import connect
-from releaser.deploy.promote import central_of
-from releaser.deploy.rollback import reinstall_package
+from releaser.deploy.reinstall import reinstall_package
 from releaser.hosts.runner import LocalRunner
 
 from .sandboxes import Sandbox, add_migration
@@ -143,7 +143,7 @@ def test_a_package_releaser_does_not_vouch_for_is_set_aside(sb):
     [stray] = [p for p in packages_of(sb, "1.0.0") if p != vouched]
 
     node = connect(sb.config, sb.config.environment(ENV).nodes[0])
-    reinstall_package(node, central_of(sb.config), ENV, f"{CP}-1.0.0")
+    reinstall_package(node, CentralRepository.from_config(sb.config), ENV, f"{CP}-1.0.0")
     assert installed(sb) == "1.0.0"
     # Only the vouched package is left for emerge; the stray one was renamed, not deleted.
     assert packages_of(sb, "1.0.0") == [vouched]

@@ -25,10 +25,14 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from releaser.errors import CentralMissing, CommandError, PublishError
-from releaser.hosts.runner import Runner
+from releaser.errors import CentralMissing, CommandError, PublishError, UsageError
+from releaser.hosts.runner import LocalRunner, Runner
 from releaser.build.tarball import Digests
+
+if TYPE_CHECKING:
+    from releaser.config import Config
 
 #: Written by ``CentralRepository.init``: what makes a directory a central repository.
 MARKER = "central.json"
@@ -49,10 +53,37 @@ def temp_name(path: str) -> str:
                           f".{posixpath.basename(path)}.partial-{uuid.uuid4().hex[:12]}")
 
 
+def _central_runner(config: "Config") -> Runner:
+    """A local runner, or an SSH runner with the configured pinned trust."""
+    if config.central.address is None:
+        return LocalRunner(host="central")
+    # Imported here: paramiko/fabric are only needed when there is an SSH host.
+    from releaser.hosts.ssh import HostSpec, SSHRunner
+
+    return SSHRunner(HostSpec.configured(config.ssh, address=config.central.address,
+                                         port=config.central.port, name="central",
+                                         where=str(config.path)))
+
+
 @dataclass
 class CentralRepository:
     runner: Runner
     root: str
+
+    @classmethod
+    def from_config(cls, config: "Config", *, must_exist: bool = True) -> "CentralRepository":
+        """The central repository ``config`` names, reached locally or over SSH.
+
+        ``must_exist``: refuse (CentralMissing, exit 2) a path that holds no
+        central repository before anything changes, so a mistyped path never
+        becomes a new, empty central; only ``releaser central init`` passes False.
+        """
+        if config.central is None:
+            raise UsageError(f"{config.path}: no [central] repository configured")
+        central = cls(_central_runner(config), str(config.central.path))
+        if must_exist:
+            central.ensure_exists(str(config.path))
+        return central
 
     # --- paths -------------------------------------------------------------
     def path(self, *parts: str) -> str:

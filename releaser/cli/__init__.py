@@ -128,12 +128,12 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
 
     from releaser.errors import UsageError
     from releaser.exitcodes import PROMOTE_FAILED
-    from releaser.deploy.promote import central_of
+    from releaser.central.repository import CentralRepository
     from releaser.cli.report import print_rollback, print_rollback_plan
     from releaser.deploy.rollback import execute_rollback, plan_rollback
 
     config = obj.config
-    central = central_of(config)
+    central = CentralRepository.from_config(config)
     plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
     if not as_json:
         print_rollback_plan(plan)
@@ -169,10 +169,10 @@ def backups() -> None:
 def backups_list(obj: _Context, env: str) -> None:
     """List ENV's binary packages and verified dumps on the central repository."""
     from releaser.backup import format_backups, list_backups
-    from releaser.deploy.promote import central_of
+    from releaser.central.repository import CentralRepository
 
     obj.config.environment(env)
-    click.echo(format_backups(list_backups(central_of(obj.config), env)))
+    click.echo(format_backups(list_backups(CentralRepository.from_config(obj.config), env)))
 
 
 @cli.command()
@@ -182,13 +182,13 @@ def backups_list(obj: _Context, env: str) -> None:
 def status(obj: _Context, env: str | None, as_json: bool) -> None:
     """Per node: the installed version (from its vdb) next to what the overlay offers."""
     from releaser.exitcodes import DRIFT, FAILURE
-    from releaser.deploy.promote import central_of
+    from releaser.central.repository import CentralRepository
     from releaser.cli.report import print_status
     from releaser.deploy.status import environment_status
 
     config = obj.config
     names = [env] if env else list(config.environments)
-    central = central_of(config)
+    central = CentralRepository.from_config(config)
     statuses = [environment_status(config, central, name) for name in names]
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
@@ -210,10 +210,10 @@ def central() -> None:
 @click.pass_obj
 def central_init(obj: _Context) -> None:
     """Create the central repository at [central] path (nothing else creates one)."""
-    from releaser.deploy.promote import central_of
+    from releaser.central.repository import CentralRepository
 
     config = obj.config
-    repo = central_of(config, must_exist=False)
+    repo = CentralRepository.from_config(config, must_exist=False)
     created = repo.init()
     host = f" on {config.central.address}" if config.central.address else ""
     click.echo(f"central repository {'created' if created else 'already exists'} at "

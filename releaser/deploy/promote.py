@@ -31,13 +31,13 @@ from releaser.config import Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
 from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
+from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import connect
 from releaser.deploy.rollout import (FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
                       NodeRollout)
 from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
 from releaser.build.release import Release
-from releaser.hosts.runner import LocalRunner
 
 Progress = Callable[[str], None]
 
@@ -80,32 +80,6 @@ class PromoteReport:
                 "nodes": [n.to_dict() for n in self.nodes]}
 
 
-def central_of(config: Config, *, must_exist: bool = True) -> CentralRepository:
-    """The configured central repository.
-
-    ``must_exist``: refuse (CentralMissing, exit 2) a path that holds no central
-    repository before anything changes; only ``releaser central init`` passes False.
-    """
-    central = _open_central(config)
-    if must_exist:
-        central.ensure_exists(str(config.path))
-    return central
-
-
-def _open_central(config: Config) -> CentralRepository:
-    if config.central is None:
-        raise UsageError(f"{config.path}: no [central] repository configured")
-    if config.central.address is None:
-        return CentralRepository(LocalRunner(host="central"), str(config.central.path))
-    from releaser.hosts.ssh import HostSpec, SSHRunner
-
-    spec = HostSpec(address=config.central.address, port=config.central.port,
-                    user=config.ssh.user, identity_file=Path(config.ssh.identity_file),
-                    known_hosts=Path(config.ssh.known_hosts),
-                    connect_timeout=config.ssh.connect_timeout, name="central")
-    return CentralRepository(SSHRunner(spec), str(config.central.path))
-
-
 def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
     """The environment's rollout policy with the command line's overrides."""
     base = env.policy
@@ -123,7 +97,7 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
     policy = effective_policy(env, **policy_overrides)
     if not env.nodes:
         raise UsageError(f"environment {env_name} has no nodes configured")
-    central = central_of(config)
+    central = CentralRepository.from_config(config)
     if env.promote_from:
         if ref != "HEAD":
             raise UsageError(f"{env_name} takes releases from {env.promote_from}: "
@@ -216,8 +190,6 @@ def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: Prom
     """
     release = report.release
     if report.rolled_back:
-        from releaser.deploy.rollback import mask_version
-
         reason = _withdrawn_reason(report)
         failure = ledger.side_step("mask", lambda: mask_version(
             central, env.name, release.cp, release.version, reason))

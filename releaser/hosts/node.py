@@ -10,12 +10,10 @@ because ``portageq`` takes the root as an argument.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from releaser.sandbox import noderoot
 from releaser.hosts import portage_commands as portage_tools
 from releaser.config import Config, NodeConfig
-from releaser.errors import ConfigError
 from releaser.hosts.health import HealthResult, check_health
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.hosts.services import OpenRC
@@ -68,11 +66,6 @@ def connect(config: Config, node: NodeConfig) -> Node:
                     str(node.root))
     from releaser.hosts.ssh import HostSpec, SSHRunner
 
-    if config.ssh.known_hosts is None or config.ssh.identity_file is None:
-        raise ConfigError(f"{config.path}: ssh.known_hosts and ssh.identity_file are required "
-                          f"for SSH node {node.name}")
-    spec = HostSpec(address=node.address, port=node.port, user=config.ssh.user,
-                    identity_file=Path(config.ssh.identity_file),
-                    known_hosts=Path(config.ssh.known_hosts),
-                    connect_timeout=config.ssh.connect_timeout, name=node.name)
+    spec = HostSpec.configured(config.ssh, address=node.address, port=node.port,
+                               name=node.name, where=str(config.path))
     return Node(node, SSHRunner(spec), str(node.root or "/"))

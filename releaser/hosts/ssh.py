@@ -123,6 +123,21 @@ class HostSpec:
     def where(self) -> str:
         return f"{self.address}:{self.port}"
 
+    @classmethod
+    def configured(cls, ssh, *, address: str, port: int, name: str,
+                   where: str = "releaser.toml") -> "HostSpec":
+        """The spec of a configured SSH host (central or node) with the ``[ssh]`` trust.
+
+        ``ssh`` is the ``releaser.config.SSHConfig``; without its pinned
+        known_hosts and identity file no host is reached (ConfigError).
+        """
+        if ssh.known_hosts is None or ssh.identity_file is None:
+            raise ConfigError(f"{where}: ssh.known_hosts and ssh.identity_file are required "
+                              f"for SSH host {name}")
+        return cls(address=address, port=port, user=ssh.user,
+                   identity_file=Path(ssh.identity_file), known_hosts=Path(ssh.known_hosts),
+                   connect_timeout=ssh.connect_timeout, name=name)
+
 
 def env_block(env: Mapping[str, str]) -> bytes:
     """The variables as ``ENV_READER`` reads them from stdin (see there).

@@ -157,11 +157,11 @@ class _Demo:
             if not report.ok:
                 self.stop(f"promote {env} failed")
         echo(f"{t()} 8. on-call: rollback production (plan, then back to the previous version)")
-        from releaser.deploy.promote import central_of
+        from releaser.central.repository import CentralRepository
         from releaser.cli.report import print_rollback, print_rollback_plan
         from releaser.deploy.rollback import execute_rollback, plan_rollback
 
-        central = central_of(config)
+        central = CentralRepository.from_config(config)
         plan = plan_rollback(config, central, "production")
         print_rollback_plan(plan)
         rolled = execute_rollback(config, central, plan, progress=self.progress)
