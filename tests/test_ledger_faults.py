@@ -6,7 +6,7 @@ reported.  A rollback whose plan changed before it took the lock refuses.
 
 One story on a sandbox (staging and production, one node each), faults made at
 the project's own seams (``releaser.backup.apply_retention``,
-``releaser.deploy.rollback.mask_version``); everything else is real.
+``mask_version`` as releaser.deploy.rollback calls it); everything else is real.
 """
 
 from __future__ import annotations

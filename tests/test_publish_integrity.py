@@ -82,7 +82,7 @@ def test_another_spelling_of_a_published_version_is_refused(sb, capsys):
 def test_ledger_and_mask_match_versions_as_portage_does(tmp_path):
     from releaser.central.repository import CentralRepository
     from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
-    from releaser.deploy.rollback import masks
+    from releaser.central.masking import masks
     from releaser.hosts.runner import LocalRunner
 
     ledger = Ledger.load(CentralRepository(LocalRunner(), str(tmp_path)), "staging")

@@ -24,25 +24,20 @@ import getpass
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
-
-from portage.dep import Atom, isvalidatom
-from portage.versions import cpv_getversion
 
 from releaser import backup
 from releaser.central import ledger as ledger_mod
-from releaser.central import overlay_git
-from releaser.hosts import portage_commands as portage_tools
 from releaser.build import versions as versioning
 from releaser.central.repository import CentralRepository
 from releaser.config import AppConfig, Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
 from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
-from releaser.hosts.health import HealthResult
 from releaser.central.ledger import Ledger
+from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import Node, connect
+from releaser.deploy.reinstall import binpkg_on_node, reinstall_package
 from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
 from releaser.hosts.services import OpenRC
 
@@ -372,53 +367,3 @@ class _NodeRollback:
         backup.verify_dump_on_node(node, dump, self.central, self.config.app.name)
         OpenRC().stop(node.runner, self.config.app.name)
         backup.restore_database(node, self.config.app.name, self.env.database.path, dump)
-
-
-def binpkg_on_node(node: Node, cpv: str) -> bool:
-    """Whether the node's Portage lists a binary package of ``cpv`` in its PKGDIR.
-
-    Portage names the files (one per version, or ``PN/PF-N`` on a stock
-    host with binpkg-multi-instance); whether one verifies is decided when
-    the rollback runs (``backup.ensure_binpkg_on_node``).
-    """
-    return any(node.runner.run(["test", "-f", str(path)], check=False).ok
-               for path in portage_tools.binpkg_paths(node.runner, cpv))
-
-
-def reinstall_package(node: Node, central: CentralRepository, env: str, cpv: str) -> None:
-    """Install ``cpv`` from its binary package, fetching it from central if needed."""
-    backup.ensure_binpkg_on_node(node, central, env, cpv)
-    node.install(cpv, usepkgonly=True)
-
-
-def reinstall_version(node: Node, central: CentralRepository, env: EnvironmentConfig,
-                      app: AppConfig, cpv: str) -> HealthResult:
-    """Put ``cpv`` back on a node from its binary package, restart, health-check."""
-    reinstall_package(node, central, env.name, cpv)
-    node.restart(app.name)
-    return node.health(cpv_getversion(cpv), env.policy.health_timeout)
-
-
-def mask_version(central: CentralRepository, env: str, cp: str, version: str,
-                 reason: str) -> bool:
-    """Mask ``=cp-version`` in the environment's overlay with one commit saying why."""
-    atom = f"={cp}-{version}"
-    with overlay_git.checkout(central, env) as repo:
-        path = Path(repo.working_tree_dir) / "profiles" / "package.mask"
-        text = path.read_text() if path.exists() else ""
-        if any(masks(line, cp, version) for line in text.splitlines()):
-            return False
-        entry = f"# releaser: {reason}\n{atom}\n"
-        path.write_text((text + "\n" if text and not text.endswith("\n\n") else text) + entry
-                        if text else entry)
-        overlay_git.commit_and_push(repo, f"{cp}-{version}: mask in {env}\n\n{reason}\n")
-    return True
-
-
-def masks(line: str, cp: str, version: str) -> bool:
-    """Whether a package.mask line is ``=cp-V`` with V the same version to Portage."""
-    text = line.strip()
-    if not text.startswith("=") or not isvalidatom(text):
-        return False
-    atom = Atom(text)
-    return atom.operator == "=" and atom.cp == cp and versioning.same(atom.version, version)

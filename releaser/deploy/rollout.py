@@ -29,6 +29,7 @@ from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig, NodeConfig
 from releaser.errors import HostKeyError, NodeError, ReleaserError
 from releaser.central.ledger import Ledger
+from releaser.deploy.reinstall import reinstall_version
 from releaser.hosts.node import Node, connect
 from releaser.build.release import Release
 from releaser.hosts.runner import LocalRunner
@@ -217,8 +218,6 @@ class NodeRollout:
                              self.env.database.path, version)
 
     def _roll_back(self, node: Node, out: NodeOutcome) -> None:
-        from releaser.deploy.rollback import reinstall_version
-
         self.progress(f"{node.name}: {out.detail}; rolling back to {out.before}")
         out.phase = "rollback"
         result = reinstall_version(node, self.central, self.env, self.config.app,
