@@ -1,11 +1,23 @@
-"""The one exception family of releaser.
+"""The one exception family of releaser: every ``ReleaserError`` subclass lives here.
 
 The core raises; only the CLI (``releaser.cli``) turns an exception into a
 message and an exit code.  Each subclass names a condition the user can act on,
-and carries the exit code the CLI reports for it.
+and carries the exit code the CLI reports for it (``releaser.exitcodes``).
+
+Exit 2 promises that nothing was changed (bad input, configuration, a refusal
+before anything ran); exit 1 that something failed after work began; 5 that
+another run holds the lock.  The subclasses below are grouped by the
+subpackage that raises them, so a ``except`` anywhere can name any of them
+without importing the module that raises it.
 """
 
 from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from releaser.hosts.runner import CommandResult
 
 
 class ReleaserError(Exception):
@@ -65,12 +77,22 @@ class CommandError(ReleaserError):
         self.stdout = stdout
         self.stderr = stderr
         self.host = host
-        tail = (stderr or stdout).strip().splitlines()
-        reason = tail[-1] if tail else "no output"
-        import shlex
-
+        reason = last_line(stderr, stdout)
         command = shlex.join(self.argv[:3]) + (" ..." if len(self.argv) > 3 else "")
         super().__init__(f"{host}: {command} exited {returncode}: {reason}")
+
+
+def last_line(*outputs: str, default: str = "no output") -> str:
+    """The last non-blank line of the first output that has one: what a failed
+    command says last is nearly always why it failed.
+
+    ``last_line(stderr, stdout)`` prefers stderr; ``default`` when all are blank.
+    """
+    for text in outputs:
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return default
 
 
 class BuildError(ReleaserError):
@@ -99,6 +121,46 @@ class NodeError(ReleaserError):
     """A node operation failed (sync, emerge, start, health)."""
 
 
+class PortageError(NodeError):
+    """A Portage command failed on a host (``releaser.hosts.portage_commands``).
+
+    ``summary`` is the one line that says why (also the message), ``details``
+    the other lines worth showing (die message, call stack head, digests,
+    masking reasons...), ``phase`` the ebuild phase that failed if any
+    ("install", "postinst"...), ``log_path`` the build log on the host.
+    """
+
+    def __init__(self, result: "CommandResult", host: str, summary: str,
+                 details: Sequence[str] = (), phase: str | None = None,
+                 log_path: str | None = None):
+        self.result = result
+        self.host = host
+        self.argv = list(result.argv)
+        self.returncode = result.returncode
+        self.summary = summary
+        self.details = list(details)
+        self.phase = phase
+        self.log_path = log_path
+        what = " ".join(result.argv[:1] + tuple(a for a in result.argv[1:] if not a.startswith("-")))
+        super().__init__(f"{host}: {what} failed: {summary}")
+
+
+class BackupError(ReleaserError):
+    """A backup could not be made or proven good: the node must not be upgraded.
+
+    Also raised when a rollback asks for a backup that does not exist or does
+    not verify.  The message is one line naming the node (or the central
+    repository) and the reason.
+    """
+
+
+class RollbackRefused(ReleaserError):
+    """The rollback plan shows a node that cannot roll back (and no --force was given),
+    or the plan changed since it was shown: nothing was changed."""
+
+    exit_code = 2
+
+
 class HostKeyError(ReleaserError):
     """An SSH host key is unknown or changed: the host is refused."""
 
@@ -111,3 +173,14 @@ class LockHeld(ReleaserError):
     """Another releaser run holds the environment's lock."""
 
     exit_code = 5
+
+
+# --- the sandbox (test-and-demo machinery; the product never raises these) ---
+
+
+class DistServerError(ReleaserError):
+    """The sandbox distfiles server could not be started (bad directory, port taken...)."""
+
+
+class SSHDError(ReleaserError):
+    """A sandbox sshd could not be configured, started or stopped."""

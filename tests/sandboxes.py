@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from releaser.cli import default_app
 from releaser.config import load_config
 from releaser.sandbox import ssh as sandbox_ssh
-from releaser.sandbox.world import STATE, down_sandbox, init_sandbox
+from releaser.sandbox.world import STATE, default_app, down_sandbox, init_sandbox
 from releaser.sandbox.sshd import SandboxSSHD
 
 from .conftest import APP_DIR, commit_all, git
@@ -51,7 +49,7 @@ class Sandbox:
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")
-        app = dataclasses.replace(default_app(), source=self.source)
+        app = default_app(self.source)
         self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh,
                                         stock_binpkgs=stock_binpkgs)
         self.config = load_config(self.config_path)

@@ -21,8 +21,7 @@ import pytest
 from releaser.central.repository import CentralRepository
 from releaser import backup
 from releaser.hosts import portage_commands as portage_tools
-from releaser.backup import BackupError
-from releaser.errors import UsageError
+from releaser.errors import BackupError, UsageError
 from releaser.hosts.node import connect
 from releaser.deploy.promote import promote
 

@@ -87,11 +87,8 @@ def test_a_node_root_refused_changes_nothing_and_a_failed_one_says_what_is_left(
 
 
 def test_sandbox_init_that_fails_part_way_stops_its_server_and_says_what_is_left(tmp_path):
-    import dataclasses
-
-    from releaser.cli import default_app
     from releaser.errors import SandboxError
-    from releaser.sandbox.world import STATE, init_sandbox
+    from releaser.sandbox.world import STATE, default_app, init_sandbox
 
     from .sandboxes import make_source
 
@@ -99,7 +96,7 @@ def test_sandbox_init_that_fails_part_way_stops_its_server_and_says_what_is_left
     profile = directory / "nodes" / "staging-1" / "etc" / "portage" / "make.profile"
     profile.parent.mkdir(parents=True)
     profile.write_text("not a symlink\n")
-    app = dataclasses.replace(default_app(), source=make_source(tmp_path / "src"))
+    app = default_app(make_source(tmp_path / "src"))
     with pytest.raises(SandboxError, match=r"^sandbox init stopped part way: .*make\.profile "
                        r"exists and is not a symlink.*files made so far are left in") as info:
         init_sandbox(directory, app, {"staging": 1})

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from releaser.sandbox.distserver import (DistServerError, ServerInfo, pid_alive, read_pidfile, server_alive,
-                                 start_server, stop_server)
+from releaser.errors import DistServerError
+from releaser.sandbox.distserver import (ServerInfo, pid_alive, read_pidfile, server_alive,
+                                         start_server, stop_server)
 
 PAYLOAD = bytes(range(256)) * 400 + b"tail"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -21,7 +21,8 @@ from releaser.central.repository import CentralRepository
 from releaser.cli import main
 from releaser.errors import CommandError
 from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
-from releaser.deploy.rollback import RollbackRefused, execute_rollback, plan_rollback
+from releaser.deploy.rollback import execute_rollback, plan_rollback
+from releaser.errors import RollbackRefused
 from releaser.hosts.runner import LocalRunner
 
 from .conftest import commit_all, git

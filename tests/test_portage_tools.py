@@ -23,7 +23,7 @@ import pytest
 from releaser.sandbox import noderoot
 from releaser.central import overlay
 from releaser.hosts import portage_commands as portage_tools
-from releaser.errors import NodeError, UsageError
+from releaser.errors import NodeError, PortageError, UsageError
 from releaser.hosts.runner import CommandResult, LocalRunner
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "portage" / "hello"
@@ -454,7 +454,7 @@ def test_failing_ebuild_raises_node_error_with_the_die_message(node, local_overl
     with pytest.raises(NodeError) as excinfo:
         portage_tools.emerge(node.runner, "www-apps/hello-1.1")
     err = excinfo.value
-    assert isinstance(err, portage_tools.PortageError)
+    assert isinstance(err, PortageError)
     message = str(err)
     assert "\n" not in message
     assert "www-apps/hello-1.1::releaser-staging failed (install phase)" in message

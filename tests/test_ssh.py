@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from releaser.errors import CommandError, HostKeyError, UnreachableError
+from releaser.errors import CommandError, HostKeyError, SSHDError, UnreachableError
 from releaser.hosts.ssh import HostSpec, SSHRunner, remote_command
 from releaser.sandbox.sshd import (
     SSHD,
     SandboxSSHD,
-    SSHDError,
     free_port,
     generate_client_key,
     known_hosts_line,

@@ -11,7 +11,6 @@ directly (its vdb), never from releaser's report.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -26,12 +25,12 @@ from releaser.central import overlay_git
 from releaser.hosts import portage_commands as portage_tools
 from releaser.sandbox import ssh as sandbox_ssh
 from releaser.central.repository import CentralRepository
-from releaser.cli import default_app, main
+from releaser.cli import main
 from releaser.sandbox.distserver import pid_alive, read_pidfile
 from releaser.errors import PublishError, ReleaserError
 from releaser.deploy.promote import promote
 from releaser.hosts.runner import LocalRunner
-from releaser.sandbox.world import STATE, init_sandbox
+from releaser.sandbox.world import STATE, default_app, init_sandbox
 from releaser.hosts.ssh import HostSpec, SSHRunner
 from releaser.sandbox.sshd import SSHD, SandboxSSHD, free_port, write_known_hosts
 
@@ -167,7 +166,7 @@ def test_failed_init_leaves_no_process_behind(tmp_path):
     profile = directory / "nodes" / "staging-1" / "etc" / "portage" / "make.profile"
     profile.parent.mkdir(parents=True)
     profile.write_text("not a symlink\n")  # create_node_root refuses to replace it
-    app = dataclasses.replace(default_app(), source=make_source(tmp_path / "src"))
+    app = default_app(make_source(tmp_path / "src"))
     with pytest.raises(ReleaserError, match="not a symlink"):
         init_sandbox(directory, app, {"staging": 1}, ssh=True)
     config = directory / "sshd" / "central" / "sshd_config"

@@ -33,7 +33,8 @@ from __future__ import annotations
 from releaser.backup.binpkg import backup_package, central_path, ensure_binpkg_on_node, find_binpkg
 from releaser.backup.binpkg import index_path as binpkg_index_path
 from releaser.backup.binpkg import node_binpkg_paths
-from releaser.backup.common import BackupError, BinpkgBackup, DumpBackup
+from releaser.backup.common import BinpkgBackup, DumpBackup
+from releaser.errors import BackupError
 from releaser.backup.dump import (app_command, dump_database, latest_dump, list_dumps, node_dump_dir,
                           restore_database, verify_dump_on_node)
 from releaser.backup.dump import index_path as dump_index_path

@@ -1,4 +1,4 @@
-"""What the backup modules share: the error, the records, digests, verified copies, indexes.
+"""What the backup modules share: the records, digests, verified copies, indexes.
 
 Public names are re-exported by ``releaser.backup`` (import them from there).
 Every file moves the same way, whatever the hosts are (local sandbox or SSH):
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from releaser.central.repository import CentralRepository, temp_name
-from releaser.errors import CommandError, ReleaserError, UsageError
+from releaser.errors import BackupError, CommandError, UsageError
 from releaser.hosts.runner import Runner
 
 #: Version of the index files' layout (``"format"`` key).
@@ -37,15 +37,6 @@ _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 #: up in parallel threads (fleet fan-out) never lose each other's entries.
 #: Across processes the environment lock (``releaser.central.lock``) serialises runs.
 _INDEX_LOCK = threading.Lock()
-
-
-class BackupError(ReleaserError):
-    """A backup could not be made or proven good: the node must not be upgraded.
-
-    Also raised when a rollback asks for a backup that does not exist or does
-    not verify.  The message is one line naming the node (or the central
-    repository) and the reason.
-    """
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import json
 import posixpath
 
 from releaser.build import versions as versioning
-from releaser.backup.common import (COPY_FAILURES, BackupError, DumpBackup, check_component,
+from releaser.backup.common import (COPY_FAILURES, DumpBackup, check_component,
                             iso, local_scratch, on_node, pull, push, read_index,
                             reason, update_index, utc_now)
 from releaser.central.repository import CentralRepository
-from releaser.errors import UsageError
+from releaser.errors import BackupError, UsageError
 from releaser.hosts.node import Node
 
 #: A database dump of a large database can take a while; a hung one must not

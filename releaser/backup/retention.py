@@ -16,12 +16,12 @@ from functools import cmp_to_key
 from portage.versions import vercmp
 
 from releaser.backup.binpkg import index_path as binpkg_index
-from releaser.backup.common import (COPY_FAILURES, BackupError, BinpkgBackup, DumpBackup, read_index,
+from releaser.backup.common import (COPY_FAILURES, BinpkgBackup, DumpBackup, read_index,
                             reason, update_index)
 from releaser.backup.dump import index_path as dump_index
 from releaser.backup.dump import list_dumps
 from releaser.central.repository import CentralRepository
-from releaser.errors import UsageError
+from releaser.errors import BackupError, UsageError
 
 BINPKG, DUMP = "binpkg", "dump"
 COLUMNS = ("kind", "node", "version", "size", "created", "path", "detail")

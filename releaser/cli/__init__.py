@@ -255,20 +255,12 @@ def _app_config(obj: _Context, source: Path | None):
     except ConfigError:
         if obj.config_path:
             raise
+        from releaser.sandbox.world import default_app
+
         app = default_app()
     if source is not None:
         app = dataclasses.replace(app, source=source.resolve())
     return app
-
-
-def default_app():
-    """The demo app of this repository, for use without a releaser.toml."""
-    from releaser.config import AppConfig
-
-    return AppConfig(name="notes", category="www-apps", source=Path.cwd(), subdir="app",
-                     description="Notes, the demo web application releaser ships",
-                     homepage="https://example.invalid/notes",
-                     rdepend=(">=dev-lang/python-3.11", "dev-python/flask", "dev-python/waitress"))
 
 
 @sandbox.command("down")

@@ -31,7 +31,7 @@ from releaser.central import ledger as ledger_mod
 from releaser.build import versions as versioning
 from releaser.central.repository import CentralRepository
 from releaser.config import AppConfig, Config, EnvironmentConfig
-from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
+from releaser.errors import ReleaseNotFound, ReleaserError, RollbackRefused, UsageError
 from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
@@ -42,12 +42,6 @@ from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, w
 from releaser.hosts.services import OpenRC
 
 Progress = Callable[[str], None]
-
-
-class RollbackRefused(ReleaserError):
-    """The plan shows a node that cannot roll back (and no --force was given)."""
-
-    exit_code = 2
 
 
 @dataclass

@@ -29,13 +29,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 from portage.dep import Atom, isvalidatom
 from portage.exception import InvalidAtom
 from portage.versions import catpkgsplit, cpv_getversion
 
-from releaser.errors import NodeError, UsageError
+from releaser.errors import NodeError, PortageError, UsageError
 from releaser.hosts.runner import CommandResult, Runner
 
 #: Options every emerge call carries: never ask (a host's EMERGE_DEFAULT_OPTS
@@ -47,33 +46,6 @@ _REPO_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_+-]*$")
 #: Terminal colour and cursor escape sequences (ebuild output keeps them even
 #: with --color=n).
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class PortageError(NodeError):
-    """A Portage command failed on a host.
-
-    ``summary`` is the one line that says why (also the message), ``details``
-    the other lines worth showing (die message, call stack head, digests,
-    masking reasons...), ``phase`` the ebuild phase that failed if any
-    ("install", "postinst"...), ``log_path`` the build log on the host.
-    """
-
-    def __init__(self, result: CommandResult, host: str, summary: str,
-                 details: Sequence[str] = (), phase: str | None = None,
-                 log_path: str | None = None):
-        self.result = result
-        self.host = host
-        self.argv = list(result.argv)
-        self.returncode = result.returncode
-        self.summary = summary
-        self.details = list(details)
-        self.phase = phase
-        self.log_path = log_path
-        what = " ".join(result.argv[:1] + tuple(a for a in result.argv[1:] if not a.startswith("-")))
-        super().__init__(f"{host}: {what} failed: {summary}")
 
 
 @dataclass(frozen=True)
@@ -502,7 +474,6 @@ __all__ = [
     "EMERGE_BASE",
     "EmergeResult",
     "FailureReport",
-    "PortageError",
     "allocate_binpkg_path",
     "binpkg_path",
     "binpkg_paths",

@@ -23,7 +23,7 @@ from releaser.config import load_config
 from releaser.errors import ReleaserError, SandboxError, UsageError
 from releaser.deploy.promote import promote
 from releaser.cli.report import print_promote, print_status
-from releaser.sandbox.world import DEFAULT_NODES, down_sandbox, init_sandbox
+from releaser.sandbox.world import DEFAULT_NODES, default_app, down_sandbox, init_sandbox
 from releaser.deploy.status import environment_status
 
 GIT_ID = ["-c", "user.name=releaser demo", "-c", "user.email=demo@localhost"]
@@ -125,10 +125,7 @@ class _Demo:
         source = make_source(self.project, base / "src")
         echo(f"{t()} 2. sandbox: central repository, HTTP server, "
              f"{sum(DEFAULT_NODES.values())} nodes with real Portage")
-        from releaser.cli import default_app
-        import dataclasses
-
-        app = dataclasses.replace(default_app(), source=source)
+        app = default_app(source)
         config_path = init_sandbox(base / "sandbox", app, DEFAULT_NODES, progress=self.progress)
         self.sandbox_up = True
         try:

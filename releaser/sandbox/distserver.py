@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import quote, unquote
 
-from releaser.errors import ReleaserError
+from releaser.errors import DistServerError
 from releaser.processes import pid_alive, process_cmdline
 
 #: The module name every server process carries on its command line; stop
@@ -60,10 +60,6 @@ MODULE = "releaser.sandbox.distserver"
 START_TIMEOUT = 10.0
 #: How long ``stop_server`` waits after SIGTERM before SIGKILL.
 STOP_TIMEOUT = 5.0
-
-
-class DistServerError(ReleaserError):
-    """The distfiles server could not be started (bad directory, port taken...)."""
 
 
 @dataclass(frozen=True)
@@ -387,7 +383,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "DistServerError",
     "ServerInfo",
     "pid_alive",
     "process_cmdline",

@@ -33,11 +33,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from releaser.errors import UsageError
+from releaser.errors import SSHDError, UsageError
 from releaser.hosts.ssh import HostSpec
 from releaser.sandbox.sshd import (
     SandboxSSHD,
-    SSHDError,
     free_port,
     generate_client_key,
     port_is_free,

@@ -45,7 +45,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from releaser.errors import ReleaserError
+from releaser.errors import SSHDError
 from releaser.processes import pid_alive, process_cmdline
 
 SSHD = "/usr/sbin/sshd"
@@ -53,10 +53,6 @@ SSH_KEYGEN = "ssh-keygen"
 PRIVSEP_DIR = Path("/run/sshd")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class SSHDError(ReleaserError):
-    """A sandbox sshd could not be configured, started or stopped."""
 
 
 # --------------------------------------------------------------------------

@@ -54,6 +54,17 @@ DEFAULT_NODES = {"staging": 2, "production": 2}
 ENV_ORDER = ("staging", "production")
 
 
+def default_app(source: Path | None = None) -> AppConfig:
+    """The demo app of this repository (``app/`` of ``source``, default the current
+    folder), for a sandbox or demo run without a releaser.toml."""
+    return AppConfig(name="notes", category="www-apps", source=source or Path.cwd(),
+                     subdir="app",
+                     description="Notes, the demo web application releaser ships",
+                     homepage="https://example.invalid/notes",
+                     rdepend=(">=dev-lang/python-3.11", "dev-python/flask",
+                              "dev-python/waitress"))
+
+
 @dataclass(frozen=True)
 class SandboxNode:
     """One node: ``port`` is its app's port on ``address``; ``ssh_port`` None = local node."""
