@@ -4,6 +4,11 @@
 operators look for them) and are shipped as package data of
 ``releaser.ebuild_templates`` and ``releaser.overlays``, loaded with
 importlib.resources.
+
+Flask and waitress are the app's dependencies (``app/``), not the tool's: the
+``sandbox`` extra brings them for ``releaser sandbox``/``releaser demo``, which
+run the app on their node roots with this Python and declare the installed
+versions to Portage (package.provided).
 """
 
 from setuptools import find_packages, setup
@@ -32,13 +37,16 @@ setup(
         "jinja2>=3.1,<4",
         "GitPython>=3.1.40,<4",
         "python-gnupg>=0.4.4",
-        "flask>=3.0,<4",
-        "waitress>=3.0,<4",
         "portage>=3.0.60",
     ],
     extras_require={
+        "sandbox": [
+            "flask>=3.0,<4",
+            "waitress>=3.0,<4",
+        ],
         "test": [
             "pytest>=8",
+            "wheel",  # tests/test_architecture.py builds releaser offline (pip install .)
             "pkgcheck==0.10.37",
             "pkgcore==0.12.30",
             "pkgdev==0.2.13",

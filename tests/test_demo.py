@@ -103,3 +103,18 @@ def test_sandbox_init_that_fails_part_way_stops_its_server_and_says_what_is_left
     assert info.value.exit_code == 1
     assert (directory / "central").is_dir()  # made before the failure, and said so
     assert not (directory / "distserver.pid").exists() and not (directory / STATE).exists()
+
+
+def test_sandbox_init_without_the_sandbox_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    """Flask and waitress come with the ``sandbox`` extra, not with the tool: a sandbox
+    without them is refused before anything is made."""
+    from releaser.errors import UsageError
+    from releaser.sandbox import world
+
+    assert [e.rsplit("-", 1)[0] for e in world.provided_packages()] == [
+        "dev-lang/python", "dev-python/flask", "dev-python/waitress"]
+    monkeypatch.setattr(world, "APP_DISTRIBUTIONS", ("flask", "no-such-distribution"))
+    with pytest.raises(UsageError, match=r"no-such-distribution, which is not installed: "
+                       r"pip install 'releaser\[sandbox\]'"):
+        world.init_sandbox(tmp_path / "sb", world.default_app(tmp_path), {"staging": 1})
+    assert not (tmp_path / "sb").exists()

@@ -1,8 +1,9 @@
 """Manifests written by Portage itself, in any overlay directory.
 
 Portage needs a configuration root naming the overlay; ``write_manifest``
-makes a throw-away one (a scratch node root) so that ``ebuild FILE manifest``
-can run on a build folder or on a fresh clone of an environment's overlay.
+makes a throw-away one (``portage_config.prepare_local_root``) so that
+``ebuild FILE manifest`` can run on a build folder or on a fresh clone of an
+environment's overlay.
 With Portage's default ``assume-digests`` feature, the DIST entries of other
 versions already in the Manifest are kept without their distfiles, so only the
 new version's tarball has to be in ``distdir``.
@@ -13,8 +14,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from releaser.sandbox import noderoot
 from releaser.central import overlay
+from releaser.hosts import portage_config
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.runner import LocalRunner
 
@@ -24,12 +25,12 @@ def write_manifest(overlay_dir: Path, ebuild: Path, distdir: Path) -> Path:
     name = overlay.repo_name(overlay_dir)
     with tempfile.TemporaryDirectory(prefix="releaser-portage-") as tmp:
         root = Path(tmp) / "root"
-        noderoot.create_node_root(noderoot.NodeRootSpec(
+        portage_config.prepare_local_root(portage_config.NodeRootSpec(
             root=root,
-            repos=[noderoot.RepoSpec(name=name, location=Path(overlay_dir).absolute())],
-            profile=noderoot.ProfileSpec(repo=name),
+            repos=[portage_config.RepoSpec(name=name, location=Path(overlay_dir).absolute())],
+            profile=portage_config.ProfileSpec(repo=name),
         ))
-        runner = LocalRunner(env=noderoot.portage_env(root))
+        runner = LocalRunner(env=portage_config.portage_env(root))
         portage_tools.manifest(runner, ebuild, distdir=distdir)
     return ebuild.parent / "Manifest"
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from releaser.sandbox import noderoot
 from releaser.hosts import portage_commands as portage_tools
+from releaser.hosts.portage_config import portage_env
 from releaser.config import Config, NodeConfig
 from releaser.hosts.health import HealthResult, check_health
 from releaser.hosts.runner import LocalRunner, Runner
-from releaser.hosts.services import OpenRC
+from releaser.hosts.services import OpenRC, ServiceProcess
 
 
 @dataclass
@@ -46,12 +46,35 @@ class Node:
         """
         return portage_tools.emerge(self.runner, cpv, oneshot=False, usepkgonly=usepkgonly)
 
-    def restart(self, service: str) -> None:
-        OpenRC().restart(self.runner, service)
+    def restart(self, service: str) -> ServiceProcess:
+        """Restart ``service``; its new process (NodeError if the init system did not replace it)."""
+        return OpenRC().restart_process(self.runner, service, self.root)
 
-    def health(self, expect_version: str | None, timeout: float) -> HealthResult:
+    def service_process(self, service: str) -> ServiceProcess | None:
+        """The process the init system runs for ``service`` now, or None."""
+        return OpenRC().process(self.runner, service, self.root)
+
+    def health(self, expect_version: str | None, timeout: float, *,
+               process: tuple[str, ServiceProcess] | None = None) -> HealthResult:
+        """Poll the node's health URL; ``process`` (service, process): healthy only while
+        that process runs, and failing at once when it is gone."""
+        gone = None
+        if process is not None:
+            gone = lambda: self._gone(*process)  # noqa: E731
         return check_health(self.config.health_url, expect_version=expect_version,
-                            timeout=timeout)
+                            timeout=timeout, process_gone=gone)
+
+    def _gone(self, service: str, started: ServiceProcess) -> str | None:
+        """Why ``started`` no longer runs ``service``, or None while it does (or cannot be told)."""
+        try:
+            now = self.service_process(service)
+        except NodeError:
+            return None
+        if now is None:
+            return f"{service} {started} is not running any more"
+        if now != started:
+            return f"{service} now runs {now}, not {started} that was started"
+        return None
 
     def close(self) -> None:
         close = getattr(self.runner, "close", None)
@@ -62,7 +85,7 @@ class Node:
 def connect(config: Config, node: NodeConfig) -> Node:
     """The Node for ``node``: local sandbox root, or an SSH host with pinned keys."""
     if node.is_local:
-        return Node(node, LocalRunner(host=node.name, env=noderoot.portage_env(node.root)),
+        return Node(node, LocalRunner(host=node.name, env=portage_env(node.root)),
                     str(node.root))
     from releaser.hosts.ssh import HostSpec, SSHRunner
 

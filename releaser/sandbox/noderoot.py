@@ -3,50 +3,20 @@
 The sandbox fleet and the integration tests run the real Portage commands
 (``emerge``, ``ebuild``, ``quickpkg``, ``emaint``, ``portageq``) from the
 pip-installed Portage in releaser's virtualenv.  Each node is one directory
-NODE laid out like a host's root filesystem::
+NODE: a local root of releaser.hosts.portage_config (the node's Portage
+configuration and Portage's own prefix, ``prepare_local_root``) plus the state
+a host already has and a fake one must be given::
 
-    NODE/etc/portage/make.conf                 render_make_conf
-    NODE/etc/portage/make.profile           -> the environment overlay's profile
-    NODE/etc/portage/repos.conf/releaser.conf  render_repos_conf
-    NODE/etc/portage/binrepos.conf             render_binrepos_conf (binhost only)
-    NODE/etc/portage/profile/package.provided  render_package_provided
     NODE/var/db/pkg                            installed-package database (vdb)
     NODE/var/db/repos/<repo>                   overlays (git clones)
     NODE/var/cache/{distfiles,binpkgs}         DISTDIR, PKGDIR
     NODE/var/cache/binhost/<name>              binhost downloads
+    NODE/var/cache/edb                         Portage's world file and caches
     NODE/var/tmp                               PORTAGE_TMPDIR
-    NODE/var/log/emerge.log                    (through the link below)
-    NODE/.releaser/bin/gtar                 -> tar (Portage 3.0.83 calls ``gtar``)
-    NODE/.releaser/eprefix/                    Portage's own prefix (PORTAGE_OVERRIDE_EPREFIX):
-        share/portage/config/make.globals   -> the venv's
-        share/portage/config/sets/portage.conf -> the venv's
-        etc/portage                         -> ../../../etc/portage
-        var/log                             -> ../../../var/log
+    NODE/var/log/emerge.log
 
-``portage_env(NODE)`` gives the environment that points every Portage command
-at it.  ``LocalRunner(env=portage_env(NODE))`` then runs exactly the argv a
-real host runs over SSH, where none of these variables is needed.
-
-Why Portage's prefix is NODE/.releaser/eprefix and not NODE itself
-------------------------------------------------------------------
-portage-sandbox.md sets ``PORTAGE_OVERRIDE_EPREFIX=NODE`` next to
-``ROOT=NODE``.  Measured with Portage 3.0.83, that silently turns the node into
-a *Prefix* install: Portage builds one config for the target root
-(ROOT=NODE, EPREFIX="", EROOT=NODE/) and one for the running root (ROOT=/,
-EPREFIX=NODE, EROOT=NODE/); both EROOTs are the same string, the second
-overwrites the first in ``portage.db``, and every command runs with
-``EPREFIX=NODE ROOT=/``.  Files still land in NODE/usr, but the vdb records
-``NODE/usr/...`` paths (``CONTENTS``, ``EPREFIX``) and ``quickpkg`` images
-hold ``image/NODE/usr/...``: nothing like a production host.  With the
-prefix anywhere else the target config wins: ``EPREFIX=""``, ``ROOT=NODE/``,
-the vdb records ``/usr/...`` as on a real host, and binary packages carry
-``image/usr/...`` (with a harmless ``image//usr`` double slash, a Portage
-quirk of ROOT != "/").  The running root (where build-time dependencies
-would go) shares the node's etc/portage through a symlink.
-
-The ``render_*`` functions are pure and take the same ``NodeRootSpec``, so the
-bootstrap of real hosts and Vagrant boxes can write the same files with
-``root=Path("/")``.
+``portage_env(NODE)`` (re-exported from portage_config) points every Portage
+command at it, as the product does for any node with a local ``root``.
 
 ``create_node_root`` is idempotent: it rewrites the configuration it owns and
 creates what is missing, and never deletes or empties state (the vdb, binary
@@ -55,260 +25,39 @@ packages, distfiles, overlay clones).
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from releaser.errors import SandboxError, UsageError
-
-#: Where the configuration lives inside a node root.
-ETC_PORTAGE = Path("etc/portage")
-#: The releaser-owned helper bin directory inside a node root (sandbox only).
-HELPER_BIN = Path(".releaser/bin")
-#: Portage's own prefix inside a node root (PORTAGE_OVERRIDE_EPREFIX); see the
-#: module docstring for why it must not be the node root itself.
-PORTAGE_PREFIX = Path(".releaser/eprefix")
-#: Portage's global config inside its prefix (portage.const.GLOBAL_CONFIG_PATH).
-GLOBAL_CONFIG = Path("share/portage/config")
-#: The only files of the venv's global config a node links: linking the whole
-#: folder drags in a ``[gentoo]`` repos.conf section pointing nowhere.
-GLOBAL_CONFIG_FILES = (Path("make.globals"), Path("sets/portage.conf"))
-
-#: FEATURES every node sets.  The first six turn off what needs a ``portage``
-#: user or a Gentoo sandbox binary, and the news reader; the last gives one
-#: binary package file per version (PKGDIR/<category>/<PF>.gpkg.tar, not
-#: Portage's default <category>/<PN>/<PF>-<N>.gpkg.tar), which keeps a sandbox
-#: PKGDIR easy to read.  releaser never relies on it: it asks Portage where a
-#: package is (``portage_tools.binpkg_paths``), and ``NodeRootSpec(stock_binpkgs=True)``
-#: leaves Portage's default, as on a stock Gentoo host (pitfall 7).
-DEFAULT_FEATURES = (
-    "-sandbox", "-usersandbox", "-userpriv", "-usersync", "-userfetch", "-news",
-    "-binpkg-multi-instance",
-)
-
-#: curl instead of Portage's default wget (absent on many machines).
-#: ``--fail`` makes an HTTP 404 a failed fetch instead of a saved error page,
-#: ``--location`` follows redirects, ``--continue-at -`` resumes.  Portage
-#: substitutes ${DISTDIR}, ${FILE} and ${URI} itself.
-FETCHCOMMAND = ('curl --fail --silent --show-error --location --retry 3 '
-                '--connect-timeout 60 -o "${DISTDIR}/${FILE}" "${URI}"')
-RESUMECOMMAND = ('curl --fail --silent --show-error --location --retry 3 '
-                 '--connect-timeout 60 --continue-at - -o "${DISTDIR}/${FILE}" "${URI}"')
+from releaser.errors import SandboxError
+from releaser.hosts.portage_config import (DEFAULT_FEATURES, FETCHCOMMAND, HELPER_BIN,
+                                           PORTAGE_PREFIX, RESUMECOMMAND, BinhostSpec,
+                                           NodeRootSpec, ProfileSpec, RepoSpec, RootLayout,
+                                           portage_env)
 
 
-@dataclass(frozen=True)
-class RepoSpec:
-    """One overlay a node knows (a ``repos.conf`` section).
-
-    ``location`` defaults to ``<root>/var/db/repos/<name>``.  With
-    ``sync_type="git"`` Portage clones ``sync_uri`` there on the first
-    ``emaint sync`` and pulls afterwards; with None the location is used as is.
-    """
-
-    name: str
-    location: Path | None = None
-    sync_type: str | None = None
-    sync_uri: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_name(self.name, "repository")
-        if self.sync_type not in (None, "git"):
-            raise UsageError(f"repository {self.name}: unsupported sync-type {self.sync_type!r}")
-        if self.sync_type and not self.sync_uri:
-            raise UsageError(f"repository {self.name}: sync-type {self.sync_type} needs a sync-uri")
-
-    def location_in(self, root: Path) -> Path:
-        return Path(self.location) if self.location else Path(root) / "var/db/repos" / self.name
-
-
-@dataclass(frozen=True)
-class ProfileSpec:
-    """The profile a node's ``make.profile`` points to: ``<repo>/profiles/<path>``."""
-
-    repo: str
-    path: str = "releaser/amd64"
-
-
-@dataclass(frozen=True)
-class BinhostSpec:
-    """A binary-package host (a ``binrepos.conf`` section).
-
-    ``location`` is where Portage keeps its local copy of the binhost's
-    Packages index; it must be explicit or Portage writes to the real
-    ``/var/cache/binhost``.  Defaults to ``<root>/var/cache/binhost/<name>``.
-    """
-
-    name: str
-    sync_uri: str
-    location: Path | None = None
-    priority: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_name(self.name, "binhost")
-
-    def location_in(self, root: Path) -> Path:
-        return Path(self.location) if self.location else Path(root) / "var/cache/binhost" / self.name
-
-
-@dataclass
-class NodeRootSpec:
-    """Everything that makes a directory a Gentoo node's ``/``.
-
-    ``provided``: ``cat/pkg-ver`` entries for ``package.provided``, the
-    dependencies the standalone overlay cannot satisfy (python, flask...), so
-    real RDEPEND lines still resolve.  ``extra_make_conf``: lines appended to
-    make.conf verbatim (after the ones releaser writes, so they win).
-    ``stock_binpkgs``: leave binary packages as a stock Gentoo host has them
-    (``binpkg-multi-instance`` on: ``PKGDIR/CAT/PN/PF-N.gpkg.tar``, one more
-    file per quickpkg) by dropping any ``binpkg-multi-instance`` setting from
-    ``features``.
-    """
-
-    root: Path
-    repos: list[RepoSpec]
-    profile: ProfileSpec
-    accept_license: str = "*"
-    provided: list[str] = field(default_factory=list)
-    features: tuple[str, ...] = DEFAULT_FEATURES
-    gentoo_mirrors: str = ""
-    fetchcommand: str = FETCHCOMMAND
-    resumecommand: str = RESUMECOMMAND
-    binpkg_format: str = "gpkg"
-    binhost: BinhostSpec | None = None
-    extra_make_conf: list[str] = field(default_factory=list)
-    stock_binpkgs: bool = False
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).absolute()
-        if self.stock_binpkgs:
-            self.features = tuple(f for f in self.features
-                                  if f.lstrip("-") != "binpkg-multi-instance")
-        names = [r.name for r in self.repos]
-        if len(set(names)) != len(names):
-            raise UsageError(f"duplicate repository names: {names}")
-        if self.profile.repo not in names:
-            raise UsageError(f"profile repository {self.profile.repo!r} is not among {names}")
-
-    def repo(self, name: str) -> RepoSpec:
-        for repo in self.repos:
-            if repo.name == name:
-                return repo
-        raise KeyError(name)
-
-    @property
-    def distdir(self) -> Path:
-        return self.root / "var/cache/distfiles"
-
-    @property
-    def pkgdir(self) -> Path:
-        return self.root / "var/cache/binpkgs"
-
-    @property
-    def tmpdir(self) -> Path:
-        return self.root / "var/tmp"
-
-    @property
-    def vdb(self) -> Path:
-        return self.root / "var/db/pkg"
-
-
-def _check_name(name: str, what: str) -> None:
-    # Names end up in file names and ini section headers.
-    if not name or not all(c.isalnum() or c in "-_" for c in name) or name[0] == "-":
-        raise UsageError(f"invalid {what} name: {name!r}")
-
-
-def _quote(value: str) -> str:
-    """A make.conf double-quoted value (bash syntax)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
-
-
-def render_make_conf(spec: NodeRootSpec) -> str:
-    """The node's ``etc/portage/make.conf``.
-
-    Every value is double-quoted with ``\\``, ``"`` and ``$`` escaped, so the
-    ``${DISTDIR}``/``${FILE}``/``${URI}`` of FETCHCOMMAND stay literal in the
-    file (``\\${URI}``) and Portage substitutes them per fetch; unescaped,
-    Portage's make.conf parser would expand them (to nothing) at load time.
-    """
-    lines = [
-        "# Written by releaser (releaser.sandbox.noderoot); rewritten on every bootstrap.",
-        f"FEATURES={_quote(' '.join(spec.features))}",
-        f"ACCEPT_LICENSE={_quote(spec.accept_license)}",
-        f"DISTDIR={_quote(str(spec.distdir))}",
-        f"PKGDIR={_quote(str(spec.pkgdir))}",
-        f"PORTAGE_TMPDIR={_quote(str(spec.tmpdir))}",
-        f"BINPKG_FORMAT={_quote(spec.binpkg_format)}",
-        'CLEAN_DELAY="0"',
-        'EMERGE_WARNING_DELAY="0"',
-        'PORTAGE_USERNAME="root"',
-        'PORTAGE_GRPNAME="root"',
-        "# No Gentoo mirrors: distfiles come only from the SRC_URI of our ebuilds.",
-        f"GENTOO_MIRRORS={_quote(spec.gentoo_mirrors)}",
-        f"FETCHCOMMAND={_quote(spec.fetchcommand)}",
-        f"RESUMECOMMAND={_quote(spec.resumecommand)}",
-    ]
-    if spec.extra_make_conf:
-        lines.append("# Extra lines from the environment's configuration.")
-        lines.extend(spec.extra_make_conf)
-    return "\n".join(lines) + "\n"
-
-
-def render_repos_conf(spec: NodeRootSpec) -> str:
-    """The node's ``etc/portage/repos.conf/releaser.conf``."""
-    out = ["# Written by releaser (releaser.sandbox.noderoot).",
-           "[DEFAULT]",
-           f"main-repo = {spec.profile.repo}",
-           ""]
-    for repo in spec.repos:
-        out += [f"[{repo.name}]", f"location = {repo.location_in(spec.root)}"]
-        if repo.sync_type:
-            out += [f"sync-type = {repo.sync_type}", f"sync-uri = {repo.sync_uri}",
-                    "auto-sync = yes"]
-        out.append("")
-    return "\n".join(out)
-
-
-def render_binrepos_conf(spec: NodeRootSpec) -> str | None:
-    """The node's ``etc/portage/binrepos.conf``, or None without a binhost."""
-    host = spec.binhost
-    if host is None:
-        return None
-    out = ["# Written by releaser (releaser.sandbox.noderoot).",
-           f"[{host.name}]",
-           f"sync-uri = {host.sync_uri}",
-           f"location = {host.location_in(spec.root)}"]
-    if host.priority is not None:
-        out.append(f"priority = {host.priority}")
-    return "\n".join(out) + "\n"
-
-
-def render_package_provided(spec: NodeRootSpec) -> str:
-    """``etc/portage/profile/package.provided``, after validating every entry."""
-    from portage.versions import catpkgsplit
-
-    for entry in spec.provided:
-        if catpkgsplit(entry) is None or catpkgsplit(entry)[0] is None or entry.strip() != entry:
-            raise UsageError(f"package.provided entry is not cat/pkg-version: {entry!r}")
-    return "".join(f"{e}\n" for e in spec.provided)
+def state_dirs(spec: NodeRootSpec) -> list[Path]:
+    """The directories of a node's state, which a real host has and a node root is given."""
+    root = spec.root
+    dirs = [spec.vdb, spec.distdir, spec.pkgdir, spec.tmpdir, root / "var/log",
+            root / "var/cache/edb", root / "var/db/repos"]
+    if spec.binhost is not None:
+        dirs.append(spec.binhost.location_in(root))
+    return dirs
 
 
 def create_node_root(spec: NodeRootSpec, *, global_config: Path | None = None) -> None:
     """Lay out (or refresh) ``spec.root`` as a Gentoo node's ``/``.
 
-    ``global_config`` is the folder holding Portage's make.globals; by default
-    the one of the Python environment running releaser (``sys.prefix``).
-    Safe to run again on an existing node: configuration is rewritten, state
-    (vdb, packages, distfiles, overlay clones) is left alone.
+    ``global_config``: see ``portage_config.prepare_local_root``.  Safe to run
+    again on an existing node: configuration is rewritten, state (vdb,
+    packages, distfiles, overlay clones) is left alone.
 
     Everything that can be refused is checked first (Portage's files, tar,
     every rendered file, no file where a link goes), so a ``UsageError``
     means nothing was touched.  A failure while laying out is a
     ``SandboxError``: what was made stays, and running it again completes it.
     """
-    layout = _NodeLayout.check(spec, global_config)
+    layout = RootLayout.check(spec, global_config)
+    layout.dirs[:0] = state_dirs(spec)
     try:
         layout.apply()
     except OSError as exc:
@@ -317,126 +66,18 @@ def create_node_root(spec: NodeRootSpec, *, global_config: Path | None = None) -
                            f"left there, and running the setup again completes it") from exc
 
 
-@dataclass
-class _NodeLayout:
-    """What ``create_node_root`` writes, worked out and checked before anything is."""
-
-    spec: NodeRootSpec
-    links: list[tuple[Path, Path]]  # (target, link)
-    files: dict[Path, str | None]  # None: remove
-
-    @classmethod
-    def check(cls, spec: NodeRootSpec, global_config: Path | None) -> "_NodeLayout":
-        root, etc, prefix = spec.root, spec.root / ETC_PORTAGE, spec.root / PORTAGE_PREFIX
-        source = Path(global_config) if global_config else Path(sys.prefix) / GLOBAL_CONFIG
-        links = []
-        for rel in GLOBAL_CONFIG_FILES:
-            if not (source / rel).is_file():
-                raise UsageError(f"Portage's {rel} not found in {source}: is portage installed?")
-            links.append((source / rel, prefix / GLOBAL_CONFIG / rel))
-        # Portage's running root reads the node's configuration and logs to its var/log.
-        links += [(Path("../../../etc/portage"), prefix / "etc/portage"),
-                  (Path("../../../var/log"), prefix / "var/log")]
-        tar = shutil.which("tar")
-        if tar is None:
-            raise UsageError("tar is not installed: Portage needs it (as gtar)")
-        links.append((Path(tar), root / HELPER_BIN / "gtar"))
-        target = spec.repo(spec.profile.repo).location_in(root) / "profiles" / spec.profile.path
-        if target.is_relative_to(root):
-            # Relative, like a real host's ../../var/db/repos/gentoo/profiles/...
-            target = Path(os.path.relpath(target, etc))
-        links.append((target, etc / "make.profile"))
-        for _target, link in links:
-            if link.exists() and not link.is_symlink():
-                raise UsageError(f"{link} exists and is not a symlink; refusing to replace it")
-        files = {etc / "make.conf": render_make_conf(spec),
-                 etc / "repos.conf" / "releaser.conf": render_repos_conf(spec),
-                 etc / "profile" / "package.provided": render_package_provided(spec),
-                 etc / "binrepos.conf": render_binrepos_conf(spec)}
-        return cls(spec, links, files)
-
-    def apply(self) -> None:
-        spec, root = self.spec, self.spec.root
-        prefix = root / PORTAGE_PREFIX
-        for d in (spec.vdb, spec.distdir, spec.pkgdir, spec.tmpdir, root / "var/log",
-                  root / "var/cache/edb", root / "var/db/repos",
-                  root / ETC_PORTAGE / "repos.conf", root / ETC_PORTAGE / "profile",
-                  root / HELPER_BIN, prefix / GLOBAL_CONFIG / "sets", prefix / "etc",
-                  prefix / "var"):
-            d.mkdir(parents=True, exist_ok=True)
-        if spec.binhost is not None:
-            spec.binhost.location_in(root).mkdir(parents=True, exist_ok=True)
-        for path, text in self.files.items():
-            if text is None:
-                path.unlink(missing_ok=True)
-            else:
-                _write(path, text)
-        for target, link in self.links:
-            _symlink(target, link)
-
-
-def portage_env(root: Path) -> dict[str, str]:
-    """The environment variables that point Portage commands at node ``root``.
-
-    Exactly these, laid over the caller's environment (``LocalRunner(env=...)``):
-
-    - ``PORTAGE_OVERRIDE_EPREFIX=root/.releaser/eprefix``: where Portage finds
-      make.globals and keeps its metadata cache; without it a pip-installed
-      Portage uses (and writes into) the venv.  Not ``root`` itself (see the
-      module docstring).
-    - ``PORTAGE_CONFIGROOT=root``: read ``root/etc/portage``.
-    - ``ROOT=root``: merge into, and read the vdb of, ``root``.
-    - ``EPREFIX=""``: must be set and empty, or paths get the prefix twice.
-    - ``PATH``: the venv's bin (Portage's commands) and ``root/.releaser/bin``
-      (``gtar``) before the current PATH.
-    """
-    root = Path(root).absolute()
-    venv_bin = os.path.dirname(sys.executable)
-    path = os.pathsep.join([venv_bin, str(root / HELPER_BIN), os.environ.get("PATH", os.defpath)])
-    return {
-        "PORTAGE_OVERRIDE_EPREFIX": str(root / PORTAGE_PREFIX),
-        "PORTAGE_CONFIGROOT": str(root),
-        "ROOT": str(root),
-        "EPREFIX": "",
-        "PATH": path,
-    }
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace ``path`` atomically if its content differs."""
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return
-    tmp = path.with_name(f".{path.name}.releaser-tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _symlink(target: Path, link: Path) -> None:
-    """Make ``link`` a symlink to ``target``, replacing another link (never a file).
-
-    A file found there now (``_NodeLayout.check`` saw none) fails like any
-    other change that cannot be made: FileExistsError.
-    """
-    if link.is_symlink():
-        if os.readlink(link) == str(target):
-            return
-        link.unlink()
-    link.symlink_to(target)
-
-
 __all__ = [
+    # The node is described with the product's configuration spec.
     "BinhostSpec",
     "DEFAULT_FEATURES",
     "FETCHCOMMAND",
-    "PORTAGE_PREFIX",
+    "HELPER_BIN",
     "NodeRootSpec",
+    "PORTAGE_PREFIX",
     "ProfileSpec",
     "RESUMECOMMAND",
     "RepoSpec",
     "create_node_root",
     "portage_env",
-    "render_binrepos_conf",
-    "render_make_conf",
-    "render_package_provided",
-    "render_repos_conf",
+    "state_dirs",
 ]

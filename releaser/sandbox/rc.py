@@ -56,7 +56,7 @@ from typing import Callable, Mapping, Sequence
 
 from releaser.sandbox.distserver import pid_alive, process_cmdline, terminate_pid
 from releaser.errors import UsageError
-from releaser.sandbox.noderoot import HELPER_BIN
+from releaser.hosts.portage_config import HELPER_BIN
 from releaser.hosts.services import check_service_name
 
 #: Inside a node root: the services the stand-in knows.

@@ -95,11 +95,26 @@ def parse_nodes(text: str) -> dict[str, int]:
     return counts
 
 
+#: The app's dependencies the nodes take from releaser's own Python (the
+#: ``sandbox`` extra of setup.py), by distribution name.
+APP_DISTRIBUTIONS = ("flask", "waitress")
+
+
 def provided_packages() -> list[str]:
-    """package.provided entries for what the app needs from the machine's Python."""
-    return [f"dev-lang/python-{platform.python_version()}",
-            f"dev-python/flask-{importlib.metadata.version('flask')}",
-            f"dev-python/waitress-{importlib.metadata.version('waitress')}"]
+    """package.provided entries for what the app needs from the machine's Python.
+
+    The nodes run the app with this Python, so Portage is told the versions
+    installed here.  Without the ``sandbox`` extra they are missing: a
+    UsageError saying how to install them, before anything is made.
+    """
+    entries = [f"dev-lang/python-{platform.python_version()}"]
+    for dist in APP_DISTRIBUTIONS:
+        try:
+            entries.append(f"dev-python/{dist}-{importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            raise UsageError(f"the sandbox runs the app with {dist}, which is not installed: "
+                             "pip install 'releaser[sandbox]' (scripts/bootstrap does)") from None
+    return entries
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -130,8 +145,9 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
     _check_nodes(nodes, ssh)
+    provided = provided_packages()
     directory.mkdir(parents=True, exist_ok=True)
-    world = _World(directory, ssh, stock_binpkgs)
+    world = _World(directory, ssh, stock_binpkgs, provided)
     try:
         return world.build(app, nodes, progress)
     except BaseException as exc:
@@ -156,10 +172,12 @@ def _check_nodes(nodes: dict[str, int], ssh: bool) -> None:
 class _World:
     """What one ``init_sandbox`` starts, so a failure can stop it again."""
 
-    def __init__(self, directory: Path, ssh: bool, stock_binpkgs: bool = False) -> None:
+    def __init__(self, directory: Path, ssh: bool, stock_binpkgs: bool,
+                 provided: list[str]) -> None:
         self.directory = directory
         self.ssh = ssh
         self.stock_binpkgs = stock_binpkgs
+        self.provided = provided
         self.daemons: dict[str, SandboxSSHD] = {}
         self.pidfile = directory / "distserver.pid"
         self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
@@ -241,7 +259,7 @@ class _World:
             repos=[noderoot.RepoSpec(repo, sync_type="git",
                                      sync_uri=central.overlay_repo(node.env))],
             profile=noderoot.ProfileSpec(repo),
-            provided=provided_packages(),
+            provided=self.provided,
             stock_binpkgs=self.stock_binpkgs,
         )
         noderoot.create_node_root(spec)

@@ -1,0 +1,460 @@
+"""A host's Portage configuration, and this machine's Portage pointed at a root.
+
+Two things every way releaser runs Portage needs, whatever the host:
+
+1. **The configuration files** a node's Portage reads: ``make.conf``,
+   ``repos.conf/releaser.conf``, ``binrepos.conf``, ``profile/package.provided``.
+   ``config_files(spec)`` renders them, keyed by their path under the root.
+   The ``render_*`` functions are pure and take one ``NodeRootSpec`` whose
+   root and paths are parameters: the bootstrap of a real host or a Vagrant
+   box writes the same files with ``root=Path("/")``.
+
+2. **This machine's Portage against a root other than /**: the Portage
+   pip-installed in releaser's virtualenv runs on any machine (Debian
+   included) once a directory holds the configuration above and Portage's own
+   prefix.  ``prepare_local_root(spec)`` lays out both; ``portage_env(root)``
+   gives the environment that points every Portage command at the root.  The
+   build uses a throw-away one to let ``ebuild FILE manifest`` run
+   (releaser.build.manifest); a node configured with a local ``root`` is one
+   (``LocalRunner(env=portage_env(root))`` runs exactly the argv a real host
+   runs over SSH, where none of these variables is needed).
+
+Inside such a root::
+
+    ROOT/etc/portage/make.conf                 render_make_conf
+    ROOT/etc/portage/make.profile           -> the overlay's profile
+    ROOT/etc/portage/repos.conf/releaser.conf  render_repos_conf
+    ROOT/etc/portage/binrepos.conf             render_binrepos_conf (binhost only)
+    ROOT/etc/portage/profile/package.provided  render_package_provided
+    ROOT/.releaser/bin/gtar                 -> tar (Portage 3.0.83 calls ``gtar``)
+    ROOT/.releaser/eprefix/                    Portage's own prefix (PORTAGE_OVERRIDE_EPREFIX):
+        share/portage/config/make.globals   -> the venv's
+        share/portage/config/sets/portage.conf -> the venv's
+        etc/portage                         -> ../../../etc/portage
+        var/log                             -> ../../../var/log
+
+What a *node* holds besides (the vdb, distfiles, binary packages, a service
+manager) is state of the host, not configuration: the sandbox lays it out for
+its fake nodes (releaser.sandbox.noderoot), a real host has it already.
+
+Why Portage's prefix is ROOT/.releaser/eprefix and not ROOT itself
+------------------------------------------------------------------
+portage-sandbox.md sets ``PORTAGE_OVERRIDE_EPREFIX=ROOT`` next to
+``ROOT=ROOT``.  Measured with Portage 3.0.83, that silently turns the root into
+a *Prefix* install: Portage builds one config for the target root
+(ROOT=ROOT, EPREFIX="", EROOT=ROOT/) and one for the running root (ROOT=/,
+EPREFIX=ROOT, EROOT=ROOT/); both EROOTs are the same string, the second
+overwrites the first in ``portage.db``, and every command runs with
+``EPREFIX=ROOT ROOT=/``.  Files still land in ROOT/usr, but the vdb records
+``ROOT/usr/...`` paths (``CONTENTS``, ``EPREFIX``) and ``quickpkg`` images
+hold ``image/ROOT/usr/...``: nothing like a production host.  With the
+prefix anywhere else the target config wins: ``EPREFIX=""``, ``ROOT=ROOT/``,
+the vdb records ``/usr/...`` as on a real host, and binary packages carry
+``image/usr/...`` (with a harmless ``image//usr`` double slash, a Portage
+quirk of ROOT != "/").  The running root (where build-time dependencies
+would go) shares the root's etc/portage through a symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from releaser.errors import UsageError
+
+#: Where the configuration lives inside a root.
+ETC_PORTAGE = Path("etc/portage")
+#: releaser's helper bin directory inside a local root, on the PATH of its
+#: Portage commands (``gtar``; the sandbox adds its ``rc-service`` stand-in).
+HELPER_BIN = Path(".releaser/bin")
+#: Portage's own prefix inside a local root (PORTAGE_OVERRIDE_EPREFIX); see the
+#: module docstring for why it must not be the root itself.
+PORTAGE_PREFIX = Path(".releaser/eprefix")
+#: Portage's global config inside its prefix (portage.const.GLOBAL_CONFIG_PATH).
+GLOBAL_CONFIG = Path("share/portage/config")
+#: The only files of the venv's global config a local root links: linking the
+#: whole folder drags in a ``[gentoo]`` repos.conf section pointing nowhere.
+GLOBAL_CONFIG_FILES = (Path("make.globals"), Path("sets/portage.conf"))
+
+#: FEATURES of a Portage that runs as a user of a machine without Gentoo's
+#: ``portage`` user or sandbox binary (releaser's own venv Portage): the first
+#: six turn off what needs them, and the news reader.  The last gives one
+#: binary package file per version (PKGDIR/<category>/<PF>.gpkg.tar, not
+#: Portage's default <category>/<PN>/<PF>-<N>.gpkg.tar), which keeps a local
+#: PKGDIR easy to read.  releaser never relies on it: it asks Portage where a
+#: package is (``portage_commands.binpkg_paths``), and
+#: ``NodeRootSpec(stock_binpkgs=True)`` leaves Portage's default, as on a
+#: stock Gentoo host (pitfall 7).  A Gentoo host with its ``portage`` user
+#: passes its own ``features``.
+DEFAULT_FEATURES = (
+    "-sandbox", "-usersandbox", "-userpriv", "-usersync", "-userfetch", "-news",
+    "-binpkg-multi-instance",
+)
+
+#: curl instead of Portage's default wget (absent on many machines).
+#: ``--fail`` makes an HTTP 404 a failed fetch instead of a saved error page,
+#: ``--location`` follows redirects, ``--continue-at -`` resumes.  Portage
+#: substitutes ${DISTDIR}, ${FILE} and ${URI} itself.
+FETCHCOMMAND = ('curl --fail --silent --show-error --location --retry 3 '
+                '--connect-timeout 60 -o "${DISTDIR}/${FILE}" "${URI}"')
+RESUMECOMMAND = ('curl --fail --silent --show-error --location --retry 3 '
+                 '--connect-timeout 60 --continue-at - -o "${DISTDIR}/${FILE}" "${URI}"')
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """One overlay a node knows (a ``repos.conf`` section).
+
+    ``location`` defaults to ``<root>/var/db/repos/<name>``.  With
+    ``sync_type="git"`` Portage clones ``sync_uri`` there on the first
+    ``emaint sync`` and pulls afterwards; with None the location is used as is.
+    """
+
+    name: str
+    location: Path | None = None
+    sync_type: str | None = None
+    sync_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "repository")
+        if self.sync_type not in (None, "git"):
+            raise UsageError(f"repository {self.name}: unsupported sync-type {self.sync_type!r}")
+        if self.sync_type and not self.sync_uri:
+            raise UsageError(f"repository {self.name}: sync-type {self.sync_type} needs a sync-uri")
+
+    def location_in(self, root: Path) -> Path:
+        return Path(self.location) if self.location else Path(root) / "var/db/repos" / self.name
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """The profile a node's ``make.profile`` points to: ``<repo>/profiles/<path>``."""
+
+    repo: str
+    path: str = "releaser/amd64"
+
+
+@dataclass(frozen=True)
+class BinhostSpec:
+    """A binary-package host (a ``binrepos.conf`` section).
+
+    ``location`` is where Portage keeps its local copy of the binhost's
+    Packages index; it must be explicit or Portage writes to the real
+    ``/var/cache/binhost``.  Defaults to ``<root>/var/cache/binhost/<name>``.
+    """
+
+    name: str
+    sync_uri: str
+    location: Path | None = None
+    priority: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "binhost")
+
+    def location_in(self, root: Path) -> Path:
+        return Path(self.location) if self.location else Path(root) / "var/cache/binhost" / self.name
+
+
+@dataclass
+class NodeRootSpec:
+    """Everything Portage's configuration says about a node whose ``/`` is ``root``.
+
+    ``provided``: ``cat/pkg-ver`` entries for ``package.provided``, the
+    dependencies the standalone overlay cannot satisfy (python, flask...), so
+    real RDEPEND lines still resolve.  ``extra_make_conf``: lines appended to
+    make.conf verbatim (after the ones releaser writes, so they win).
+    ``stock_binpkgs``: leave binary packages as a stock Gentoo host has them
+    (``binpkg-multi-instance`` on: ``PKGDIR/CAT/PN/PF-N.gpkg.tar``, one more
+    file per quickpkg) by dropping any ``binpkg-multi-instance`` setting from
+    ``features``.
+    """
+
+    root: Path
+    repos: list[RepoSpec]
+    profile: ProfileSpec
+    accept_license: str = "*"
+    provided: list[str] = field(default_factory=list)
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    gentoo_mirrors: str = ""
+    fetchcommand: str = FETCHCOMMAND
+    resumecommand: str = RESUMECOMMAND
+    binpkg_format: str = "gpkg"
+    binhost: BinhostSpec | None = None
+    extra_make_conf: list[str] = field(default_factory=list)
+    stock_binpkgs: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).absolute()
+        if self.stock_binpkgs:
+            self.features = tuple(f for f in self.features
+                                  if f.lstrip("-") != "binpkg-multi-instance")
+        names = [r.name for r in self.repos]
+        if len(set(names)) != len(names):
+            raise UsageError(f"duplicate repository names: {names}")
+        if self.profile.repo not in names:
+            raise UsageError(f"profile repository {self.profile.repo!r} is not among {names}")
+
+    def repo(self, name: str) -> RepoSpec:
+        for repo in self.repos:
+            if repo.name == name:
+                return repo
+        raise KeyError(name)
+
+    @property
+    def distdir(self) -> Path:
+        return self.root / "var/cache/distfiles"
+
+    @property
+    def pkgdir(self) -> Path:
+        return self.root / "var/cache/binpkgs"
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.root / "var/tmp"
+
+    @property
+    def vdb(self) -> Path:
+        return self.root / "var/db/pkg"
+
+
+def _check_name(name: str, what: str) -> None:
+    # Names end up in file names and ini section headers.
+    if not name or not all(c.isalnum() or c in "-_" for c in name) or name[0] == "-":
+        raise UsageError(f"invalid {what} name: {name!r}")
+
+
+def _quote(value: str) -> str:
+    """A make.conf double-quoted value (bash syntax)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+_HEADER = "# Written by releaser (releaser.hosts.portage_config)"
+
+
+def render_make_conf(spec: NodeRootSpec) -> str:
+    """The node's ``etc/portage/make.conf``.
+
+    Every value is double-quoted with ``\\``, ``"`` and ``$`` escaped, so the
+    ``${DISTDIR}``/``${FILE}``/``${URI}`` of FETCHCOMMAND stay literal in the
+    file (``\\${URI}``) and Portage substitutes them per fetch; unescaped,
+    Portage's make.conf parser would expand them (to nothing) at load time.
+    """
+    lines = [
+        f"{_HEADER}; rewritten on every bootstrap.",
+        f"FEATURES={_quote(' '.join(spec.features))}",
+        f"ACCEPT_LICENSE={_quote(spec.accept_license)}",
+        f"DISTDIR={_quote(str(spec.distdir))}",
+        f"PKGDIR={_quote(str(spec.pkgdir))}",
+        f"PORTAGE_TMPDIR={_quote(str(spec.tmpdir))}",
+        f"BINPKG_FORMAT={_quote(spec.binpkg_format)}",
+        'CLEAN_DELAY="0"',
+        'EMERGE_WARNING_DELAY="0"',
+        'PORTAGE_USERNAME="root"',
+        'PORTAGE_GRPNAME="root"',
+        "# No Gentoo mirrors: distfiles come only from the SRC_URI of our ebuilds.",
+        f"GENTOO_MIRRORS={_quote(spec.gentoo_mirrors)}",
+        f"FETCHCOMMAND={_quote(spec.fetchcommand)}",
+        f"RESUMECOMMAND={_quote(spec.resumecommand)}",
+    ]
+    if spec.extra_make_conf:
+        lines.append("# Extra lines from the environment's configuration.")
+        lines.extend(spec.extra_make_conf)
+    return "\n".join(lines) + "\n"
+
+
+def render_repos_conf(spec: NodeRootSpec) -> str:
+    """The node's ``etc/portage/repos.conf/releaser.conf``."""
+    out = [f"{_HEADER}.",
+           "[DEFAULT]",
+           f"main-repo = {spec.profile.repo}",
+           ""]
+    for repo in spec.repos:
+        out += [f"[{repo.name}]", f"location = {repo.location_in(spec.root)}"]
+        if repo.sync_type:
+            out += [f"sync-type = {repo.sync_type}", f"sync-uri = {repo.sync_uri}",
+                    "auto-sync = yes"]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_binrepos_conf(spec: NodeRootSpec) -> str | None:
+    """The node's ``etc/portage/binrepos.conf``, or None without a binhost."""
+    host = spec.binhost
+    if host is None:
+        return None
+    out = [f"{_HEADER}.",
+           f"[{host.name}]",
+           f"sync-uri = {host.sync_uri}",
+           f"location = {host.location_in(spec.root)}"]
+    if host.priority is not None:
+        out.append(f"priority = {host.priority}")
+    return "\n".join(out) + "\n"
+
+
+def render_package_provided(spec: NodeRootSpec) -> str:
+    """``etc/portage/profile/package.provided``, after validating every entry."""
+    from portage.versions import catpkgsplit
+
+    for entry in spec.provided:
+        if catpkgsplit(entry) is None or catpkgsplit(entry)[0] is None or entry.strip() != entry:
+            raise UsageError(f"package.provided entry is not cat/pkg-version: {entry!r}")
+    return "".join(f"{e}\n" for e in spec.provided)
+
+
+def config_files(spec: NodeRootSpec) -> dict[Path, str | None]:
+    """Every configuration file releaser owns on the node, by path relative to its root.
+
+    None means the file must not exist (no binhost: no ``binrepos.conf``).
+    Rendering validates, so a ``UsageError`` here means nothing was written.
+    """
+    return {ETC_PORTAGE / "make.conf": render_make_conf(spec),
+            ETC_PORTAGE / "repos.conf" / "releaser.conf": render_repos_conf(spec),
+            ETC_PORTAGE / "profile" / "package.provided": render_package_provided(spec),
+            ETC_PORTAGE / "binrepos.conf": render_binrepos_conf(spec)}
+
+
+def profile_link(spec: NodeRootSpec) -> Path:
+    """Where ``etc/portage/make.profile`` points: relative when the overlay is inside the
+    root, like a real host's ``../../var/db/repos/gentoo/profiles/...``."""
+    target = spec.repo(spec.profile.repo).location_in(spec.root) / "profiles" / spec.profile.path
+    if target.is_relative_to(spec.root):
+        target = Path(os.path.relpath(target, spec.root / ETC_PORTAGE))
+    return target
+
+
+@dataclass
+class RootLayout:
+    """What laying out a local root writes, worked out and checked before anything is.
+
+    ``check`` refuses (UsageError) before anything is touched; ``apply`` makes
+    the directories, files and links, and may stop part way on an OSError
+    (what was made stays; applying again completes it).  Callers add their
+    own ``dirs`` in between (the sandbox adds a node's state directories).
+    """
+
+    root: Path
+    dirs: list[Path]
+    files: dict[Path, str | None]  # None: remove
+    links: list[tuple[Path, Path]]  # (target, link)
+
+    @classmethod
+    def check(cls, spec: NodeRootSpec, global_config: Path | None = None) -> "RootLayout":
+        root, prefix = spec.root, spec.root / PORTAGE_PREFIX
+        source = Path(global_config) if global_config else Path(sys.prefix) / GLOBAL_CONFIG
+        links = []
+        for rel in GLOBAL_CONFIG_FILES:
+            if not (source / rel).is_file():
+                raise UsageError(f"Portage's {rel} not found in {source}: is portage installed?")
+            links.append((source / rel, prefix / GLOBAL_CONFIG / rel))
+        # Portage's running root reads the root's configuration and logs to its var/log.
+        links += [(Path("../../../etc/portage"), prefix / "etc/portage"),
+                  (Path("../../../var/log"), prefix / "var/log")]
+        tar = shutil.which("tar")
+        if tar is None:
+            raise UsageError("tar is not installed: Portage needs it (as gtar)")
+        links.append((Path(tar), root / HELPER_BIN / "gtar"))
+        links.append((profile_link(spec), root / ETC_PORTAGE / "make.profile"))
+        for _target, link in links:
+            if link.exists() and not link.is_symlink():
+                raise UsageError(f"{link} exists and is not a symlink; refusing to replace it")
+        files = {root / rel: text for rel, text in config_files(spec).items()}
+        dirs = [root / "var/log", root / ETC_PORTAGE / "repos.conf",
+                root / ETC_PORTAGE / "profile", root / HELPER_BIN,
+                prefix / GLOBAL_CONFIG / "sets", prefix / "etc", prefix / "var"]
+        return cls(root, dirs, files, links)
+
+    def apply(self) -> None:
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        for path, text in self.files.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write(path, text)
+        for target, link in self.links:
+            _symlink(target, link)
+
+
+def prepare_local_root(spec: NodeRootSpec, *, global_config: Path | None = None) -> None:
+    """Make ``spec.root`` a configuration root for this machine's Portage.
+
+    ``global_config`` is the folder holding Portage's make.globals; by default
+    the one of the Python environment running releaser (``sys.prefix``).
+    Idempotent: configuration is rewritten, nothing else in the root touched.
+    A UsageError means nothing was written; an OSError may leave part of it.
+    """
+    RootLayout.check(spec, global_config).apply()
+
+
+def portage_env(root: Path) -> dict[str, str]:
+    """The environment variables that point Portage commands at local root ``root``.
+
+    Exactly these, laid over the caller's environment (``LocalRunner(env=...)``):
+
+    - ``PORTAGE_OVERRIDE_EPREFIX=root/.releaser/eprefix``: where Portage finds
+      make.globals and keeps its metadata cache; without it a pip-installed
+      Portage uses (and writes into) the venv.  Not ``root`` itself (see the
+      module docstring).
+    - ``PORTAGE_CONFIGROOT=root``: read ``root/etc/portage``.
+    - ``ROOT=root``: merge into, and read the vdb of, ``root``.
+    - ``EPREFIX=""``: must be set and empty, or paths get the prefix twice.
+    - ``PATH``: the venv's bin (Portage's commands) and ``root/.releaser/bin``
+      (``gtar``) before the current PATH.
+    """
+    root = Path(root).absolute()
+    venv_bin = os.path.dirname(sys.executable)
+    path = os.pathsep.join([venv_bin, str(root / HELPER_BIN), os.environ.get("PATH", os.defpath)])
+    return {
+        "PORTAGE_OVERRIDE_EPREFIX": str(root / PORTAGE_PREFIX),
+        "PORTAGE_CONFIGROOT": str(root),
+        "ROOT": str(root),
+        "EPREFIX": "",
+        "PATH": path,
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically if its content differs."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(f".{path.name}.releaser-tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _symlink(target: Path, link: Path) -> None:
+    """Make ``link`` a symlink to ``target``, replacing another link (never a file).
+
+    A file found there now (``RootLayout.check`` saw none) fails like any
+    other change that cannot be made: FileExistsError.
+    """
+    if link.is_symlink():
+        if os.readlink(link) == str(target):
+            return
+        link.unlink()
+    link.symlink_to(target)
+
+
+__all__ = [
+    "BinhostSpec",
+    "DEFAULT_FEATURES",
+    "FETCHCOMMAND",
+    "HELPER_BIN",
+    "NodeRootSpec",
+    "PORTAGE_PREFIX",
+    "ProfileSpec",
+    "RESUMECOMMAND",
+    "RepoSpec",
+    "RootLayout",
+    "config_files",
+    "portage_env",
+    "prepare_local_root",
+    "profile_link",
+    "render_binrepos_conf",
+    "render_make_conf",
+    "render_package_provided",
+    "render_repos_conf",
+]
