@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from releaser.central.repository import CentralRepository  # noqa: E402
-from releaser import portage_tools  # noqa: E402
+from releaser.hosts import portage_commands as portage_tools  # noqa: E402
 from releaser.hosts.node import connect  # noqa: E402
 from releaser.build.builder import build_release  # noqa: E402
 from releaser.deploy.promote import promote  # noqa: E402

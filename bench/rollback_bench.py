@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from releaser.central.repository import CentralRepository  # noqa: E402
-from releaser.sandbox import noderoot
-from releaser import portage_tools  # noqa: E402
+from releaser.sandbox import noderoot  # noqa: E402
+from releaser.hosts import portage_commands as portage_tools  # noqa: E402
 from releaser.deploy.promote import promote  # noqa: E402
 from releaser.deploy.rollback import execute_rollback, plan_rollback  # noqa: E402
 from releaser.hosts.runner import LocalRunner  # noqa: E402
