@@ -161,6 +161,11 @@ class RollbackRefused(ReleaserError):
     exit_code = 2
 
 
+class HookError(ReleaserError):
+    """A configured hook (``[environments.NAME.hooks]``) failed, timed out or could not
+    start; the node it was run for counts as failed."""
+
+
 class HostKeyError(ReleaserError):
     """An SSH host key is unknown or changed: the host is refused."""
 

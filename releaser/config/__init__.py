@@ -13,7 +13,8 @@ The file describes the whole world releaser acts on:
 - ``[central]``: the central repository host (distfiles, overlays, binary
   packages, ledger, locks) and the URL nodes fetch distfiles from;
 - ``[ssh]``: pinned host keys and the identity used for every SSH host;
-- ``[environments.NAME]``: an overlay, a database, a rollout policy and nodes.
+- ``[environments.NAME]``: an overlay, a database, a rollout policy, hooks run
+  around each node (``[environments.NAME.hooks]``) and nodes.
   A node is either a local sandbox root (``root = "..."``) or an SSH host
   (``address = "..."``), and always the URL of its health check.
 """
@@ -107,6 +108,20 @@ class EnvironmentConfig:
     overlay: str
     nodes: tuple[NodeConfig, ...]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+@dataclass(frozen=True)
+class HooksConfig:
+    """Commands run on the operator's machine around each node's change
+    (``[environments.NAME.hooks]``, run by ``releaser.deploy.hooks``).
+
+    ``pre_node`` before a node is taken out of service, ``post_node`` once it
+    is healthy again: argv lists (empty: none), each bounded by ``timeout``.
+    """
+
+    pre_node: tuple[str, ...] = ()
+    post_node: tuple[str, ...] = ()
+    timeout: float = 60.0
+
+
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     promote_from: str | None = None  # production: "staging"
     allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
@@ -132,6 +147,7 @@ class Config:
 
 
 class _Reader:
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     """Typed access to a TOML table that reports the file and dotted key on error."""
 
     def __init__(self, file: Path, table: dict[str, Any], prefix: str):
@@ -305,8 +321,10 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
     )
 
 
-def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
-    r.unknown({"overlay", "nodes", "database", "policy", "promote_from", "allow_dirty"})
+def _parse_environment(name: str, r: _Reader, base: Path,
+                       contract: AppContract) -> EnvironmentConfig:
+    r.unknown({"overlay", "nodes", "database", "policy", "hooks", "promote_from",
+               "allow_dirty"})
     db = r.table_of("database")
     db.unknown({"backend", "path"})
     backend = db.get("backend", str, "sqlite")
@@ -351,11 +369,22 @@ def _parse_policy(pol: _Reader) -> PolicyConfig:
         if getattr(policy, key) < 0:
             raise pol.fail(key, "must not be negative")
     if policy.concurrency < 1:
+        hooks=_parse_hooks(r.table_of("hooks")),
         raise pol.fail("concurrency", "must be at least 1")
     return policy
 
 
-def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
+def _parse_hooks(h: _Reader) -> HooksConfig:
+    h.unknown({"pre_node", "post_node", "timeout"})
+    return HooksConfig(
+        pre_node=tuple(h.get("pre_node", list, [], check=validate.command)),
+        post_node=tuple(h.get("post_node", list, [], check=validate.command)),
+        timeout=h.get("timeout", float, HooksConfig.timeout, check=validate.positive),
+    )
+
+
+def _parse_node(file: Path, prefix: str, raw: Any, base: Path,
+                contract: AppContract) -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)

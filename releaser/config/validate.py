@@ -129,6 +129,22 @@ def url(value: str, *, base: bool = False) -> str:
 
 def absolute_path(value: str) -> str:
     """An absolute, normalised path of plain characters, as given (no ``..``, no ``//``)."""
+def command(value: list) -> list[str]:
+    """A command run on the operator's machine (a hook): an argv list, never a shell string.
+
+    Empty: no command.  Otherwise strings without NUL (the OS cannot pass
+    one), the program a non-empty word that no option parser reads as an
+    option.  A hook that needs a shell names it: ``["sh", "-c", "..."]``.
+    """
+    if not all(isinstance(word, str) for word in value):
+        raise Invalid(f"{value!r} must be a list of strings (an argv: program, then arguments)")
+    if any("\0" in word for word in value):
+        raise Invalid("a command cannot contain a NUL character")
+    if value and (not value[0].strip() or value[0].startswith("-")):
+        raise Invalid(f"{value[0]!r} is not a program: give its name or path first")
+    return list(value)
+
+
     if not value.startswith("/"):
         raise Invalid(f"{value!r} must be an absolute path")
     _plain_path(value)

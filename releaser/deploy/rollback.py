@@ -37,6 +37,7 @@ from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import Node, connect
+from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
 from releaser.deploy.reinstall import binpkg_on_node, reinstall_package
 from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
 from releaser.hosts.services import OpenRC
@@ -304,6 +305,8 @@ class _NodeRollback:
         app = self.config.app
         target_cpv = f"{app.cp}-{self.plan.target}"
         out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
+    #: The hooks around this call's node (set by ``_work``).
+    _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
         node = None
         try:
             node = connect(self.config, node_cfg)
@@ -315,6 +318,7 @@ class _NodeRollback:
                 if health.ok:
                     out.status, out.after = UNCHANGED, out.before
                     out.detail = f"already runs {self.plan.target} and is healthy: nothing to do"
+        self._hooks = NodeHooks(self.env, node_cfg, "rollback", self.plan.target)
                     return out
             if out.before and not on_target:
                 self._step(node, out, "backup", lambda: backup.backup_package(
@@ -333,13 +337,18 @@ class _NodeRollback:
             else:
                 out.detail = f"health check failed: {health.detail}"
         except ReleaserError as exc:
-            out.detail = f"{out.phase} failed: {exc}"
+            # Only the post_node hook fails after the node was found healthy.
+            healthy, out.status = out.status == INSTALLED, FAILED
+            out.phase = POST_NODE if healthy else out.phase
+            out.detail = (f"healthy on {self.plan.target}, but {exc}" if healthy
+                          else f"{out.phase} failed: {exc}")
             try:
                 out.after = node.installed_version(app.cp) if node else None
             except ReleaserError:
                 out.after = None
         finally:
             if node is not None:
+                self._hooks.after_healthy(out.before, INSTALLED)
                 node.close()
             out.seconds = time.monotonic() - started
         self.ledger.journal(out.node, phase=f"rollback:{out.status}", version=out.after,
@@ -358,6 +367,9 @@ class _NodeRollback:
                                   version=self.plan.target)
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
+        if not self._hooks.drained:
+            out.phase = PRE_NODE  # a failure leaves the node untouched
+            self._hooks.before_change(out.before)
         backup.verify_dump_on_node(node, dump, self.central, self.config.app.name)
         OpenRC().stop(node.runner, self.config.app.name)
         backup.restore_database(node, self.config.app.name, self.env.database.path, dump)

@@ -10,6 +10,7 @@ that needs a shell string (SSH) builds it with ``shlex.join``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ class LocalRunner:
     cwd: Path | None = None
 
     def run(self, argv, *, check=True, env=None, input=None, timeout=None) -> CommandResult:
+        """Run ``argv`` in a session of its own (see ``_spawn``)."""
         import time
 
         full_env = dict(os.environ)
@@ -82,27 +84,25 @@ class LocalRunner:
             full_env.update(env)
         started = time.monotonic()
         try:
-            proc = subprocess.run(
-                list(argv),
-                env=full_env,
-                cwd=self.cwd,
-                input=input,
-                capture_output=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                timeout=timeout,
-            )
+            proc = _spawn(argv, full_env, self.cwd, with_input=input is not None)
         except FileNotFoundError as exc:
             raise CommandError(argv, 127, "", f"command not found: {argv[0]}", self.host) from exc
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            _end_group(proc, signal.SIGKILL)
             # Same convention as SSHRunner: coreutils timeout's return code.
             raise CommandError(argv, 124, "", f"timed out after {timeout:g} s",
                                self.host) from exc
-        result = CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr,
+        except BaseException:
+            # This thread is being unwound (a Ctrl-C where no graceful stop is in
+            # place): the command is not left running behind releaser's back.
+            _end_group(proc, signal.SIGTERM)
+            raise
+        result = CommandResult(tuple(argv), proc.returncode, stdout, stderr,
                                time.monotonic() - started)
         if check and proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, self.host)
+            raise CommandError(argv, proc.returncode, stdout, stderr, self.host)
         return result
 
     def put(self, local: Path, remote: str) -> None:
@@ -111,6 +111,43 @@ class LocalRunner:
 
     def get(self, remote: str, local: Path) -> None:
         _copy_atomic(Path(remote), Path(local))
+
+
+def _spawn(argv, env: Mapping[str, str], cwd: Path | None, *,
+           with_input: bool) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session and process group.
+
+    A Ctrl-C at the operator's terminal sends SIGINT to the terminal's whole
+    foreground process group.  A command in that group (an ``emerge``, an
+    ``rc-service restart``) would die half-way while releaser, which alone
+    knows what is in flight, means to finish it (``releaser.cli.signals``):
+    a new session keeps the command out of that group, so the signal reaches
+    releaser only.  Its stdin is /dev/null unless input is given: it has no
+    terminal to read from.
+    """
+    return subprocess.Popen(list(argv), env=dict(env), cwd=cwd,
+                            stdin=subprocess.PIPE if with_input else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", errors="replace", start_new_session=True)
+
+
+def _end_group(proc: subprocess.Popen, sig: int, grace: float = 10.0) -> None:
+    """Signal the command's whole process group (its children too), then reap it.
+
+    The group, not the process: a child that keeps the output pipes open
+    would otherwise keep the caller waiting after its parent is gone.
+    SIGTERM gets ``grace`` seconds before SIGKILL.
+    """
+    for signum in (sig, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=grace if signum != signal.SIGKILL else None)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _copy_atomic(source: Path, dest: Path) -> None:
