@@ -90,6 +90,20 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    """Commands run on the operator's machine around each node's change
+    (``[environments.NAME.hooks]``, run by ``releaser.deploy.hooks``).
+
+    ``pre_node`` before a node is taken out of service, ``post_node`` once it
+    is healthy again: argv lists (empty: none), each bounded by ``timeout``.
+    """
+
+    pre_node: tuple[str, ...] = ()
+    post_node: tuple[str, ...] = ()
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     health_url: str
@@ -108,21 +122,8 @@ class EnvironmentConfig:
     overlay: str
     nodes: tuple[NodeConfig, ...]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
-@dataclass(frozen=True)
-class HooksConfig:
-    """Commands run on the operator's machine around each node's change
-    (``[environments.NAME.hooks]``, run by ``releaser.deploy.hooks``).
-
-    ``pre_node`` before a node is taken out of service, ``post_node`` once it
-    is healthy again: argv lists (empty: none), each bounded by ``timeout``.
-    """
-
-    pre_node: tuple[str, ...] = ()
-    post_node: tuple[str, ...] = ()
-    timeout: float = 60.0
-
-
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     promote_from: str | None = None  # production: "staging"
     allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
 
@@ -147,7 +148,6 @@ class Config:
 
 
 class _Reader:
-    hooks: HooksConfig = field(default_factory=HooksConfig)
     """Typed access to a TOML table that reports the file and dotted key on error."""
 
     def __init__(self, file: Path, table: dict[str, Any], prefix: str):
@@ -321,8 +321,7 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
     )
 
 
-def _parse_environment(name: str, r: _Reader, base: Path,
-                       contract: AppContract) -> EnvironmentConfig:
+def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
     r.unknown({"overlay", "nodes", "database", "policy", "hooks", "promote_from",
                "allow_dirty"})
     db = r.table_of("database")
@@ -340,6 +339,7 @@ def _parse_environment(name: str, r: _Reader, base: Path,
         database=DatabaseConfig(backend=backend, path=db.get(
             "path", str, DatabaseConfig.path, check=validate.absolute_path)),
         policy=_parse_policy(r.table_of("policy")),
+        hooks=_parse_hooks(r.table_of("hooks")),
         promote_from=r.get("promote_from", str, None, check=validate.env_name),
         allow_dirty=r.get("allow_dirty", bool, False),
     )
@@ -369,7 +369,6 @@ def _parse_policy(pol: _Reader) -> PolicyConfig:
         if getattr(policy, key) < 0:
             raise pol.fail(key, "must not be negative")
     if policy.concurrency < 1:
-        hooks=_parse_hooks(r.table_of("hooks")),
         raise pol.fail("concurrency", "must be at least 1")
     return policy
 
@@ -383,8 +382,7 @@ def _parse_hooks(h: _Reader) -> HooksConfig:
     )
 
 
-def _parse_node(file: Path, prefix: str, raw: Any, base: Path,
-                contract: AppContract) -> NodeConfig:
+def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)

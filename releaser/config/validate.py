@@ -127,8 +127,6 @@ def url(value: str, *, base: bool = False) -> str:
     return value
 
 
-def absolute_path(value: str) -> str:
-    """An absolute, normalised path of plain characters, as given (no ``..``, no ``//``)."""
 def command(value: list) -> list[str]:
     """A command run on the operator's machine (a hook): an argv list, never a shell string.
 
@@ -145,6 +143,8 @@ def command(value: list) -> list[str]:
     return list(value)
 
 
+def absolute_path(value: str) -> str:
+    """An absolute, normalised path of plain characters, as given (no ``..``, no ``//``)."""
     if not value.startswith("/"):
         raise Invalid(f"{value!r} must be an absolute path")
     _plain_path(value)

@@ -295,6 +295,8 @@ class _NodeRollback:
     plan: RollbackPlan
     ledger: Ledger
     progress: Progress
+    #: The hooks around this call's node (set by ``_work``).
+    _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
 
     def __call__(self, node_cfg) -> NodeOutcome:
         with worker_central(self.central) as central:
@@ -305,9 +307,8 @@ class _NodeRollback:
         app = self.config.app
         target_cpv = f"{app.cp}-{self.plan.target}"
         out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
-    #: The hooks around this call's node (set by ``_work``).
-    _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
         node = None
+        self._hooks = NodeHooks(self.env, node_cfg, "rollback", self.plan.target)
         try:
             node = connect(self.config, node_cfg)
             out.before = node.installed_version(app.cp)
@@ -318,7 +319,6 @@ class _NodeRollback:
                 if health.ok:
                     out.status, out.after = UNCHANGED, out.before
                     out.detail = f"already runs {self.plan.target} and is healthy: nothing to do"
-        self._hooks = NodeHooks(self.env, node_cfg, "rollback", self.plan.target)
                     return out
             if out.before and not on_target:
                 self._step(node, out, "backup", lambda: backup.backup_package(
@@ -334,6 +334,7 @@ class _NodeRollback:
             out.after = node.installed_version(app.cp)
             if health.ok:
                 out.status, out.detail = INSTALLED, f"healthy on {self.plan.target}"
+                self._hooks.after_healthy(out.before, INSTALLED)
             else:
                 out.detail = f"health check failed: {health.detail}"
         except ReleaserError as exc:
@@ -348,7 +349,6 @@ class _NodeRollback:
                 out.after = None
         finally:
             if node is not None:
-                self._hooks.after_healthy(out.before, INSTALLED)
                 node.close()
             out.seconds = time.monotonic() - started
         self.ledger.journal(out.node, phase=f"rollback:{out.status}", version=out.after,
@@ -357,6 +357,9 @@ class _NodeRollback:
         return out
 
     def _step(self, node, out: NodeOutcome, phase: str, step) -> None:
+        if not self._hooks.drained:
+            out.phase = PRE_NODE  # a failure leaves the node untouched
+            self._hooks.before_change(out.before)
         out.phase = phase
         self.progress(f"{node.name}: {phase}")
         step()
@@ -367,9 +370,6 @@ class _NodeRollback:
                                   version=self.plan.target)
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
-        if not self._hooks.drained:
-            out.phase = PRE_NODE  # a failure leaves the node untouched
-            self._hooks.before_change(out.before)
         backup.verify_dump_on_node(node, dump, self.central, self.config.app.name)
         OpenRC().stop(node.runner, self.config.app.name)
         backup.restore_database(node, self.config.app.name, self.env.database.path, dump)
