@@ -1,7 +1,8 @@
 """Jinja2 templates of the package files releaser renders (package data).
 
-``ebuild.j2`` and ``metadata.xml.j2`` are rendered by ``releaser.ebuild`` with
-these variables:
+``ebuild.j2`` and ``metadata.xml.j2`` are rendered by ``releaser.build.ebuild``
+with these variables (``app_dir``, ``module`` and ``database_env`` come from
+the app's contract, ``releaser.appcontract``):
 
 ==================  ==============================================================
 ``name``            package name (PN), e.g. ``notes``
@@ -14,6 +15,10 @@ these variables:
 ``rdepend``         list of runtime dependency atoms (RDEPEND)
 ``db_path``         the application's database path on a host, e.g.
                     ``/var/lib/notes/notes.db``; pkg_preinst dumps it
+``app_dir``         where the app's package is installed, ``/usr/lib/{name}``
+``module``          the Python package run as ``python3 -P -m {module}``
+``database_env``    the variable the app reads its database path from, e.g.
+                    ``NOTES_DATABASE`` (``[app] database_env``)
 ``year``            copyright year of the header
 ==================  ==============================================================
 

@@ -21,6 +21,7 @@ import pytest
 from releaser.central.repository import CentralRepository
 from releaser import backup
 from releaser.hosts import portage_commands as portage_tools
+from releaser.appcontract import AppContract
 from releaser.errors import BackupError, UsageError
 from releaser.hosts.node import connect
 from releaser.deploy.promote import promote
@@ -28,7 +29,7 @@ from releaser.deploy.promote import promote
 from .conftest import commit_all, git
 from .sandboxes import Sandbox
 
-ENV, NODE, APP = "staging", "staging-1", "notes"
+ENV, NODE, APP = "staging", "staging-1", AppContract("notes")
 CPV = "www-apps/notes-1.0.0"
 OPERATOR_EDIT = "# edited by the operator: kept by quickpkg --include-config=y\n"
 
@@ -68,7 +69,7 @@ def http(world: World, method: str, path: str, body: dict | None = None):
 
 
 def service(world: World, action: str) -> None:
-    world.node.runner.run(["rc-service", APP, action])
+    world.node.runner.run(["rc-service", APP.service, action])
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,9 @@ def test_app_commands_carry_their_variables_outside_the_argv():
     assert argv == ["python3", "-P", "-m", "notes", "dump", "/x.db"]
     assert env == {"PYTHONPATH": "/srv/node/usr/lib/notes",
                    "NOTES_DATABASE": "/srv/node/var/lib/notes/notes.db"}
+    # The database variable is the contract's ([app] database_env), not spelled here.
+    _, env = backup.app_command("/", AppContract("notes", "APP_DB"), "/srv/n.db", "restore", "/d")
+    assert env == {"PYTHONPATH": "/usr/lib/notes", "APP_DB": "/srv/n.db"}
 
 
 def test_a_database_that_cannot_be_dumped_stops_the_backup(world):
@@ -310,6 +314,11 @@ def test_retention_keeps_the_newest_and_the_protected(world):
     backup.backup_package(world.node, world.central, ENV, CPV)  # idempotent before the upgrade
     assert promote(world.sb.config, ENV).ok
     assert world.node.installed_version("www-apps/notes") == "1.0.1"
+    # The ebuild's pkg_preinst dumped the live database with the new version's own
+    # command, found through the app's contract (its variable, its module, its folder).
+    dump_dir = world.root / APP.dump_dir(world.db_path).lstrip("/")
+    [preinst] = dump_dir.glob("preinst-notes-1.0.1-*.db")
+    assert preinst.read_bytes().startswith(b"SQLite format 3\0")
     new_pkg = backup.backup_package(world.node, world.central, ENV, "www-apps/notes-1.0.1")
     newer = [backup.dump_database(world.node, world.central, ENV, APP, world.db_path, "1.0.1")
              for _ in range(2)]

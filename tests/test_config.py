@@ -144,6 +144,22 @@ REJECTED = [
     (('name = "notes"', 'name = "notes"\nlicense = "MIT;id"'), "app.license"),
     (('name = "notes"', 'name = "notes"\ntag_prefix = "v*"'), "app.tag_prefix"),
     (('name = "notes"', 'name = "notes"\nsubdir = "../elsewhere"'), "app.subdir"),
+    # the app's contract (releaser.appcontract)
+    (('name = "notes"', 'name = "no-tes"'), "app.name"),
+    (('name = "notes"', 'name = "notes"\ndatabase_env = "notes_db"'), "app.database_env"),
+    (('name = "notes"', 'name = "notes"\ndatabase_env = "PYTHONPATH"'), "app.database_env"),
+    (('name = "notes"', 'name = "notes"\ndatabase_env = "LD_PRELOAD"'), "app.database_env"),
+    (('name = "notes"', 'name = "notes"\ndatabase_env = "X=1 Y"'), "app.database_env"),
+    (('name = "notes"', 'name = "notes"\nhealth_path = "health"'), "app.health_path"),
+    (('name = "notes"', 'name = "notes"\nhealth_path = "/a/../health"'), "app.health_path"),
+    (('name = "notes"', 'name = "notes"\nhealth_path = "/health?x=$(id)"'), "app.health_path"),
+    (('health_url = "http://127.0.0.1:9101/health"', 'app_url = "http://127.0.0.1:9101/?x=1"'),
+     "environments.staging.nodes[0].app_url"),
+    (('health_url = "http://127.0.0.1:9101/health"',
+      'health_url = "http://127.0.0.1:9101/health", app_url = "http://127.0.0.1:9101"'),
+     "environments.staging.nodes[0].health_url"),
+    (('health_url = "http://127.0.0.1:9101/health"', 'port = 22'),
+     "environments.staging.nodes[0].health_url"),
 ]
 
 
@@ -190,3 +206,26 @@ def test_an_ssh_central_without_ssh_keys_is_a_config_error_not_a_crash(tmp_path,
     assert capsys.readouterr().err == (
         f"releaser: error: {f}: ssh.known_hosts: missing (required by central.address: SSH "
         "hosts are reached only with a pinned known_hosts file and an identity file)\n")
+
+
+def test_the_app_contract_defaults_to_today_s_values_and_takes_configured_ones(tmp_path):
+    """[app] database_env and health_path (releaser.appcontract): defaults, and a node
+    that gives where its app answers (app_url) is checked at the configured path."""
+    f = tmp_path / "releaser.toml"
+    f.write_text(GOOD)
+    contract = load_config(f).app.contract
+    assert (contract.database_env, contract.health_path) == ("NOTES_DATABASE", "/health")
+    assert (contract.install_dir, contract.service, contract.module) == (
+        "/usr/lib/notes", "notes", "notes")
+    assert contract.dump_dir("/srv/data/notes.db") == "/srv/data/backups"
+
+    f.write_text(GOOD.replace('name = "notes"', 'name = "notes"\ndatabase_env = "NOTES_DB"\n'
+                              'health_path = "/_status/ready"')
+                 .replace('health_url = "http://127.0.0.1:9101/health"',
+                          'app_url = "http://127.0.0.1:9101/notes/"'))
+    cfg = load_config(f)
+    assert cfg.app.contract.database_env == "NOTES_DB"
+    assert cfg.environments["staging"].nodes[0].health_url == \
+        "http://127.0.0.1:9101/notes/_status/ready"
+    # a node's health_url is taken as written, whatever the health path
+    assert cfg.environments["production"].nodes[0].health_url == "http://127.0.0.5:8080/health"

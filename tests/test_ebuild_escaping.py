@@ -72,6 +72,18 @@ def test_every_template_value_is_inert_even_unvalidated(tmp_path, marker):
         assert not marker.exists(), label
 
 
+def test_the_ebuild_takes_the_app_s_contract(tmp_path):
+    """Install location, module and database variable come from releaser.appcontract."""
+    app = AppConfig(name="notes", category="www-apps", source=tmp_path, subdir="app",
+                    database_env="NOTES_DB")
+    variables = template_variables(app, "http://h/d", DatabaseConfig(path="/srv/n.db"), 2026)
+    ebuild = tmp_path / "notes-1.0.0.ebuild"
+    ebuild.write_text(render_ebuild(variables))
+    assert sourced(ebuild, "APP_DIR", "APP_MODULE", "APP_DB", "APP_DB_ENV") == [
+        "/usr/lib/notes", "notes", "/srv/n.db", "NOTES_DB"]
+    assert 'env "${APP_DB_ENV}=${db}"' in ebuild.read_text()
+
+
 def test_a_value_printed_without_the_filter_fails_the_build():
     env = _ebuild_environment()
     with pytest.raises(BuildError, match="without the bash filter"):
@@ -88,7 +100,7 @@ def test_metadata_xml_is_escaped():
 # --- both layers through the real build ------------------------------------
 
 APP_FIELDS = ("name", "category", "description", "homepage", "license", "rdepend",
-              "tag_prefix", "subdir", "source")
+              "tag_prefix", "subdir", "source", "database_env", "health_path")
 
 #: (field, payload label) pairs the configuration accepts: they must be rendered inert.
 INERT = {("description", "single-quote"), ("description", "semicolon")}

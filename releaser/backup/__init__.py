@@ -35,8 +35,8 @@ from releaser.backup.binpkg import index_path as binpkg_index_path
 from releaser.backup.binpkg import node_binpkg_paths
 from releaser.backup.common import BinpkgBackup, DumpBackup
 from releaser.errors import BackupError
-from releaser.backup.dump import (app_command, dump_database, latest_dump, list_dumps, node_dump_dir,
-                          restore_database, verify_dump_on_node)
+from releaser.backup.dump import (app_command, dump_database, latest_dump, list_dumps,
+                                  restore_database, verify_dump_on_node)
 from releaser.backup.dump import index_path as dump_index_path
 from releaser.backup.retention import apply_retention, format_backups, list_backups
 
@@ -58,7 +58,6 @@ __all__ = [
     "list_backups",
     "list_dumps",
     "node_binpkg_paths",
-    "node_dump_dir",
     "restore_database",
     "verify_dump_on_node",
 ]

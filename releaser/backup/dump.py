@@ -5,9 +5,12 @@ writes can be torn.  It runs the installed app's own ``dump OUT`` on the node
 (SQLite's online backup API), then proves the dump restorable with the app's
 ``verify-dump`` (restore into a scratch database, ``integrity_check``, schema
 version), and checks the dump's sha256 at every hop (node, central).  The
-same command runs on a real host (ROOT ``/``) and on a sandbox node::
+commands, their variables and their reports are the app's contract
+(``releaser.appcontract``).  The same command runs on a real host (ROOT ``/``)
+and on a sandbox node::
 
-    python3 -P -m APP dump OUT      with PYTHONPATH=ROOT/usr/lib/APP APP_DATABASE=ROOT/DB
+    python3 -P -m APP dump OUT      with PYTHONPATH=ROOT/usr/lib/APP and the
+                                    database variable (NOTES_DATABASE=ROOT/DB)
 
 (the variables go through the runner's ``env``, never into the argv).
 
@@ -27,12 +30,13 @@ from __future__ import annotations
 import json
 import posixpath
 
+from releaser.appcontract import DUMP, REPORT_FIELDS, RESTORE, VERIFY_DUMP, AppContract
 from releaser.build import versions as versioning
 from releaser.backup.common import (COPY_FAILURES, DumpBackup, check_component,
                             iso, local_scratch, on_node, pull, push, read_index,
                             reason, update_index, utc_now)
 from releaser.central.repository import CentralRepository
-from releaser.errors import BackupError, UsageError
+from releaser.errors import BackupError, last_line
 from releaser.hosts.node import Node
 
 #: A database dump of a large database can take a while; a hung one must not
@@ -44,12 +48,7 @@ def index_path(central: CentralRepository, env: str) -> str:
     return central.path("dumps", check_component(env, "environment"), "index.json")
 
 
-def node_dump_dir(app_name: str) -> str:
-    """Where dumps go on a host: beside the ebuild's ``pkg_preinst`` dumps."""
-    return f"/var/lib/{_check_app(app_name)}/backups"
-
-
-def dump_database(node: Node, central: CentralRepository, env: str, app_name: str,
+def dump_database(node: Node, central: CentralRepository, env: str, app: AppContract,
                   db_path: str, version: str) -> DumpBackup:
     """Dump, verify and store the database of the node, which runs ``version``.
 
@@ -63,12 +62,12 @@ def dump_database(node: Node, central: CentralRepository, env: str, app_name: st
     check_component(node.name, "node")
     database = on_node(node.root, db_path)
     if not node.runner.run(["test", "-f", database], check=False).ok:
-        raise BackupError(f"{node.name}: {app_name} {version} runs here, but its database "
+        raise BackupError(f"{node.name}: {app.name} {version} runs here, but its database "
                           f"{db_path} (database.path) does not exist: its data cannot be "
                           f"backed up; correct database.path")
-    out = _fresh_name(node, app_name, version)
-    dumped = _app(node, app_name, db_path, "dump", out, what="database dump")
-    checked = _app(node, app_name, None, "verify-dump", out, what="dump verification")
+    out = _fresh_name(node, app.dump_dir(db_path), version)
+    dumped = _app(node, app, db_path, DUMP, out, what="database dump")
+    checked = _app(node, app, None, VERIFY_DUMP, out, what="dump verification")
     _same_dump(node, out, dumped, checked)
 
     name = posixpath.basename(out)
@@ -80,7 +79,7 @@ def dump_database(node: Node, central: CentralRepository, env: str, app_name: st
     dump = DumpBackup(node=node.name, version=version, node_path=out, central_path=target,
                       size=int(checked["size"]), sha256=checked["sha256"],
                       schema_version=int(checked["schema_version"]),
-                      notes=int(checked["notes"]), created=iso(utc_now()), app=app_name)
+                      notes=int(checked["notes"]), created=iso(utc_now()), app=app.name)
     update_index(central, index_path(central, env), "dumps", [],
                  lambda data: data["dumps"].append(dump.to_index()))
     return dump
@@ -101,16 +100,17 @@ def latest_dump(central: CentralRepository, env: str, node_name: str, *,
 
 
 def verify_dump_on_node(node: Node, dump: DumpBackup, central: CentralRepository | None = None,
-                        app_name: str | None = None) -> dict:
+                        app: AppContract | None = None) -> dict:
     """Prove ``dump`` restorable on the node, fetching it from ``central`` if the node lacks it.
 
     Returns the app's ``verify-dump`` report.  A dump that is truncated,
     corrupted, not a database of the app, or not the recorded bytes is a
     BackupError: a restore must never start from it.  Without ``central``, a
     dump missing from the node (a rebuilt node) is a BackupError too.
-    ``app_name`` defaults to the app recorded with the dump.
+    ``app`` defaults to the contract of the app recorded with the dump
+    (verifying needs only its code, not its database variable).
     """
-    app_name = app_name or dump.app
+    app = app or AppContract(dump.app)
     if not node.runner.run(["test", "-f", dump.node_path], check=False).ok:
         if central is None:
             raise BackupError(f"{node.name}: dump {dump.name} is not on the node, and no "
@@ -119,10 +119,10 @@ def verify_dump_on_node(node: Node, dump: DumpBackup, central: CentralRepository
             local = tmp / dump.name
             pull(central.runner, dump.central_path, local, "sha256", dump.sha256)
             push(node.runner, local, dump.node_path, "sha256", dump.sha256)
-    return _verify(node, app_name, dump)
+    return _verify(node, app, dump)
 
 
-def restore_database(node: Node, app_name: str, db_path: str, dump: DumpBackup) -> dict:
+def restore_database(node: Node, app: AppContract, db_path: str, dump: DumpBackup) -> dict:
     """Replace the node's database with ``dump`` (service stopped by the caller).
 
     The dump must already be on the node (``verify_dump_on_node`` puts it
@@ -133,8 +133,8 @@ def restore_database(node: Node, app_name: str, db_path: str, dump: DumpBackup) 
     if not node.runner.run(["test", "-f", dump.node_path], check=False).ok:
         raise BackupError(f"{node.name}: dump {dump.node_path} is not on the node; "
                           "verify it on the node first (that copies it from central)")
-    _verify(node, app_name, dump)
-    restored = _app(node, app_name, db_path, "restore", dump.node_path, what="restore")
+    _verify(node, app, dump)
+    restored = _app(node, app, db_path, RESTORE, dump.node_path, what="restore")
     if restored.get("sha256") != dump.sha256:
         raise BackupError(f"{node.name}: restore of {dump.name} reported sha256 "
                           f"{str(restored.get('sha256'))[:16]}..., not the recorded one")
@@ -144,51 +144,43 @@ def restore_database(node: Node, app_name: str, db_path: str, dump: DumpBackup) 
 # ------------------------------------------------------------------------- internals
 
 
-def _check_app(app_name: str) -> str:
-    """The app name doubles as its Python module and its variables' prefix."""
-    if not isinstance(app_name, str) or not app_name.isidentifier():
-        raise UsageError(f"invalid app name {app_name!r}: it must be a Python module name")
-    return app_name
-
-
-def app_command(root: str, app_name: str, db_path: str | None,
-                *args: str) -> tuple[list[str], dict[str, str]]:
+def app_command(root: str, app: AppContract, db_path: str | None, action: str,
+                argument: str) -> tuple[list[str], dict[str, str]]:
     """The app's maintenance command (argv, environment) with its code and database under ``root``.
 
     The variables are for the runner's ``env``: out of the argv, so neither
     ``ps`` on the host nor an error message shows them.
     """
-    app = _check_app(app_name)
-    env = {"PYTHONPATH": on_node(root, f"/usr/lib/{app}")}
-    if db_path is not None:
-        env[f"{app.upper()}_DATABASE"] = on_node(root, db_path)
-    return ["python3", "-P", "-m", app, *args], env
+    database = None if db_path is None else on_node(root, db_path)
+    return (app.command(action, argument),
+            app.environment(on_node(root, app.install_dir), database))
 
 
-def _app(node: Node, app_name: str, db_path: str | None, *args: str, what: str) -> dict:
+def _app(node: Node, app: AppContract, db_path: str | None, action: str, argument: str, *,
+         what: str) -> dict:
     """Run an app command that prints a JSON report; BackupError with its own words if not."""
-    argv, env = app_command(node.root, app_name, db_path, *args)
+    argv, env = app_command(node.root, app, db_path, action, argument)
     try:
         result = node.runner.run(argv, check=False, env=env, timeout=APP_TIMEOUT)
     except COPY_FAILURES as exc:
         raise BackupError(f"{node.name}: {what} failed: {reason(exc)}") from exc
     if not result.ok:
-        tail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise BackupError(f"{node.name}: {what} failed: "
-                          f"{tail[-1] if tail else f'exit status {result.returncode}'}")
+        why = last_line(result.stderr, result.stdout, default=f"exit status {result.returncode}")
+        raise BackupError(f"{node.name}: {what} failed: {why}")
     try:
         report = json.loads(result.stdout)
     except ValueError:
         report = None
-    if not isinstance(report, dict) or not report.get("sha256"):
+    if not isinstance(report, dict) or not report.get("sha256") \
+            or not set(REPORT_FIELDS) <= set(report):
         raise BackupError(f"{node.name}: {what} printed no report: {result.stdout.strip()[:200]!r}")
     if report.get("integrity") != "ok":
         raise BackupError(f"{node.name}: {what}: integrity {report.get('integrity')!r}")
     return report
 
 
-def _verify(node: Node, app_name: str, dump: DumpBackup) -> dict:
-    report = _app(node, app_name, None, "verify-dump", dump.node_path, what="dump verification")
+def _verify(node: Node, app: AppContract, dump: DumpBackup) -> dict:
+    report = _app(node, app, None, VERIFY_DUMP, dump.node_path, what="dump verification")
     if report["sha256"] != dump.sha256:
         raise BackupError(f"{node.name}: {dump.node_path} is not the recorded dump "
                           f"(sha256 {report['sha256'][:16]}... instead of {dump.sha256[:16]}...)")
@@ -205,9 +197,9 @@ def _same_dump(node: Node, out: str, dumped: dict, checked: dict) -> None:
                           f"(sha256 {dumped['sha256'][:16]}... then {checked['sha256'][:16]}...)")
 
 
-def _fresh_name(node: Node, app_name: str, version: str) -> str:
+def _fresh_name(node: Node, dump_dir: str, version: str) -> str:
     """``releaser-VERSION-STAMP.db`` in the node's dump directory, never an existing file."""
-    directory = on_node(node.root, node_dump_dir(app_name))
+    directory = on_node(node.root, dump_dir)
     stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
     for n in range(1, 100):
         suffix = "" if n == 1 else f"-{n}"
@@ -218,4 +210,4 @@ def _fresh_name(node: Node, app_name: str, version: str) -> str:
 
 
 __all__ = ["APP_TIMEOUT", "app_command", "dump_database", "index_path", "latest_dump",
-           "list_dumps", "node_dump_dir", "restore_database", "verify_dump_on_node"]
+           "list_dumps", "restore_database", "verify_dump_on_node"]

@@ -166,14 +166,14 @@ def _database_for(config: Config) -> DatabaseConfig:
         raise ConfigError(f"{config.path}: environments use different database paths "
                           f"{sorted(paths)}; one ebuild serves them all")
     return next(iter(config.environments.values())).database if config.environments \
-        else DatabaseConfig(path=f"/var/lib/{config.app.name}/{config.app.name}.db")
+        else DatabaseConfig(path=config.app.contract.default_database_path)
 
 
 def _package_files(scratch: Path, category: str, name: str, version: str, ebuild_text: str,
                    metadata_text: str, distdir: Path) -> list[Path]:
     """Lay the package into a scratch overlay and let Portage write its Manifest."""
     tree = scratch / "overlay"
-    overlay.init_overlay(tree, MANIFEST_SKELETON)
+    overlay.init_overlay(tree, MANIFEST_OVERLAY)
     overlay.add_category(tree, category)
     pkg = tree / category / name
     pkg.mkdir(parents=True)

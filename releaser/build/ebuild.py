@@ -105,6 +105,7 @@ def template_variables(app: AppConfig, distfiles_url: str, db: DatabaseConfig, y
         "rdepend": list(app.rdepend),
         "db_path": db.path,
         "year": year,
+        **app.contract.template_variables(),
     }
 
 

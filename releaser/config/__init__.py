@@ -9,14 +9,18 @@ a run never starts with a value that was not.
 The file describes the whole world releaser acts on:
 
 - ``[app]``: where the application's source lives (a git repository and a
-  subdirectory) and how it is packaged (category, name, licence, dependencies);
+  subdirectory), how it is packaged (category, name, licence, dependencies)
+  and the values of its contract with releaser (``releaser.appcontract``:
+  its database variable, its health path);
 - ``[central]``: the central repository host (distfiles, overlays, binary
   packages, ledger, locks) and the URL nodes fetch distfiles from;
 - ``[ssh]``: pinned host keys and the identity used for every SSH host;
 - ``[environments.NAME]``: an overlay, a database, a rollout policy, hooks run
   around each node (``[environments.NAME.hooks]``) and nodes.
   A node is either a local sandbox root (``root = "..."``) or an SSH host
-  (``address = "..."``), and always the URL of its health check.
+  (``address = "..."``), and always says where its app answers: the URL of its
+  health check (``health_url``), or the app's base URL (``app_url``), checked
+  at ``[app] health_path``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from releaser.appcontract import DEFAULT_HEALTH_PATH, AppContract, default_database_env
 from releaser.config import validate
 from releaser.errors import ConfigError
 
@@ -49,10 +54,17 @@ class AppConfig:
     homepage: str = ""
     rdepend: tuple[str, ...] = ()
     tag_prefix: str = "v"
+    database_env: str = ""  # "": NAME_DATABASE
+    health_path: str = DEFAULT_HEALTH_PATH
 
     @property
     def cp(self) -> str:
         return f"{self.category}/{self.name}"
+
+    @property
+    def contract(self) -> AppContract:
+        """What releaser expects of this app (``releaser.appcontract``)."""
+        return AppContract(self.name, self.database_env, self.health_path)
 
 
 @dataclass(frozen=True)
@@ -116,10 +128,15 @@ class NodeConfig:
         return self.address is None
 
 
+def default_overlay(environment: str) -> str:
+    """The repository name of ``environment``'s overlay when ``overlay`` is not set."""
+    return f"releaser-{environment}"
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     name: str
-    overlay: str
+    overlay: str  # the overlay's repository name: profiles/repo_name, the nodes' repos.conf
     nodes: tuple[NodeConfig, ...]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -255,7 +272,8 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     environments = {}
     for name in envs_reader.table:
         envs_reader.valid(name, validate.env_name, name)
-        environments[name] = _parse_environment(name, envs_reader.table_of(name), base)
+        environments[name] = _parse_environment(name, envs_reader.table_of(name), base,
+                                                app.contract)
     for env in environments.values():
         if env.promote_from and env.promote_from not in environments:
             raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
@@ -270,10 +288,11 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:
     r.unknown({"name", "category", "source", "subdir", "license", "description", "homepage",
-               "rdepend", "tag_prefix"})
+               "rdepend", "tag_prefix", "database_env", "health_path"})
     name = r.get("name", str, required=True)
     category = r.get("category", str, "www-apps", check=validate.category)
     r.valid("name", validate.package, category, name)
+    r.valid("name", validate.module_name, name)
     rdepend = r.get("rdepend", list, [])
     for i, atom in enumerate(rdepend):
         if not isinstance(atom, str):
@@ -291,6 +310,9 @@ def _parse_app(r: _Reader, base: Path) -> AppConfig:
         homepage=r.get("homepage", str, "https://example.invalid/", check=validate.url),
         rdepend=tuple(rdepend),
         tag_prefix=r.get("tag_prefix", str, "v", check=validate.tag_prefix),
+        database_env=r.get("database_env", str, default_database_env(name),
+                           check=validate.database_env),
+        health_path=r.get("health_path", str, DEFAULT_HEALTH_PATH, check=validate.health_path),
     )
 
 
@@ -321,7 +343,8 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
     )
 
 
-def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
+def _parse_environment(name: str, r: _Reader, base: Path,
+                       contract: AppContract) -> EnvironmentConfig:
     r.unknown({"overlay", "nodes", "database", "policy", "hooks", "promote_from",
                "allow_dirty"})
     db = r.table_of("database")
@@ -330,14 +353,14 @@ def _parse_environment(name: str, r: _Reader, base: Path) -> EnvironmentConfig:
     if backend != "sqlite":
         raise db.fail("backend", f"{backend!r} is not supported yet (supported: sqlite)")
     nodes_raw = r.get("nodes", list, [])
-    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base)
+    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base, contract)
                   for i, n in enumerate(nodes_raw))
     return EnvironmentConfig(
         name=name,
-        overlay=r.get("overlay", str, f"releaser-{name}", check=validate.repo_name),
+        overlay=r.get("overlay", str, default_overlay(name), check=validate.repo_name),
         nodes=nodes,
         database=DatabaseConfig(backend=backend, path=db.get(
-            "path", str, DatabaseConfig.path, check=validate.absolute_path)),
+            "path", str, contract.default_database_path, check=validate.absolute_path)),
         policy=_parse_policy(r.table_of("policy")),
         hooks=_parse_hooks(r.table_of("hooks")),
         promote_from=r.get("promote_from", str, None, check=validate.env_name),
@@ -382,11 +405,12 @@ def _parse_hooks(h: _Reader) -> HooksConfig:
     )
 
 
-def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
+def _parse_node(file: Path, prefix: str, raw: Any, base: Path,
+                contract: AppContract) -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)
-    r.unknown({"name", "root", "address", "port", "health_url"})
+    r.unknown({"name", "root", "address", "port", "health_url", "app_url"})
     address = r.get("address", str, None, check=validate.host)
     if "root" not in raw and address is None:
         raise r.fail("root", "give root (a local sandbox node) or address (an SSH node)")
@@ -397,11 +421,23 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path) -> NodeConfig:
         root = Path(root) if root else None
     return NodeConfig(
         name=r.get("name", str, required=True, check=validate.node_name),
-        health_url=r.get("health_url", str, required=True, check=validate.url),
+        health_url=_health_url(r, contract),
         root=root,
         address=address,
         port=r.get("port", int, 22, check=validate.port),
     )
+
+
+def _health_url(r: _Reader, contract: AppContract) -> str:
+    """The node's ``health_url``, or its ``app_url`` with the app's health path."""
+    if ("health_url" in r.table) == ("app_url" in r.table):
+        raise r.fail("health_url", "give health_url (the app's health check URL) or app_url "
+                                   "(where the app answers; checked at [app] health_path), "
+                                   "not both")
+    if "health_url" in r.table:
+        return r.get("health_url", str, check=validate.url)
+    app_url = r.get("app_url", str, check=lambda v: validate.url(v, base=True))
+    return contract.health_url(app_url)
 
 
 def _check_ssh_keys(file: Path, central: CentralConfig | None, ssh: SSHConfig,

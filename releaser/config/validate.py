@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from portage.dep import Atom, _repo_name_re, isvalidatom, use_reduce
 from portage.exception import InvalidDependString
 
+from releaser import appcontract
+
 
 class Invalid(ValueError):
     """A value that its key does not allow; the message says why (no file, no key)."""
@@ -192,6 +194,30 @@ def package(category: str, name: str) -> str:
     if not isvalidatom(cp) or Atom(cp).cp != cp:
         raise Invalid(f"{cp!r} is not a valid Gentoo package name")
     return cp
+
+
+def module_name(value: str) -> str:
+    """The app's name as a Python package: the app's contract runs ``python3 -m NAME``."""
+    if not (value.isidentifier() and value.isascii()):
+        raise Invalid(f"{value!r} is not a Python module name (letters, digits and '_'): "
+                      "the app is run as `python3 -m NAME` (releaser.appcontract)")
+    return value
+
+
+def database_env(value: str) -> str:
+    """The environment variable the app reads its database path from."""
+    try:
+        return appcontract.check_database_env(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def health_path(value: str) -> str:
+    """The URL path of the app's health endpoint (``/health``)."""
+    try:
+        return appcontract.check_health_path(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def atom(value: str) -> str:

@@ -370,6 +370,6 @@ class _NodeRollback:
                                   version=self.plan.target)
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
-        backup.verify_dump_on_node(node, dump, self.central, self.config.app.name)
+        backup.verify_dump_on_node(node, dump, self.central, self.config.app.contract)
         OpenRC().stop(node.runner, self.config.app.name)
-        backup.restore_database(node, self.config.app.name, self.env.database.path, dump)
+        backup.restore_database(node, self.config.app.contract, self.env.database.path, dump)

@@ -205,29 +205,71 @@ class NodeRollout:
         if node.health(version, timeout).ok:
             return "healthy"
         try:
-            node.restart(self.config.app.name)
+            process = node.restart(self.config.app.name)
         except NodeError as exc:
             return f"NOT healthy, and a restart failed: {exc}"
-        health = node.health(version, timeout)
+        health = node.health(version, timeout, process=(self.config.app.name, process))
         return "restarted, healthy" if health.ok else f"NOT healthy after a restart: {health.detail}"
 
-    def _backup(self, node: Node, version: str) -> None:
-        cpv = f"{self.release.cp}-{version}"
-        backup.backup_package(node, self.central, self.env.name, cpv)
-        backup.dump_database(node, self.central, self.env.name, self.config.app.name,
-                             self.env.database.path, version)
-
     def _roll_back(self, node: Node, out: NodeOutcome) -> None:
+        """Put the node back on ``out.before`` from its binary package.
+
+        The attempt says a rollback is under way before it starts, so a run
+        killed during it leaves the next run to finish it.  A rollback that
+        does not become healthy leaves the attempt open for the same reason.
+        """
         self.progress(f"{node.name}: {out.detail}; rolling back to {out.before}")
         out.phase = "rollback"
+        self.ledger.note_attempt(node.name, rolling_back=out.detail)
         result = reinstall_version(node, self.central, self.env, self.config.app,
                                    f"{self.release.cp}-{out.before}")
         out.after = node.installed_version(self.release.cp)
         if result.ok:
             out.status = ROLLED_BACK
             out.detail += f"; rolled back to {out.before}, healthy"
+            self._settle(node, out)
         else:
             out.detail += f"; rollback to {out.before} did not become healthy: {result.detail}"
+
+    def _settle(self, node: Node, out: NodeOutcome) -> None:
+        """Close the node's attempt (if one is open) with this outcome."""
+        if self.ledger.attempt(node.name) is not None:
+            self.ledger.end_attempt(node.name, out.status if out.status != FAILED
+                                    else f"failed:{out.phase}", out.detail)
+
+    # --- hooks around the node (releaser.deploy.hooks) ------------------------------
+    def _restore(self, out: NodeOutcome) -> None:
+        """Run the post_node hook once a drained node serves again: healthy on the
+        target, or rolled back healthy.  A failure fails an installed node."""
+        if out.status not in (INSTALLED, ROLLED_BACK):
+            return
+        try:
+            self._hooks.after_healthy(out.before, out.status)
+        except HookError as exc:
+            out.detail += f"; {exc}"
+            if out.status == INSTALLED:
+                out.status, out.phase = FAILED, POST_NODE
+
+    # --- helpers ---------------------------------------------------------------------
+    def _process_or_none(self, node: Node) -> ServiceProcess | None:
+        """The service process running now, for the journal; None if it cannot be told."""
+        try:
+            return node.service_process(self.config.app.name)
+        except NodeError:
+            return None
+
+    def _backup(self, node: Node, version: str) -> dict:
+        """Back up the running ``version``; what was taken, for the journal."""
+        cpv = f"{self.release.cp}-{version}"
+        package = backup.backup_package(node, self.central, self.env.name, cpv)
+        dump = backup.dump_database(node, self.central, self.env.name, self.config.app.contract,
+                                    self.env.database.path, version)
+        return {"binpkg": package.central_path, "binpkg_sha512": package.sha512,
+                "dump": dump.central_path, "dump_sha256": dump.sha256}
+
+
+def _as_dict(process: ServiceProcess | None) -> dict | None:
+    return None if process is None else {"pid": process.pid, "started": process.started}
 
 
 def _installed_or_none(node: Node | None, cp: str) -> str | None:

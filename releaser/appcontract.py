@@ -1,0 +1,228 @@
+"""The app's contract: everything releaser expects of the application it ships.
+
+releaser builds, installs, backs up, restores and health-checks one
+application, and knows nothing else of it than what this module states.  The
+demo app ``app/notes`` keeps the contract (app/README.md); any other app that
+keeps it can be shipped the same way.  Values marked *configured* come from
+``releaser.toml`` (validated when the configuration loads); the others are
+fixed, and this module is the one place that spells them.
+
+Source tree (``[app] subdir`` of the git repository)
+    ``NAME/`` (the Python package), ``bin/NAME`` (launcher), ``etc/NAME.toml``
+    (default configuration, CONFIG_PROTECTed), ``openrc/NAME.initd`` and
+    ``openrc/NAME.confd``, ``README.md``: what the ebuild installs.
+Python package (``[app] name``, *configured*)
+    the package name ``NAME`` (PN) is an importable Python package, run as
+    ``python3 -P -m NAME`` with ``PYTHONPATH`` set to the install location.
+Install location
+    ``/usr/lib/NAME``: the package and a ``VERSION`` file holding the PV,
+    which the app reports as its version.
+Service
+    OpenRC's ``/etc/init.d/NAME``, driven with ``rc-service NAME ...``; it
+    keeps its pid in ``/run/NAME.pid`` (``releaser.hosts.services``) and
+    migrates the database before it starts.
+Database (``[app] database_env``, ``database.path``, *configured*)
+    the app reads its database path from one environment variable
+    (``NAME_DATABASE`` by default); one path serves every environment, since
+    the ebuild carries it (``/var/lib/NAME/NAME.db`` by default).  Dumps go to
+    ``backups/`` beside the database (the ebuild keeps that folder).
+Maintenance commands
+    ``dump OUT`` writes a consistent backup of the live database;
+    ``verify-dump FILE`` proves a dump restorable and needs no database;
+    ``restore FILE`` verifies, then replaces the database (service stopped).
+    Each exits 0 and prints one JSON object on stdout with ``REPORT_FIELDS``
+    (``integrity`` ``"ok"``; ``restore`` adds ``database``), or exits
+    non-zero with its reason as the last line on stderr.  The ebuild's
+    ``pkg_preinst`` runs the new version's ``dump`` before it replaces files.
+Health endpoint (a node's ``health_url``, or ``app_url`` + ``[app] health_path``, *configured*)
+    ``GET`` answers 200 and a JSON object whose ``status`` is ``"ok"`` and
+    whose ``version`` is the installed PV when the app can serve; anything
+    else is "not healthy (yet)".  ``HealthFacts`` names every field read.
+Schema version
+    an integer the app's code expects and the database holds, reported by
+    the maintenance commands (``schema_version``) and by the health answer
+    (``database.schema_version``, ``database.app_schema_version``);
+    releaser records it per release and rollback compares it before it
+    installs older code.
+
+The ebuild template (``ebuild_templates/ebuild.j2``) takes these values as
+template variables (``AppContract.template_variables``), the backup code its
+commands (``AppContract.command``, ``AppContract.environment``), the health
+check its fields (``HealthFacts.read``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from releaser.errors import UsageError
+
+#: ``[app] health_path`` when not configured.
+DEFAULT_HEALTH_PATH = "/health"
+
+#: The maintenance commands, as ``python3 -P -m NAME COMMAND ARG``.
+DUMP, VERIFY_DUMP, RESTORE = "dump", "verify-dump", "restore"
+#: What each maintenance command prints (a JSON object); ``integrity`` is ``"ok"``.
+REPORT_FIELDS = ("path", "size", "sha256", "schema_version", "notes", "integrity")
+
+#: ``status`` of a health answer that can serve.
+HEALTHY = "ok"
+
+#: An environment variable name releaser may set for the app: upper case.
+_ENV_VAR = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+#: Variables the app's database variable must never be: releaser, the
+#: runtime or the dynamic linker give them their own meaning.
+RESERVED_ENV = frozenset({"PATH", "HOME", "SHELL", "IFS", "ENV", "BASH_ENV", "PWD", "CDPATH"})
+RESERVED_ENV_PREFIXES = ("PYTHON", "LD_", "PORTAGE_", "RELEASER_")
+#: A URL path of plain characters (no query or fragment: the app's own endpoint).
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+/?")
+
+
+def default_database_env(name: str) -> str:
+    """``NAME_DATABASE`` (``notes`` -> ``NOTES_DATABASE``)."""
+    return f"{name.upper()}_DATABASE"
+
+
+def check_database_env(value: str) -> str:
+    """``value`` if releaser may set it as the app's database variable, else ValueError."""
+    if not isinstance(value, str) or not _ENV_VAR.fullmatch(value):
+        raise ValueError(f"{value!r} is not an environment variable name (upper-case "
+                         "letters, digits and '_', not starting with a digit)")
+    if value in RESERVED_ENV or value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"{value!r} has a meaning of its own to the shell, Python, the "
+                         "dynamic linker, Portage or releaser; name the app's own variable")
+    return value
+
+
+def check_health_path(value: str) -> str:
+    """``value`` if it is a plain absolute URL path (``/health``), else ValueError."""
+    if not isinstance(value, str) or not _URL_PATH.fullmatch(value) or "/../" in f"{value}/" \
+            or "/./" in f"{value}/":
+        raise ValueError(f"{value!r} is not a URL path (/, then letters, digits and ._~- "
+                         "separated by single '/', no '.' or '..' segment)")
+    return value
+
+
+@dataclass(frozen=True)
+class AppContract:
+    """The contract values of one app (see the module docstring).
+
+    Built from ``[app]`` by ``releaser.config.AppConfig.contract``; the
+    constructor checks the values again, so no bad one reaches a command.
+    """
+
+    name: str
+    database_env: str = ""
+    health_path: str = DEFAULT_HEALTH_PATH
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier() \
+                or not self.name.isascii():
+            raise UsageError(f"invalid app name {self.name!r}: the app is run as "
+                             "`python3 -m NAME`, so NAME must be a Python module name")
+        try:
+            object.__setattr__(self, "database_env", check_database_env(
+                self.database_env or default_database_env(self.name)))
+            check_health_path(self.health_path)
+        except ValueError as exc:
+            raise UsageError(f"app {self.name}: {exc}") from None
+
+    @property
+    def module(self) -> str:
+        """The Python package run as ``python3 -P -m MODULE``."""
+        return self.name
+
+    @property
+    def service(self) -> str:
+        """The OpenRC service (``/etc/init.d/SERVICE``)."""
+        return self.name
+
+    @property
+    def install_dir(self) -> str:
+        """Where the ebuild installs the package: PYTHONPATH of every command."""
+        return f"/usr/lib/{self.name}"
+
+    @property
+    def default_database_path(self) -> str:
+        """``database.path`` when an environment does not say: ``/var/lib/NAME/NAME.db``."""
+        return f"/var/lib/{self.name}/{self.name}.db"
+
+    @staticmethod
+    def dump_dir(db_path: str) -> str:
+        """Where dumps go on a host: ``backups/`` beside the database (the ebuild keeps it)."""
+        return posixpath.join(posixpath.dirname(db_path), "backups")
+
+    def command(self, action: str, argument: str) -> list[str]:
+        """The argv of a maintenance command (``DUMP``, ``VERIFY_DUMP``, ``RESTORE``)."""
+        if action not in (DUMP, VERIFY_DUMP, RESTORE):
+            raise UsageError(f"{action!r} is not one of the app's maintenance commands")
+        return ["python3", "-P", "-m", self.module, action, argument]
+
+    def environment(self, install_dir: str, database: str | None) -> dict[str, str]:
+        """The variables of a maintenance command: its code (and its database) on the host.
+
+        Paths are as the host's runner sees them (a sandbox node prefixes its
+        root); the caller passes them in the runner's ``env``, never the argv.
+        """
+        env = {"PYTHONPATH": install_dir}
+        if database is not None:
+            env[self.database_env] = database
+        return env
+
+    def health_url(self, app_url: str) -> str:
+        """The health endpoint of the app answering at ``app_url``."""
+        return app_url.rstrip("/") + self.health_path
+
+    def template_variables(self) -> dict[str, str]:
+        """What the ebuild template needs of the contract (``ebuild_templates/__init__.py``)."""
+        return {"app_dir": self.install_dir, "module": self.module,
+                "database_env": self.database_env}
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    """What releaser reads from a health answer (a JSON object), and nothing else.
+
+    ``{"status": "ok", "version": "1.2.0", "schema": "current",
+    "database": {"schema_version": 1, "app_schema_version": 1, "error": ...}}``:
+    ``status`` ``"ok"`` means it can serve; ``version`` is the installed PV;
+    ``schema`` a word on the database schema (shown, not judged);
+    ``database.schema_version`` what the database holds,
+    ``database.app_schema_version`` what the running code expects (recorded,
+    compared by rollback); ``database.error`` why it cannot serve.
+    """
+
+    ok: bool
+    status: str | None
+    version: str | None
+    schema: str | None
+    db_schema_version: int | None
+    app_schema_version: int | None
+    error: str | None
+
+    @classmethod
+    def read(cls, data: dict[str, Any] | None) -> "HealthFacts":
+        data = data if isinstance(data, dict) else {}
+        database = data.get("database")
+        database = database if isinstance(database, dict) else {}
+        return cls(ok=data.get("status") == HEALTHY, status=_text(data.get("status")),
+                   version=_text(data.get("version")), schema=_text(data.get("schema")),
+                   db_schema_version=_int(database.get("schema_version")),
+                   app_schema_version=_int(database.get("app_schema_version")),
+                   error=_text(database.get("error")))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+__all__ = ["AppContract", "DEFAULT_HEALTH_PATH", "DUMP", "HEALTHY", "HealthFacts",
+           "REPORT_FIELDS", "RESTORE", "VERIFY_DUMP", "check_database_env",
+           "check_health_path", "default_database_env"]
