@@ -68,7 +68,8 @@ def raw_versus_releaser(base: Path, rounds: int) -> tuple[float, float]:
             add_migration(sb.source, f"v{number}.0.0", number=number)
             # publish only (no node work) so the raw sequence has something to install
             built = build_release(sb.config, ref="HEAD")
-            publish(CentralRepository.from_config(sb.config), "staging", "staging",
+            publish(CentralRepository.from_config(sb.config), "staging",
+                    sb.config.environment("staging").overlay,
                     ReleaseFiles(built.release, built.release_dir), built.tarball)
             node = connect(sb.config, node_cfg)
             running = node.installed_version(CP)

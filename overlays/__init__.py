@@ -1,1 +1,1 @@
-"""Skeletons of the environment overlays (copied without this file)."""
+"""The environment overlay skeleton, package data (copied without this file)."""

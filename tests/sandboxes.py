@@ -42,16 +42,17 @@ def add_migration(source: Path, tag: str, number: int = 2) -> None:
 
 class Sandbox:
     """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd;
-    ``stock_binpkgs=True``: nodes keep Portage's default binpkg-multi-instance."""
+    ``stock_binpkgs=True``: nodes keep Portage's default binpkg-multi-instance;
+    ``overlays``: overlay repository names by environment (default releaser-ENV)."""
 
     def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False,
-                 stock_binpkgs: bool = False):
+                 stock_binpkgs: bool = False, overlays: dict[str, str] | None = None):
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")
         app = default_app(self.source)
         self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh,
-                                        stock_binpkgs=stock_binpkgs)
+                                        stock_binpkgs=stock_binpkgs, overlays=overlays)
         self.config = load_config(self.config_path)
 
     @property

@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, config_file, capsys,
 
 
 def assemble_overlay(dest: Path, release_dir: Path, category="www-apps", name="notes") -> str:
-    repo = overlay.init_overlay(dest, "staging")
+    repo = overlay.init_overlay(dest, "releaser-staging")
     overlay.add_category(dest, category)
     pkg = dest / category / name
     pkg.mkdir(parents=True)
@@ -229,15 +229,15 @@ def test_dirty_build_never_takes_the_version_of_the_next_commit(tmp_path, config
     dirty = build_release(cfg, out=tmp_path / "o", allow_dirty=True)
     assert dirty.release.dirty and dirty.release.version.startswith("1.0.0_p0_p")
     assert (dirty.release.tag, dirty.release.distance) == ("v1.0.0", 0)
-    publish(central, "staging", "staging", ReleaseFiles(dirty.release, dirty.release_dir),
-            dirty.tarball)
+    publish(central, "staging", "releaser-staging",
+            ReleaseFiles(dirty.release, dirty.release_dir), dirty.tarball)
     (source / "app" / "CHANGES").write_text("done\n")
     commit_all(source, "the real next commit")
     real = build_release(cfg, out=tmp_path / "o")
     assert real.release.version == "1.0.0_p1" and not real.release.dirty
     assert compare("1.0.0", dirty.release.version) < 0 < compare(real.release.version,
                                                                  dirty.release.version)
-    outcome = publish(central, "staging", "staging",
+    outcome = publish(central, "staging", "releaser-staging",
                       ReleaseFiles(real.release, real.release_dir), real.tarball)
     assert outcome.published
 

@@ -55,7 +55,7 @@ def test_publish_removes_a_killed_publish_s_temporaries(central, tmp_path, app_r
     built = build_release(config, out=tmp_path / "out")
     stale = plant(central, "distfiles", ".notes-1.0.0.tar.gz.partial-0123456789ab", HOURS_AGO)
     fresh = plant(central, "distfiles", ".notes-0.9.tar.gz.partial-0123456789ab")
-    outcome = publish(central, "staging", "staging",
+    outcome = publish(central, "staging", "releaser-staging",
                       ReleaseFiles(built.release, built.release_dir), built.tarball)
     assert outcome.published and not stale.exists() and fresh.exists()
     assert sorted(os.listdir(central.path("distfiles"))) == [fresh.name, "notes-1.0.0.tar.gz"]
@@ -71,7 +71,7 @@ def scratch_root(tmp_path, monkeypatch):
 
 
 def test_a_temporary_clone_is_removed_when_its_user_fails(central, scratch_root):
-    overlay_git.ensure_overlay(central, "staging", "staging")
+    overlay_git.ensure_overlay(central, "staging", "releaser-staging")
     with pytest.raises(RuntimeError, match="failed half way"):
         with overlay_git.checkout(central, "staging") as repo:
             clone = Path(repo.working_tree_dir)
@@ -87,7 +87,7 @@ def test_clones_of_killed_runs_are_removed_by_the_next_run(central, scratch_root
     live = scratch_root / f"{overlay_git.SCRATCH_PREFIX}{os.getppid()}-runn1ng"
     for path in (orphan, live):
         (path / "overlay").mkdir(parents=True)
-    overlay_git.ensure_overlay(central, "staging", "staging")
+    overlay_git.ensure_overlay(central, "staging", "releaser-staging")
     assert not orphan.exists() and live.exists()
     assert list(scratch_root.iterdir()) == [live]
 

@@ -19,7 +19,7 @@ def test_version_and_help(capsys):
     (["-c", "/nonexistent/releaser.toml", "status"], 2, "no such configuration file"),
     (["promote"], 2, "Missing argument"),
     (["sandbox", "init", "/tmp/x", "--nodes", "staging=zero"], 2, "is not ENV=COUNT"),
-    (["sandbox", "init", "/tmp/x", "--nodes", "qa=1"], 2, "no overlay skeleton"),
+    (["sandbox", "init", "/tmp/x", "--nodes", "QA=1"], 2, "'QA' is not an environment name"),
     (["sandbox", "down", "/nonexistent-sandbox"], 2, "holds no sandbox"),
 ])
 def test_errors_are_one_line_with_an_exit_code(capsys, args, code, message):

@@ -50,13 +50,13 @@ def test_a_demo_that_fails_after_making_things_says_what_is_left(tmp_path, monke
 
     from .conftest import PROJECT
 
-    monkeypatch.setattr(demo, "DEFAULT_NODES", {"qa": 1})  # no overlay skeleton for "qa"
+    monkeypatch.setattr(demo, "DEFAULT_NODES", {"QA": 1})  # not an environment name
     with pytest.raises(SandboxError) as info:
         demo.run_demo(tmp_path / "d", project=PROJECT, keep=False, echo=lambda _l: None)
     assert info.value.exit_code == 1
     assert str(info.value) == (
-        "demo stopped: no overlay skeleton for environment 'qa' (known: production, staging); "
-        f"what it made so far is in {tmp_path / 'd'}")
+        "demo stopped: 'QA' is not an environment name (a lower-case letter, then lower-case "
+        f"letters, digits, '_' or '-'); what it made so far is in {tmp_path / 'd'}")
     assert (tmp_path / "d" / "src" / ".git").is_dir()
 
 

@@ -1,4 +1,5 @@
-"""Environment overlays: skeleton copies, categories, timestamps, and pkgcheck's verdict."""
+"""Environment overlays: the one skeleton rendered with any repository name, categories,
+timestamps, and pkgcheck's verdict."""
 
 from __future__ import annotations
 
@@ -60,34 +61,48 @@ def publish_fixture(overlay_dir: Path, tmp_path: Path, *, license: str = "MIT",
     return ebuild
 
 
-@pytest.mark.parametrize("environment", ["staging", "production"])
-def test_init_overlay_copies_the_skeleton(tmp_path, environment):
+def test_there_is_one_skeleton_and_it_names_no_environment():
+    from importlib import resources
+
+    from releaser.config.validate import skeleton_licenses
+
+    package = resources.files("releaser.overlays")
+    assert sorted(p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__") \
+        == [overlay.SKELETON]
+    texts = [f.read_text() for f in Path(str(overlay.skeleton())).rglob("*") if f.is_file()]
+    assert texts and not any(word in t for t in texts for word in ("staging", "production"))
+    assert skeleton_licenses() == {"MIT"}  # the licence check reads the one skeleton
+
+
+@pytest.mark.parametrize("name", ["releaser-staging", "releaser-development", "acme_qa-2"])
+def test_init_overlay_renders_the_skeleton_with_the_repository_name(tmp_path, name):
     dest = tmp_path / "ov"
-    assert overlay.init_overlay(dest, environment) == f"releaser-{environment}"
-    assert overlay.repo_name(dest) == f"releaser-{environment}"
+    assert overlay.init_overlay(dest, name) == name
+    assert (dest / "profiles/repo_name").read_text() == f"{name}\n"
     assert not (dest / "__init__.py").exists() and not (dest / "__pycache__").exists()
+    assert not list(dest.rglob("*.j2")) and not any(
+        "{{" in f.read_text() for f in dest.rglob("*") if f.is_file())
     assert (dest / "profiles/releaser/amd64/eapi").read_text().strip() == "8"
     assert (dest / "profiles/profiles.desc").read_text() == "amd64\treleaser/amd64\tstable\n"
     layout = (dest / "metadata/layout.conf").read_text()
-    assert f"repo-name = releaser-{environment}" in layout
+    assert f"\nrepo-name = {name}\n" in layout
     assert "masters =\n" in layout and "thin-manifests = true" in layout
     assert not (dest / "metadata/timestamp.chk").exists()
     assert "/metadata/md5-cache/" in (dest / ".gitignore").read_text()
     assert overlay.categories(dest) == ["www-apps"]
 
 
-def test_init_overlay_refuses_unknown_environments_and_existing_overlays(tmp_path):
-    with pytest.raises(UsageError, match="known: production, staging"):
-        overlay.init_overlay(tmp_path / "a", "qa")
-    for bad in ("__pycache__", "../staging", "__init__.py"):
-        with pytest.raises(UsageError):
+def test_init_overlay_refuses_bad_names_and_existing_overlays(tmp_path):
+    for bad in ("-x", "a b", "../staging", "", "x\n", "a/b", "x]\n[y", None):
+        with pytest.raises(UsageError, match="is not a Portage repository name"):
             overlay.init_overlay(tmp_path / "b", bad)
+    assert not (tmp_path / "b").exists()
     dest = tmp_path / "c"
     (dest / ".git").mkdir(parents=True)  # an empty clone is fine
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     (dest / "profiles/categories").write_text("dev-libs\n")
     with pytest.raises(UsageError, match="already holds an overlay"):
-        overlay.init_overlay(dest, "production")
+        overlay.init_overlay(dest, "releaser-production")
     assert (dest / "profiles/categories").read_text() == "dev-libs\n"
     with pytest.raises(UsageError, match="not an overlay"):
         overlay.repo_name(tmp_path)
@@ -95,7 +110,7 @@ def test_init_overlay_refuses_unknown_environments_and_existing_overlays(tmp_pat
 
 def test_add_category_keeps_the_file_sorted_and_is_idempotent(tmp_path):
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     assert overlay.add_category(dest, "dev-python") is True
     assert overlay.add_category(dest, "app-misc") is True
     assert overlay.add_category(dest, "dev-python") is False
@@ -108,7 +123,7 @@ def test_add_category_keeps_the_file_sorted_and_is_idempotent(tmp_path):
 
 def test_write_timestamp_uses_gentoos_format(tmp_path):
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     when = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
     path = overlay.write_timestamp(dest, when)
     assert path == dest / "metadata/timestamp.chk"
@@ -122,8 +137,9 @@ def test_write_timestamp_uses_gentoos_format(tmp_path):
 
 
 def test_overlay_with_a_package_passes_pkgcheck(tmp_path):
+    """Any repository name: the skeleton rendered as ``acme-qa`` is a clean overlay."""
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "production")
+    overlay.init_overlay(dest, "acme-qa")
     publish_fixture(dest, tmp_path)
     overlay.write_timestamp(dest, datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc))
 
@@ -138,7 +154,7 @@ def test_overlay_with_a_package_passes_pkgcheck(tmp_path):
 def test_pkgcheck_is_really_checking(tmp_path):
     """Control: the same scan fails on an ebuild naming an unknown licence."""
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     publish_fixture(dest, tmp_path, license="NOT-A-LICENSE")
     scan = pkgcheck(dest, tmp_path, "--exit", "error")
     assert scan.returncode == 1
@@ -150,7 +166,7 @@ APP_RDEPEND = 'RDEPEND="\n\t>=dev-lang/python-3.11\n\tdev-python/flask\n\tdev-py
 
 def test_runtime_dependencies_outside_the_overlay_are_provided_by_its_profile(tmp_path):
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     assert overlay.provided(dest) == ["dev-lang/python-3.11.2", "dev-python/flask-3.1.3",
                                       "dev-python/waitress-3.0.2"]
     ebuild = publish_fixture(dest, tmp_path, rdepend=APP_RDEPEND)
@@ -178,7 +194,7 @@ def test_runtime_dependencies_outside_the_overlay_are_provided_by_its_profile(tm
 
 def test_set_provided_validates_entries(tmp_path):
     dest = tmp_path / "ov"
-    overlay.init_overlay(dest, "staging")
+    overlay.init_overlay(dest, "releaser-staging")
     for bad in ("dev-python/flask", ">=dev-python/flask-3", "dev-python/flask-3.1;id", "x"):
         with pytest.raises(UsageError):
             overlay.set_provided(dest, [bad])

@@ -81,7 +81,7 @@ def make_node(tmp_path: Path, name: str, repos: list[noderoot.RepoSpec],
 @pytest.fixture
 def local_overlay(tmp_path: Path) -> Path:
     path = tmp_path / "overlay"
-    overlay.init_overlay(path, "staging")
+    overlay.init_overlay(path, "releaser-staging")
     return path
 
 
@@ -383,7 +383,7 @@ def test_sync_from_a_bare_git_repository_picks_up_new_commits(tmp_path):
     git("init", "-q", "--bare", "-b", "main", str(bare))
     work = tmp_path / "work"
     git("init", "-q", "-b", "main", str(work))
-    overlay.init_overlay(work, "staging")
+    overlay.init_overlay(work, "releaser-staging")
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "skeleton", cwd=work)
     git("push", "-q", str(bare), "main", cwd=work)

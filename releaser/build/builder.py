@@ -34,7 +34,7 @@ from releaser.build.manifest import write_manifest
 from releaser.build.release import Release, write_json_atomic
 from releaser.build.tarball import write_tarball
 
-MANIFEST_SKELETON = "staging"  # any skeleton: ebuild and Manifest do not name the overlay
+MANIFEST_OVERLAY = "releaser-build"  # any name: ebuild and Manifest do not name the overlay
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,19 @@
-"""Environment overlays: create one from its skeleton, and keep its small files right.
+"""Environment overlays: create one from the skeleton, and keep its small files right.
 
-An environment (staging, production) publishes its releases to its own standalone
-Portage overlay: a repository with its own profile (``releaser/amd64``) and no
-``masters``, so a node needs nothing from ``::gentoo`` to resolve our packages.
-The skeletons live in the top-level ``overlays/`` folder of this repository and
-ship as package data of ``releaser.overlays`` (see setup.py); ``init_overlay``
-copies one into place.
+Every environment (development, staging, production, any name) publishes its
+releases to its own standalone Portage overlay: a repository with its own
+profile (``releaser/amd64``) and no ``masters``, so a node needs nothing from
+``::gentoo`` to resolve our packages.  Its repository name is the
+environment's ``overlay`` setting (default ``releaser-<environment>``), the
+name its nodes' repos.conf and ``emaint sync -r`` use.
 
-What is deliberately *not* in a skeleton:
+There is one skeleton, ``overlays/skeleton/`` at the top of this repository,
+shipped as package data of ``releaser.overlays`` (see setup.py).
+``init_overlay`` copies it into place; its ``*.j2`` files (``profiles/repo_name``,
+``metadata/layout.conf``) are Jinja2 templates rendered with the repository
+name, so the skeleton itself names no environment.
+
+What is deliberately *not* in the skeleton:
 
 - ``metadata/timestamp.chk``: written by ``write_timestamp`` at publish time, so
   it says when the overlay content last changed, as on Gentoo's own mirrors.
@@ -31,9 +37,16 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import jinja2
+
+from releaser.config import validate
 from releaser.errors import UsageError
 
-#: Files in the skeleton package that are Python packaging, not overlay content.
+#: The one skeleton, a folder of the ``releaser.overlays`` package data.
+SKELETON = "skeleton"
+#: Skeleton files rendered with the repository name (the suffix is dropped).
+TEMPLATE_SUFFIX = ".j2"
+#: Files that are Python packaging, not overlay content.
 _NOT_OVERLAY = {"__init__.py", "__pycache__"}
 
 #: Generated files that never belong in an overlay commit.
@@ -50,50 +63,59 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def skeleton(environment: str) -> Traversable:
-    """The packaged skeleton of ``environment``'s overlay.
+def skeleton() -> Traversable:
+    """The packaged overlay skeleton (``overlays/skeleton/`` in the repository)."""
+    return resources.files("releaser.overlays") / SKELETON
 
-    Raises UsageError if there is no skeleton of that name.
+
+def check_repo_name(name: str) -> str:
+    """``name`` if Portage takes it as a repository name (PMS 3.1.5), else UsageError.
+
+    It is written into files and repos.conf section headers: nothing else passes.
     """
-    root = resources.files("releaser.overlays")
-    candidate = root / environment
-    if environment in _NOT_OVERLAY or "/" in environment or not candidate.is_dir():
-        known = sorted(p.name for p in root.iterdir()
-                       if p.is_dir() and p.name not in _NOT_OVERLAY)
-        raise UsageError(f"no overlay skeleton for environment {environment!r} "
-                         f"(known: {', '.join(known)})")
-    return candidate
+    if not isinstance(name, str):
+        raise UsageError(f"overlay name: {name!r} is not a Portage repository name")
+    try:
+        return validate.repo_name(name)
+    except validate.Invalid as exc:
+        raise UsageError(f"overlay name: {exc}") from None
 
 
-def init_overlay(dest: Path, environment: str) -> str:
-    """Copy ``environment``'s skeleton into ``dest`` and return the repository name.
+def init_overlay(dest: Path, name: str) -> str:
+    """Make ``dest`` an overlay named ``name`` from the skeleton; returns the name.
 
     ``dest`` may exist but must not already hold an overlay (a
     ``profiles/repo_name``): an existing overlay is never overwritten, because
     its published ebuilds and Manifests are the record of what was released.
     """
-    source = skeleton(environment)
+    check_repo_name(name)
     dest = Path(dest)
     if (dest / "profiles" / "repo_name").exists():
         raise UsageError(f"{dest} already holds an overlay ({repo_name(dest)})")
     dest.mkdir(parents=True, exist_ok=True)
-    _copy_tree(source, dest)
+    _copy_tree(skeleton(), dest, {"repo_name": name})
     gitignore = dest / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text(GITIGNORE, encoding="utf-8")
     return repo_name(dest)
 
 
-def _copy_tree(source: Traversable, dest: Path) -> None:
+def _copy_tree(source: Traversable, dest: Path, variables: dict[str, str]) -> None:
     for entry in source.iterdir():
         if entry.name in _NOT_OVERLAY:
             continue
-        target = dest / entry.name
         if entry.is_dir():
+            target = dest / entry.name
             target.mkdir(exist_ok=True)
-            _copy_tree(entry, target)
+            _copy_tree(entry, target, variables)
+        elif entry.name.endswith(TEMPLATE_SUFFIX):
+            target = dest / entry.name[:-len(TEMPLATE_SUFFIX)]
+            template = jinja2.Template(entry.read_text(encoding="utf-8"),
+                                       undefined=jinja2.StrictUndefined,
+                                       keep_trailing_newline=True)
+            target.write_text(template.render(variables), encoding="utf-8")
         else:
-            target.write_bytes(entry.read_bytes())
+            (dest / entry.name).write_bytes(entry.read_bytes())
 
 
 def repo_name(overlay_dir: Path) -> str:
@@ -213,6 +235,7 @@ def read_timestamp(overlay_dir: Path) -> datetime | None:
 __all__ = [
     "add_category",
     "categories",
+    "check_repo_name",
     "format_timestamp",
     "init_overlay",
     "provided",

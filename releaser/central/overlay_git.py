@@ -87,8 +87,13 @@ def _ssh_spec(central: CentralRepository):
     return runner.spec if isinstance(runner, SSHRunner) else None
 
 
-def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
-    """Create ``env``'s bare overlay from ``overlays/<skeleton>`` unless it exists."""
+def ensure_overlay(central: CentralRepository, env: str, name: str) -> bool:
+    """Create ``env``'s bare overlay, repository ``name``, from the skeleton unless it exists.
+
+    ``name`` is the environment's ``overlay`` setting: what its nodes'
+    repos.conf calls the repository.  It is checked before anything is made.
+    """
+    overlay.check_repo_name(name)
     path = central.overlay_repo(env)
     if central.exists(path):
         return False
@@ -96,9 +101,9 @@ def ensure_overlay(central: CentralRepository, env: str, skeleton: str) -> bool:
     with _scratch() as tmp:
         work = tmp / "overlay"
         repo = git.Repo.init(work, initial_branch=BRANCH)
-        overlay.init_overlay(work, skeleton)
+        overlay.init_overlay(work, name)
         repo.git.add("-A")
-        repo.index.commit(f"Initialise the {env} overlay from overlays/{skeleton}",
+        repo.index.commit(f"Initialise the {env} overlay ({name}) from the overlay skeleton",
                           author=AUTHOR, committer=AUTHOR)
         repo.create_remote("origin", overlay_url(central, env))
         repo.git.update_environment(**git_env(central))

@@ -105,9 +105,10 @@ def release_record_path(central: CentralRepository, release: Release) -> str:
     return central.path("releases", f"{release.pv}.json")
 
 
-def publish(central: CentralRepository, env: str, skeleton: str, files: ReleaseFiles,
+def publish(central: CentralRepository, env: str, overlay_name: str, files: ReleaseFiles,
             tarball: Path | None, *, dry_run: bool = False) -> PublishOutcome:
-    """Publish ``files`` to ``env``.  ``tarball`` None: it must already be on central."""
+    """Publish ``files`` to ``env``, whose overlay is repository ``overlay_name`` (the
+    environment's ``overlay`` setting).  ``tarball`` None: it must already be on central."""
     release = files.release
     files.verify()
     digests = Digests(release.tarball["size"], release.tarball["blake2b"],
@@ -125,9 +126,13 @@ def publish(central: CentralRepository, env: str, skeleton: str, files: ReleaseF
         return PublishOutcome(env, release.cpv, False, None, False)
     central.remove_stale_temporaries()
 
-    overlay_git.ensure_overlay(central, env, skeleton)
+    overlay_git.ensure_overlay(central, env, overlay_name)
     with overlay_git.checkout(central, env) as repo:
         work = Path(repo.working_tree_dir)
+        if overlay.repo_name(work) != overlay_name:
+            raise PublishError(f"the {env} overlay on the central repository is the repository "
+                               f"{overlay.repo_name(work)}, not {overlay_name} as the "
+                               f"configuration's overlay says; its nodes sync it by that name")
         pkg = work / release.category / release.name
         target = pkg / files.ebuild.name
         spelled = [v for v in _versions_in(_names(pkg), release.name, ".ebuild")

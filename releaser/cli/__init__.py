@@ -237,12 +237,12 @@ def sandbox() -> None:
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
                  ssh: bool) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
-    from releaser.sandbox.world import init_sandbox, parse_nodes
+    from releaser.sandbox.world import init_sandbox, ordered_environments, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
     path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh)
-    click.echo(f"sandbox ready: releaser -c {path} promote staging")
+    click.echo(f"sandbox ready: releaser -c {path} promote {ordered_environments(nodes)[0]}")
 
 
 def _app_config(obj: _Context, source: Path | None):

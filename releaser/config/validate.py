@@ -243,8 +243,8 @@ def description(value: str) -> str:
 def license_expression(value: str, known: set[str] | None = None) -> str:
     """A LICENSE value: licence names and ``|| ( ... )`` groups, each licence in the overlays.
 
-    ``known``: licence names every overlay skeleton carries (default: read
-    from the packaged skeletons); pkgcheck and Portage need the file there.
+    ``known``: licence names the overlay skeleton carries (default: read
+    from the packaged skeleton); pkgcheck and Portage need the file there.
     """
     tokens = value.split()
     if not tokens:
@@ -262,13 +262,12 @@ def license_expression(value: str, known: set[str] | None = None) -> str:
     if missing:
         raise Invalid(f"licence {', '.join(missing)} is not in the overlays' licenses/ "
                       f"(known: {', '.join(sorted(known)) or 'none'}; add the file to "
-                      "overlays/*/licenses/)")
+                      "overlays/skeleton/licenses/)")
     return value
 
 
 def skeleton_licenses() -> set[str]:
-    """Licence files present in every packaged overlay skeleton (overlays/*/licenses/)."""
-    root = resources.files("releaser.overlays")
-    found = [{f.name for f in (d / "licenses").iterdir() if f.is_file()}
-             for d in root.iterdir() if d.is_dir() and (d / "licenses").is_dir()]
-    return set.intersection(*found) if found else set()
+    """Licence files of the packaged overlay skeleton (overlays/skeleton/licenses/,
+    ``releaser.central.overlay.skeleton()``, which imports this module)."""
+    licenses = resources.files("releaser.overlays") / "skeleton" / "licenses"
+    return {f.name for f in licenses.iterdir() if f.is_file()} if licenses.is_dir() else set()

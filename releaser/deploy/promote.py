@@ -212,10 +212,10 @@ def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: Prom
 def _publish(central, env: EnvironmentConfig, release: Release, files_from, tarball):
     if isinstance(files_from, Path):
         files = ReleaseFiles(release, files_from)
-        return publish(central, env.name, env.name, files, tarball)
+        return publish(central, env.name, env.overlay, files, tarball)
     with overlay_git.checkout(central, files_from) as source:
         pkg = Path(source.working_tree_dir) / release.category / release.name
-        return publish(central, env.name, env.name, ReleaseFiles(release, pkg), tarball)
+        return publish(central, env.name, env.overlay, ReleaseFiles(release, pkg), tarball)
 
 
 def _release_from_source(config: Config, central, env: EnvironmentConfig, version, progress):
@@ -254,7 +254,7 @@ def _plan(config, central, env, release, files_from, tarball, progress, started)
     """What promote would do, touching nothing (no lock, no publish, no install)."""
     outcome = None
     if isinstance(files_from, Path):
-        outcome = publish(central, env.name, env.name, ReleaseFiles(release, files_from),
+        outcome = publish(central, env.name, env.overlay, ReleaseFiles(release, files_from),
                           tarball, dry_run=True)
     progress(f"plan: publish {release.cpv} to {env.name} (if not already there)")
     report = PromoteReport(env.name, release, outcome, dry_run=True)

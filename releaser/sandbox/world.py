@@ -35,23 +35,26 @@ import platform
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from releaser.sandbox import distserver
 from releaser.sandbox import noderoot
-from releaser.central import overlay_git
+from releaser.central import overlay, overlay_git
 from releaser.hosts import portage_commands as portage_tools
 from releaser.sandbox import rc as sandbox_rc
 from releaser.sandbox import ssh as sandbox_ssh
 from releaser.central.repository import CentralRepository
-from releaser.config import AppConfig, load_config
+from releaser.config import AppConfig, default_overlay, load_config, validate
 from releaser.errors import ReleaserError, SandboxError, UsageError
-from releaser.central.overlay import skeleton
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.sandbox.sshd import SandboxSSHD
 
 STATE = "sandbox.json"
 DEFAULT_NODES = {"staging": 2, "production": 2}
-ENV_ORDER = ("staging", "production")
+#: The pipeline, in order: each of these present in a sandbox promotes from the
+#: one before it that is present (development -> staging -> production).  Any
+#: other environment (qa, ...) builds its own releases.
+ENV_ORDER = ("development", "staging", "production")
 
 
 def default_app(source: Path | None = None) -> AppConfig:
@@ -88,7 +91,6 @@ def parse_nodes(text: str) -> dict[str, int]:
         env, sep, count = part.partition("=")
         if not sep or not count.isdigit() or int(count) < 1:
             raise UsageError(f"--nodes: {part!r} is not ENV=COUNT (COUNT at least 1)")
-        skeleton(env)  # an environment needs an overlay skeleton
         counts[env] = int(count)
     if not counts:
         raise UsageError("--nodes: give at least one ENV=COUNT")
@@ -125,8 +127,12 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
                  progress=lambda _m: None, *, ssh: bool = False,
-                 stock_binpkgs: bool = False) -> Path:
+                 stock_binpkgs: bool = False, overlays: Mapping[str, str] | None = None) -> Path:
     """Create a sandbox under ``directory``; returns its releaser.toml.
+
+    ``overlays``: the repository name of some environments' overlays (the
+    ``overlay`` setting written to releaser.toml); the others get the
+    default, ``releaser-<environment>``.
 
     ``ssh``: put the central repository and every node behind their own sshd
     (see the module docstring).  ``stock_binpkgs``: nodes keep Portage's
@@ -145,9 +151,10 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
     _check_nodes(nodes, ssh)
+    names = overlay_names(nodes, overlays or {})
     provided = provided_packages()
     directory.mkdir(parents=True, exist_ok=True)
-    world = _World(directory, ssh, stock_binpkgs, provided)
+    world = _World(directory, ssh, stock_binpkgs, provided, names)
     try:
         return world.build(app, nodes, progress)
     except BaseException as exc:
@@ -159,10 +166,22 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
         raise
 
 
+def overlay_names(nodes: dict[str, int], overlays: Mapping[str, str]) -> dict[str, str]:
+    """The overlay repository name of every environment of ``nodes`` (UsageError if bad)."""
+    unknown = sorted(set(overlays) - set(nodes))
+    if unknown:
+        raise UsageError(f"overlay names for environments without nodes: {', '.join(unknown)}")
+    return {env: overlay.check_repo_name(overlays.get(env, default_overlay(env)))
+            for env in nodes}
+
+
 def _check_nodes(nodes: dict[str, int], ssh: bool) -> None:
     """Refuse node counts a sandbox cannot hold, before anything is made."""
     for env, count in nodes.items():
-        _skeleton_repo_name(env)  # an environment needs an overlay skeleton
+        try:
+            validate.env_name(env)  # a table name of releaser.toml, part of node names
+        except validate.Invalid as exc:
+            raise UsageError(str(exc)) from None
         if not isinstance(count, int) or count < 1:
             raise UsageError(f"environment {env}: {count!r} nodes (at least 1)")
     if ssh:
@@ -173,11 +192,12 @@ class _World:
     """What one ``init_sandbox`` starts, so a failure can stop it again."""
 
     def __init__(self, directory: Path, ssh: bool, stock_binpkgs: bool,
-                 provided: list[str]) -> None:
+                 provided: list[str], overlays: dict[str, str]) -> None:
         self.directory = directory
         self.ssh = ssh
         self.stock_binpkgs = stock_binpkgs
         self.provided = provided
+        self.overlays = overlays
         self.daemons: dict[str, SandboxSSHD] = {}
         self.pidfile = directory / "distserver.pid"
         self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
@@ -188,9 +208,10 @@ class _World:
         try:
             central.init()
             progress(f"central repository at {central.root}")
-            for env in _ordered(nodes):
-                overlay_git.ensure_overlay(central, env, env)
-                progress(f"  overlay {env}: {central.overlay_repo(env)}")
+            for env in ordered_environments(nodes):
+                overlay_git.ensure_overlay(central, env, self.overlays[env])
+                progress(f"  overlay {env} ({self.overlays[env]}): "
+                         f"{central.overlay_repo(env)}")
         finally:
             _close(central.runner)
 
@@ -200,7 +221,7 @@ class _World:
         progress(f"HTTP distfile server: {server.url} (pid {server.pid})")
 
         made: list[SandboxNode] = []
-        for env in _ordered(nodes):
+        for env in ordered_environments(nodes):
             for i in range(1, nodes[env] + 1):
                 name = f"{env}-{i}"
                 address = sandbox_ssh.node_address(len(made) + 1) if self.ssh else "127.0.0.1"
@@ -212,7 +233,8 @@ class _World:
                 progress(f"node {node.name}: root {node.root}, app port {node.port}{via}")
 
         config_path = directory / "releaser.toml"
-        config_path.write_text(render_config(app, server.url, made, central=self._central()))
+        config_path.write_text(render_config(app, server.url, made, central=self._central(),
+                                               overlays=self.overlays))
         state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
                  "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
                                     "address": n.address, "ssh_port": n.ssh_port}
@@ -251,7 +273,7 @@ class _World:
 
     def _make_node(self, node: SandboxNode, central: CentralRepository,
                    app: AppConfig) -> SandboxNode:
-        repo = _skeleton_repo_name(node.env)
+        repo = self.overlays[node.env]
         spec = noderoot.NodeRootSpec(
             root=node.root,
             # The bare repository's path also for an SSH sandbox: the node
@@ -296,12 +318,18 @@ def _close(runner: Runner) -> None:
         close()
 
 
-def _ordered(nodes: dict[str, int]) -> list[str]:
+def ordered_environments(nodes: dict[str, int]) -> list[str]:
+    """The environments of ``nodes`` in pipeline order (ENV_ORDER first, then by name)."""
     return sorted(nodes, key=lambda e: (ENV_ORDER.index(e) if e in ENV_ORDER else 99, e))
 
 
-def _skeleton_repo_name(env: str) -> str:
-    return (skeleton(env) / "profiles" / "repo_name").read_text().strip()
+def promote_from(env: str, present: list[str]) -> str | None:
+    """The environment ``env`` promotes from: the one before it in ENV_ORDER among
+    ``present``; None for the first one present and for any other name."""
+    if env not in ENV_ORDER:
+        return None
+    earlier = [e for e in ENV_ORDER[:ENV_ORDER.index(env)] if e in present]
+    return earlier[-1] if earlier else None
 
 
 @dataclass(frozen=True)
@@ -314,11 +342,13 @@ class CentralHost:
 
 
 def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
-                  central: CentralHost | None = None) -> str:
-    """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses)."""
+                  central: CentralHost | None = None,
+                  overlays: Mapping[str, str] | None = None) -> str:
+    """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses);
+    ``overlays``: overlay repository names by environment (default ``releaser-ENV``)."""
     q = json.dumps
     world = "a local world" if central is None else "a local world reached over SSH"
-    lines = [f"# Written by `releaser sandbox init`: {world}, see releaser/sandbox.py.", "",
+    lines = [f"# Written by `releaser sandbox init`: {world}, see releaser/sandbox/world.py.", "",
              "[app]", f"name = {q(app.name)}", f"category = {q(app.category)}",
              f"source = {q(str(app.source))}", f"subdir = {q(app.subdir)}",
              f"license = {q(app.license)}", f"description = {q(app.description)}",
@@ -335,10 +365,13 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
                   f"user = {q(sandbox_ssh.USER)}", ""]
     lines += ["[build]", 'out = "out"', ""]
-    for env in _ordered({n.env: 1 for n in nodes}):
-        lines += [f"[environments.{env}]", f"overlay = {q(_skeleton_repo_name(env))}"]
-        if env == "production" and any(n.env == "staging" for n in nodes):
-            lines.append('promote_from = "staging"')
+    present = ordered_environments({n.env: 1 for n in nodes})
+    for env in present:
+        name = (overlays or {}).get(env, default_overlay(env))
+        lines += [f"[environments.{env}]", f"overlay = {q(name)}"]
+        source = promote_from(env, present)
+        if source is not None:
+            lines.append(f"promote_from = {q(source)}")
         lines.append(f'database = {{ path = "/var/lib/{app.name}/{app.name}.db" }}')
         lines.append("nodes = [")
         for n in (n for n in nodes if n.env == env):
