@@ -152,3 +152,58 @@ def test_proxy_settings_are_ignored(app, monkeypatch):
 def test_url_must_be_http(url):
     with pytest.raises(UsageError):
         check_health(url, expect_version=None)
+
+
+def test_consecutive_server_errors_fail_without_waiting_out_the_timeout(app, monkeypatch):
+    """A new process answering 500 is not kept in service for the whole timeout."""
+    from releaser.hosts import health
+
+    state, url = app
+    state["answers"] = [(500, {"status": "error", "version": "1.1.0"})]
+    clock = _Clock()
+    monkeypatch.setattr(health, "time", clock)
+    result = check_health(url, expect_version="1.1.0", timeout=30, interval=0.5)
+    assert not result.ok and result.status_code == 500
+    assert result.attempts == state["hits"] == health.FAIL_AFTER_5XX == 3
+    assert clock.now == 1.0 and result.detail.endswith("(3 server errors in a row)")
+
+
+def test_a_server_error_between_good_answers_is_not_consecutive(app, monkeypatch):
+    from releaser.hosts import health
+
+    state, url = app
+    state["answers"] = [(503, {"status": "error"}), (503, {"status": "error"}),
+                        (200, {"status": "ok", "version": "1.0.0"}),
+                        (503, {"status": "error"}), (503, {"status": "error"}),
+                        (200, {"status": "ok", "version": "1.1.0"})]
+    monkeypatch.setattr(health, "time", _Clock())
+    result = check_health(url, expect_version="1.1.0", timeout=30, interval=0.5)
+    assert result.ok and result.attempts == 6
+
+
+def test_a_dead_process_fails_at_once(monkeypatch):
+    """Connection refused and the init system says the process is gone: no more waiting."""
+    from releaser.hosts import health
+
+    url = f"http://127.0.0.1:{_free_port()}/health"
+    asked = []
+
+    def gone():
+        asked.append(1)
+        return None if len(asked) < 2 else "notes pid 42 is not running any more"
+
+    monkeypatch.setattr(health, "time", _Clock())
+    result = check_health(url, expect_version="1.1.0", timeout=30, interval=0.5,
+                          process_gone=gone)
+    assert not result.ok and result.attempts == 2 == len(asked)
+    assert result.detail == f"notes pid 42 is not running any more; {url}: connection refused"
+
+
+def test_a_healthy_answer_counts_only_while_the_started_process_runs(app):
+    """The answer may come from another process (the old one, a restarted one): not healthy."""
+    _, url = app
+    result = check_health(url, expect_version="1.0.0", timeout=5,
+                          process_gone=lambda: "notes now runs pid 7, not pid 6 that was started")
+    assert not result.ok and result.attempts == 1
+    assert result.detail.startswith("notes now runs pid 7, not pid 6 that was started, although ")
+    assert check_health(url, expect_version="1.0.0", timeout=5, process_gone=lambda: None).ok

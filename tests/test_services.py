@@ -25,7 +25,7 @@ from releaser.hosts.health import check_health
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox.rc import (MARKER, RC_SERVICE, SERVICES_FILE, Service, ServiceSpec,
                                  install_rc_service, load_services, stop)
-from releaser.hosts.services import OpenRC, check_service_name
+from releaser.hosts.services import OpenRC, ServiceProcess, check_service_name
 
 APP_PACKAGE = Path(__file__).resolve().parent.parent / "app" / "notes"
 
@@ -297,3 +297,68 @@ def _environ(proc_dir: Path) -> list[bytes]:
         return (proc_dir / "environ").read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+# --------------------------------------------------------------------------
+# The service's process, as the init system reports it
+# --------------------------------------------------------------------------
+
+
+def _start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+
+
+def test_process_is_the_pidfile_and_its_start_time(installed: Node):
+    """What OpenRC.process reads from the stand-in is what a host's OpenRC keeps:
+    ``rc-service notes status`` and the pidfile (/run/notes.pid under the root)."""
+    manager = OpenRC()
+    assert manager.process(installed.runner, "notes", str(installed.root)) is None
+    manager.start(installed.runner, "notes")
+    process = manager.process(installed.runner, "notes", str(installed.root))
+    pid = int((installed.root / "run/notes.pid").read_text())
+    assert process == ServiceProcess(pid, _start_ticks(pid))
+    assert f"{MARKER}={installed.root}:notes".encode() in _environ(Path(f"/proc/{pid}"))
+
+
+def test_restart_process_returns_the_new_process(installed: Node):
+    manager = OpenRC()
+    manager.start(installed.runner, "notes")
+    old = manager.process(installed.runner, "notes", str(installed.root))
+    new = manager.restart_process(installed.runner, "notes", str(installed.root))
+    assert new != old and not pid_alive(old.pid)
+    assert new == manager.process(installed.runner, "notes", str(installed.root))
+
+
+def test_a_restart_that_replaced_nothing_is_an_error(installed: Node, tmp_path: Path):
+    """An init script whose restart exits 0 and leaves the old process serving."""
+    OpenRC().start(installed.runner, "notes")
+    lazy = tmp_path / "lazy-rc-service"
+    lazy.write_text('#!/bin/sh\n[ "$2" = restart ] && exit 0\nexec rc-service "$@"\n')
+    lazy.chmod(0o755)
+    manager = OpenRC(command=(str(lazy),))
+    running = manager.process(installed.runner, "notes", str(installed.root))
+    with pytest.raises(NodeError, match="the same process still runs .*was not restarted"):
+        manager.restart_process(installed.runner, "notes", str(installed.root))
+    assert manager.process(installed.runner, "notes", str(installed.root)) == running
+
+
+def test_a_restart_after_which_nothing_runs_is_an_error(installed: Node, tmp_path: Path):
+    OpenRC().start(installed.runner, "notes")
+    stops = tmp_path / "stopping-rc-service"
+    stops.write_text('#!/bin/sh\n[ "$2" = restart ] && exec rc-service "$1" stop\n'
+                     'exec rc-service "$@"\n')
+    stops.chmod(0o755)
+    with pytest.raises(NodeError, match="restart exited 0 but notes is not running"):
+        OpenRC(command=(str(stops),)).restart_process(installed.runner, "notes",
+                                                      str(installed.root))
+
+
+def test_a_crashed_service_has_no_process(installed: Node):
+    manager = OpenRC()
+    manager.start(installed.runner, "notes")
+    pid = manager.process(installed.runner, "notes", str(installed.root)).pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.process(installed.runner, "notes", str(installed.root)) is None

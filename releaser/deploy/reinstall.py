@@ -37,5 +37,6 @@ def reinstall_version(node: Node, central: CentralRepository, env: EnvironmentCo
                       app: AppConfig, cpv: str) -> HealthResult:
     """Put ``cpv`` back on a node from its binary package, restart, health-check."""
     reinstall_package(node, central, env.name, cpv)
-    node.restart(app.name)
-    return node.health(cpv_getversion(cpv), env.policy.health_timeout)
+    process = node.restart(app.name)
+    return node.health(cpv_getversion(cpv), env.policy.health_timeout,
+                       process=(app.name, process))

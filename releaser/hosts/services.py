@@ -16,6 +16,15 @@ program answering to ``rc-service`` differs.
 Exit statuses follow OpenRC: ``rc-service NAME status`` exits 0 when the
 service is started, 3 when stopped, 32 when it crashed (pidfile left, process
 gone); anything else (1: unknown service...) is a failure to ask.
+
+A restart that exits 0 is not proof that the service was restarted (a
+``restart`` racing another one, an init script whose ``stop`` did nothing, a
+daemon that was never stopped).  ``OpenRC.restart_process`` therefore reads
+the service's process before and after from what the init system keeps: the
+pidfile its init script names (``/run/NAME.pid``, under the node's root) and
+the start time of that pid (``/proc/PID/stat``, so a pid reused by a later
+process is not mistaken for the same one).  The rollout's health check then
+requires that very process to still run while it answers.
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Protocol, Sequence
 
-from releaser.errors import NodeError, UsageError
+from releaser.errors import NodeError, UsageError, last_line
 from releaser.hosts.runner import CommandResult, Runner
 
 #: A service name: what OpenRC accepts as an init script name (``notes``,
@@ -36,6 +46,25 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
 #: ``rc-service NAME status`` exit statuses meaning "not running".
 STATUS_STOPPED = 3
 STATUS_CRASHED = 32
+
+#: Where an init script keeps its service's pid (``pidfile="/run/notes.pid"``).
+PIDFILE = "/run/{service}.pid"
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """The process the init system runs for a service.
+
+    ``started`` is the process's start time in clock ticks after boot (field
+    22 of ``/proc/PID/stat``): with the pid it names one process for good,
+    since a pid is reused only by a process started later.
+    """
+
+    pid: int
+    started: int
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} (started at tick {self.started})"
 
 
 def check_service_name(service: str) -> str:
@@ -74,6 +103,7 @@ class OpenRC:
 
     command: Sequence[str] = ("rc-service",)
     timeout: float | None = 120.0
+    pidfile: str = PIDFILE
 
     def _run(self, runner: Runner, service: str, action: str) -> CommandResult:
         argv = [*self.command, check_service_name(service), action]
@@ -111,10 +141,71 @@ class OpenRC:
         raise NodeError(f"{runner.host}: rc-service {service} status failed "
                         f"(exit {result.returncode}): {_last_line(result)}")
 
+    def process(self, runner: Runner, service: str, root: str = "/") -> ServiceProcess | None:
+        """The process running ``service`` now, or None if the init system says it is not running.
+
+        ``root`` is the node's root (``/`` on a host, the node directory in the
+        sandbox), under which the init script's pidfile lies.  NodeError when
+        the service is said to run but its pidfile or process cannot be read.
+        """
+        if not self.status(runner, service):
+            return None
+        pidfile = str(PurePosixPath(root) / self.pidfile.format(service=service).lstrip("/"))
+        text = runner.run(["cat", "--", pidfile], check=False)
+        pid = _first_int(text.stdout) if text.ok else None
+        if pid is None:
+            raise NodeError(f"{runner.host}: {service} is started but its pidfile {pidfile} "
+                            f"holds no pid: {_last_line(text)}")
+        stat = runner.run(["cat", "--", f"/proc/{pid}/stat"], check=False)
+        started = _start_time(stat.stdout) if stat.ok else None
+        if started is None:
+            # Exited between the two questions: as not running as can be.
+            return None
+        return ServiceProcess(pid, started)
+
+    def restart_process(self, runner: Runner, service: str, root: str = "/") -> ServiceProcess:
+        """Restart ``service`` and return its new process.
+
+        NodeError if the restart fails, if nothing runs afterwards, or if the
+        process running afterwards is the one that ran before: the init system
+        said "restarted" but the old code still serves.
+        """
+        before = self.process(runner, service, root)
+        self.restart(runner, service)
+        after = self.process(runner, service, root)
+        if after is None:
+            raise NodeError(f"{runner.host}: rc-service {service} restart exited 0 but "
+                            f"{service} is not running")
+        if after == before:
+            raise NodeError(f"{runner.host}: rc-service {service} restart exited 0 but the same "
+                            f"process still runs ({after}): the service was not restarted")
+        return after
+
+
+def _first_int(text: str) -> int | None:
+    """The pid a pidfile holds (its first word), or None."""
+    words = text.split()
+    if not words or not (words[0].isascii() and words[0].isdigit()):
+        return None
+    return int(words[0]) or None
+
+
+def _start_time(stat: str) -> int | None:
+    """Field 22 (starttime) of a ``/proc/PID/stat`` line, or None.
+
+    The second field, the command name in parentheses, may itself hold spaces
+    and parentheses: the fields are counted after its last ``)``.
+    """
+    head, sep, rest = stat.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return int(fields[19])
+
 
 def _last_line(result: CommandResult) -> str:
-    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-    return lines[-1].strip() if lines else "no output"
+    return last_line(result.stderr, result.stdout)
 
 
-__all__ = ["OpenRC", "ServiceManager", "check_service_name", "STATUS_CRASHED", "STATUS_STOPPED"]
+__all__ = ["OpenRC", "PIDFILE", "ServiceManager", "ServiceProcess", "check_service_name",
+           "STATUS_CRASHED", "STATUS_STOPPED"]
