@@ -23,6 +23,7 @@ from .config import Config, load_config
 from .db import read_schema_version
 from .errors import NotesError
 from .schema import SCHEMA_VERSION, migrate
+from .store import database_stats
 from .version import get_version
 
 log = logging.getLogger("notes")
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p = commands.add_parser("restore", help="verify FILE, then replace the database with it")
     p.add_argument("file", metavar="FILE")
+    commands.add_parser("stats", help="print the database's schema version, notes and write "
+                                      "high-water marks as JSON")
     return parser
 
 
@@ -77,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_json(verify_dump(args.out))
         elif args.command == "restore":
             _print_json(restore(args.file, config.database))
+        elif args.command == "stats":
+            _print_json(database_stats(config.database))
         return 0
     except (NotesError, sqlite3.Error) as exc:
         print(f"notes: error: {exc}", file=sys.stderr)

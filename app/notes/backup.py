@@ -26,7 +26,7 @@ from typing import Any
 
 from .db import connect, user_version
 from .errors import DatabaseUnavailable, DumpError
-from .store import count_notes
+from .store import count_notes, write_marks
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -52,7 +52,8 @@ def dump(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> P
 
 
 def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Prove dump_path restorable; return {path, size, sha256, schema_version, notes, integrity}.
+    """Prove dump_path restorable; return {path, size, sha256, schema_version, notes, writes,
+    integrity} (``writes``: the dump's write high-water marks, ``store.write_marks``).
 
     Raises DumpError naming the file for a missing, truncated, corrupted or
     non-SQLite file, or an SQLite file that is not a notes database.
@@ -77,6 +78,7 @@ def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise DumpError(f"dump {path}: not a notes database (schema version 0)")
             try:
                 notes = count_notes(conn)
+                writes = write_marks(conn)
             except sqlite3.Error as exc:
                 raise DumpError(f"dump {path}: not a notes database ({exc})") from None
         except sqlite3.Error as exc:
@@ -90,6 +92,7 @@ def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
         "sha256": digest,
         "schema_version": schema_version,
         "notes": notes,
+        "writes": writes,
         "integrity": "ok",
     }
 

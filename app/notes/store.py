@@ -3,15 +3,21 @@
 Columns are named explicitly in every query so that a database one migration
 ahead of this code (after a code rollback) still works, as long as new columns
 have defaults, which is the rule for migrations.
+
+Writes are counted by a high-water mark per table (``write_marks``), so a
+release tool can say what restoring a dump would lose: the rows written
+since the dump, not only the dump's own row count.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .db import connect, user_version
 from .errors import InvalidNote
 
 MAX_TITLE_LENGTH = 200
@@ -33,6 +39,9 @@ class Note:
 
 
 _COLUMNS = "id, title, body, created_at"
+
+#: Tables whose writes the app counts (``write_marks``).
+COUNTED_TABLES = ("notes",)
 
 
 def _from_row(row: sqlite3.Row) -> Note:
@@ -84,3 +93,29 @@ def create_note(conn: sqlite3.Connection, title: str, body: str) -> Note:
 def count_notes(conn: sqlite3.Connection) -> int:
     """Number of stored notes."""
     return int(conn.execute("SELECT count(*) FROM notes").fetchone()[0])
+
+
+def write_marks(conn: sqlite3.Connection) -> dict[str, int]:
+    """Per counted table, its write high-water mark: the highest row id ever issued.
+
+    The table is AUTOINCREMENT, so SQLite keeps that id in ``sqlite_sequence``,
+    updates it in the same transaction as the INSERT (a write that rolls
+    back leaves it as it was) and never lowers it (ids are not reused).  The
+    mark of the live database minus the mark of a dump is the number of rows
+    written since the dump was taken.  0 for a table never written to.
+    """
+    seq = {name: int(value) for name, value in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+    return {table: seq.get(table, 0) for table in COUNTED_TABLES}
+
+
+def database_stats(db_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"database", "schema_version", "notes", "writes"}`` of the database, read-only.
+
+    What ``notes stats`` prints; a missing database is an error, never created.
+    """
+    conn = connect(db_path, "ro")
+    try:
+        return {"database": str(db_path), "schema_version": user_version(conn),
+                "notes": count_notes(conn), "writes": write_marks(conn)}
+    finally:
+        conn.close()

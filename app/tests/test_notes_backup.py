@@ -45,9 +45,28 @@ def test_dump_verify_round_trip(dumped: Path) -> None:
         "sha256": hashlib.sha256(dumped.read_bytes()).hexdigest(),
         "schema_version": SCHEMA_VERSION,
         "notes": 3,
+        "writes": {"notes": 3},
         "integrity": "ok",
     }
     assert titles(dumped) == ["one", "two", "three"]
+
+
+def test_the_write_mark_counts_the_rows_written_since_a_dump(dumped: Path, migrated_db: Path) -> None:
+    """The mark only grows: deletes and writes that roll back do not lower it or count."""
+    from notes.store import database_stats
+
+    add_notes(migrated_db, "four", "five")
+    with sqlite3.connect(migrated_db) as conn:
+        conn.execute("DELETE FROM notes WHERE title = 'one'")
+    conn.close()
+    conn = sqlite3.connect(migrated_db, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO notes (title, body, created_at) VALUES ('gone', '', 'x')")
+    conn.execute("ROLLBACK")
+    conn.close()
+    live = database_stats(migrated_db)
+    assert (live["notes"], live["writes"]) == (4, {"notes": 5})
+    assert live["writes"]["notes"] - verify_dump(dumped)["writes"]["notes"] == 2
 
 
 def test_dump_is_private_and_leaves_no_temp_files(dumped: Path) -> None:

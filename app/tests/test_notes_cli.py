@@ -75,8 +75,10 @@ def test_dump_verify_restore(capsys, env_db: Path, tmp_path: Path) -> None:
     code, out, _ = run(capsys, "dump", str(out_file))
     assert code == 0
     dumped = json.loads(out)
-    assert set(dumped) == {"path", "size", "sha256", "schema_version", "notes", "integrity"}
+    assert set(dumped) == {"path", "size", "sha256", "schema_version", "notes", "writes",
+                           "integrity"}
     assert (dumped["notes"], dumped["integrity"], dumped["path"]) == (1, "ok", str(out_file))
+    assert dumped["writes"] == {"notes": 1}
 
     code, out, _ = run(capsys, "verify-dump", str(out_file))
     assert code == 0 and json.loads(out) == dumped
@@ -87,6 +89,21 @@ def test_dump_verify_restore(capsys, env_db: Path, tmp_path: Path) -> None:
     assert json.loads(out) == {**dumped, "database": str(env_db)}
     code, out, _ = run(capsys, "schema-version")
     assert out == f"{SCHEMA_VERSION}\n"
+
+
+def test_stats(capsys, env_db: Path) -> None:
+    code, out, err = run(capsys, "stats")
+    assert (code, out) == (1, "") and err == f"notes: error: cannot open database {env_db}: " \
+        "unable to open database file\n"
+    assert not env_db.exists()  # never created
+    run(capsys, "migrate")
+    with sqlite3.connect(env_db) as conn:
+        conn.executemany("INSERT INTO notes (title, body, created_at) VALUES (?, '', 'x')",
+                         [("a",), ("b",)])
+    conn.close()
+    code, out, _ = run(capsys, "stats")
+    assert code == 0 and json.loads(out) == {"database": str(env_db), "schema_version": SCHEMA_VERSION,
+                                            "notes": 2, "writes": {"notes": 2}}
 
 
 def test_config_flag_and_config_error(capsys, tmp_path: Path) -> None:
