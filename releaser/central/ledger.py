@@ -123,6 +123,56 @@ class Ledger:
     def node(self, name: str) -> dict:
         return self.data["nodes"].get(name, {})
 
+    # --- a node's attempt: the intent written before its install ---------------
+    def begin_attempt(self, node: str, *, target: str, before: str | None, backups: dict,
+                      process: dict | None = None) -> None:
+        """Before a node's install: what it ran (version, service process), the target,
+        the backups taken.  Written at once, so a run killed from here on leaves it for
+        the next run to finish (``releaser.deploy.rollout``)."""
+        attempt = {"target": target, "before": before, "backups": backups, "process": process,
+                   "installed": False, "started": now()}
+        self._attempt_write(node, "attempt-begin", attempt, lambda entry: entry.update(
+            attempt=attempt))
+
+    def note_attempt(self, node: str, **facts) -> None:
+        """Add what the attempt has done (installed, rolling back...) and write at once."""
+        self._attempt_write(node, "attempt-note", facts,
+                            lambda entry: entry.setdefault("attempt", {}).update(facts))
+
+    def end_attempt(self, node: str, outcome: str, detail: str = "") -> None:
+        """The attempt is settled (healthy, rolled back, or never touched the node)."""
+        def end(entry: dict) -> None:
+            attempt = entry.pop("attempt", None) or {}
+            entry["last_attempt"] = {**attempt, "outcome": outcome, "detail": detail,
+                                     "ended": now()}
+        self._attempt_write(node, "attempt-end", {"outcome": outcome}, end)
+
+    def attempt(self, node: str) -> dict | None:
+        """The attempt a run began on ``node`` and did not settle (it was killed), or None."""
+        return self.node(node).get("attempt")
+
+    def last_attempt(self, node: str) -> dict | None:
+        """The last settled attempt on ``node`` (target, before, outcome, detail), or None."""
+        return self.node(node).get("last_attempt")
+
+    def in_flight(self) -> str | None:
+        """The newest version an unsettled attempt left on some node, or None.
+
+        Nodes may run it although it never became healthy there; ``current``
+        is then still the version the environment was healthy on before it.
+        A version withdrawn since (by ``releaser rollback``) is no longer in flight.
+        """
+        targets = [a["target"] for e in self.data["nodes"].values()
+                   if (a := e.get("attempt")) and a.get("target")
+                   and (self.release(a["target"]) or {}).get("state") != WITHDRAWN]
+        return sorted(targets, key=_version_key)[-1] if targets else None
+
+    def _attempt_write(self, node: str, kind: str, info: dict, change: Callable[[dict], None]) -> None:
+        with self._lock:
+            change(self.data["nodes"].setdefault(node, {}))
+            self.data["events"].append({"at": now(), "kind": kind, "node": node, **info})
+            self.central.write_json(self.path, self.data)
+
     # --- events --------------------------------------------------------------
     def event(self, kind: str, **info) -> None:
         self.data["events"].append({"at": now(), "kind": kind, **info})

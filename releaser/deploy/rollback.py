@@ -129,8 +129,18 @@ class RollbackReport:
 
 
 def choose_target(ledger: Ledger, cp_name: str, to: str | None) -> tuple[str | None, str]:
-    """(version rolled back from, target version)."""
+    """(version rolled back from, target version).
+
+    A promote killed before it settled leaves nodes on a version that never
+    became current (``Ledger.in_flight``): that is the one rolled back from,
+    to ``current``, the version the environment was healthy on before it.
+    """
     current = ledger.current
+    in_flight = ledger.in_flight()
+    if in_flight is not None and current is not None and not versioning.same(in_flight, current):
+        if to is None:
+            return in_flight, current
+        current = in_flight
     if to is not None:
         versioning.validate(to)
         entry = ledger.release(to)

@@ -1,40 +1,59 @@
 """One node's part of a promote: sync, back up, install, restart, health —
 each phase journaled, the result read back from the node.
 
-The pipeline decides from the node's real state, so a run interrupted at any
-point (Ctrl-C, ``kill -9``) is finished by running it again:
+Intent before action: once the backups are taken, and before the install
+starts, the node's *attempt* is written to the ledger: the version and
+service process it ran, the target, the backups (``Ledger.begin_attempt``).
+It is settled only when the node is healthy on the target, or back on the
+version it ran.  A run killed anywhere in between (``kill -9`` at install,
+restart, health wait or rollback) leaves the attempt open, and the next run
+finishes it exactly as the killed run would have:
 
-- the node already runs the target and answers healthy: nothing to do;
-- the target is installed but the service was not restarted: restart and check;
-- otherwise: sync, back up the running version (binary package and a verified
-  database dump), install, restart, check.
+- the node runs the target, never seen healthy: the install is done again if
+  it was not known to have finished (a ``pkg_postinst`` may have died), then
+  restart and health check; a failure rolls back to the version of the
+  attempt, from the binary package taken for it;
+- a rollback was under way: it is finished;
+- the node still runs what it ran (the install never merged): the attempt is
+  dropped and the node is upgraded as if for the first time.
 
-A node whose new version fails its health check, does not start, or is
-recorded as installed by an emerge that failed after the merge (a dying
-``pkg_postinst``) is put back on the version it ran, from the binary package
-taken just before, and reported rolled back.  An emerge that failed before the
-merge leaves the running version, which is checked to still answer healthy.
+Otherwise the node's real state decides: it runs the target (checked healthy,
+restarted once if not), or it is synced, backed up and upgraded.
+
+Healthy means the service was really restarted (the init system runs a new
+process: ``OpenRC.restart_process``) and, while that process runs, the health
+endpoint answers the target version (``Node.health``).  A node whose new
+version fails its health check, does not start, or is recorded as installed
+by an emerge that failed after the merge (a dying ``pkg_postinst``) is put
+back on the version it ran, from the binary package taken just before, and
+reported rolled back.  An emerge that failed before the merge leaves the
+running version, which is checked to still answer healthy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, TypeVar
 
 from releaser import backup
 from releaser.build import versions as versioning
+from releaser.central import ledger as ledger_mod
 from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig, NodeConfig
-from releaser.errors import HostKeyError, NodeError, ReleaserError
+from releaser.errors import HookError, HostKeyError, NodeError, ReleaserError
 from releaser.central.ledger import Ledger
+from releaser.deploy.hooks import PRE_NODE, POST_NODE, NodeHooks
 from releaser.deploy.reinstall import reinstall_version
+from releaser.hosts.health import HealthResult
 from releaser.hosts.node import Node, connect
+from releaser.hosts.services import ServiceProcess
 from releaser.build.release import Release
 from releaser.hosts.runner import LocalRunner
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 # Node outcomes.
 INSTALLED, UNCHANGED, FAILED, ROLLED_BACK, PLANNED, SKIPPED, REFUSED = (
@@ -98,6 +117,8 @@ class NodeRollout:
     ledger: Ledger
     progress: Progress
     auto_rollback: bool = True
+    #: The hooks around this call's node (set by ``_work``).
+    _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
 
     def __call__(self, node_cfg: NodeConfig) -> NodeOutcome:
         with worker_central(self.central) as central:
@@ -107,9 +128,11 @@ class NodeRollout:
         started = time.monotonic()
         out = NodeOutcome(node_cfg.name, FAILED, phase="connect")
         node: Node | None = None
+        self._hooks = NodeHooks(self.env, node_cfg, "promote", self.release.version)
         try:
             node = connect(self.config, node_cfg)
             self._run(node, out)
+            self._restore(out)
         except HostKeyError as exc:
             # Not a network blip: the host may not be who it claims.  Nothing ran there.
             out.status = REFUSED
@@ -128,59 +151,175 @@ class NodeRollout:
         self.progress(f"{out.node}: {out.status}: {out.detail}")
         return out
 
-    def _phase(self, node: Node, out: NodeOutcome, phase: str, step: Callable[[], object],
-               portage: bool = False) -> None:
+    def _phase(self, node: Node, out: NodeOutcome, phase: str, step: Callable[[], T],
+               portage: bool = False) -> T:
+        if not self._hooks.drained:
+            out.phase = PRE_NODE  # a failure leaves the node untouched
+            if self._hooks.before_change(out.before):
+                self.progress(f"{node.name}: {PRE_NODE} hook done")
         out.phase = phase
         self.progress(f"{node.name}: {phase}")
         t0 = time.monotonic()
-        step()
+        result = step()
         if portage:
             out.portage_seconds += time.monotonic() - t0
         self.ledger.journal(node.name, phase=phase, version=out.before,
                             target=self.release.version)
+        return result
 
     def _run(self, node: Node, out: NodeOutcome) -> None:
-        release, app, policy = self.release, self.config.app, self.env.policy
+        release = self.release
         out.before = node.installed_version(release.cp)
-        if versioning.same(out.before, release.version):
-            out.phase = "health"
-            if node.health(release.version, policy.health_timeout).ok:
-                out.status, out.after = UNCHANGED, out.before
-                out.detail = f"already runs {release.version} and is healthy: nothing to do"
-                return
-            self._phase(node, out, "restart", lambda: node.restart(app.name))
+        attempt = self._unsettled_attempt(node, out.before)
+        if attempt is not None and attempt.get("rolling_back") and \
+                not versioning.same(attempt["target"], release.version):
+            self._finish_rollback_of_another(node, out, attempt)
+            attempt = None
+        if attempt is not None:
+            self._resume(node, out, attempt)
+        elif self._rolled_back_by_an_earlier_run(node, out):
+            return
+        elif versioning.same(out.before, release.version):
+            self._check_running(node, out)
         else:
             self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
-            if out.before is not None:
-                self._phase(node, out, "backup", lambda: self._backup(node, out.before))
+            backups = (self._phase(node, out, "backup", lambda: self._backup(node, out.before))
+                       if out.before is not None else {})
+            self._attempt(node, out, backups)
+
+    # --- the attempt: intent, install, restart, health ------------------------------
+    def _attempt(self, node: Node, out: NodeOutcome, backups: dict) -> None:
+        """Journal the intent, then install, restart and check the target."""
+        process = self._process_or_none(node) if out.before is not None else None
+        self.ledger.begin_attempt(node.name, target=self.release.version, before=out.before,
+                                  backups=backups, process=_as_dict(process))
+        self._install_and_check(node, out, install=True)
+
+    def _install_and_check(self, node: Node, out: NodeOutcome, *, install: bool) -> None:
+        release, app = self.release, self.config.app
+        if install:
             try:
                 self._phase(node, out, "install", lambda: node.install(release.cpv),
                             portage=True)
             except NodeError as exc:
                 self._after_failed_install(node, out, exc)
                 return
-            try:
-                self._phase(node, out, "restart", lambda: node.restart(app.name))
-            except NodeError as exc:
-                # The new version is installed but does not start: same as unhealthy.
-                out.detail = f"restart failed: {exc}"
-                out.after = node.installed_version(release.cp)
-                self._after_failure(node, out)
-                return
-        out.phase = "health"
-        health = node.health(release.version, policy.health_timeout)
+            self.ledger.note_attempt(node.name, installed=True)
+        try:
+            process = self._phase(node, out, "restart", lambda: node.restart(app.name))
+        except NodeError as exc:
+            # The new version is installed but does not start: same as unhealthy.
+            out.detail = f"restart failed: {exc}"
+            out.after = node.installed_version(release.cp)
+            self._after_failure(node, out)
+            return
+        self.ledger.note_attempt(node.name, process=_as_dict(process))
+        health = self._health(node, out, release.version, process)
         out.after = node.installed_version(release.cp)
         if health.ok:
             out.status, out.detail = INSTALLED, f"healthy on {release.version}"
             self.ledger.record_schema(release.version, health.app_schema_version)
+            self._settle(node, out)
             return
         out.detail = f"health check failed: {health.detail}"
         self._after_failure(node, out)
 
+    def _health(self, node: Node, out: NodeOutcome, version: str,
+                process: ServiceProcess | None) -> HealthResult:
+        """The health check of ``version``, answered while ``process`` (if given) runs."""
+        out.phase = "health"
+        self.progress(f"{node.name}: health")
+        watch = (self.config.app.name, process) if process is not None else None
+        return node.health(version, self.env.policy.health_timeout, process=watch)
+
+    def _check_running(self, node: Node, out: NodeOutcome) -> None:
+        """The node runs the target already (no attempt open): healthy, or restart and check."""
+        version = self.release.version
+        if self._health(node, out, version, None).ok:
+            out.status, out.after = UNCHANGED, out.before
+            out.detail = f"already runs {version} and is healthy: nothing to do"
+            return
+        process = self._phase(node, out, "restart", lambda: node.restart(self.config.app.name))
+        health = self._health(node, out, version, process)
+        out.after = node.installed_version(self.release.cp)
+        if health.ok:
+            out.status, out.detail = INSTALLED, f"healthy on {version} after a restart"
+        else:
+            out.detail = f"health check failed: {health.detail}"
+
+    # --- finishing what an earlier run left ---------------------------------------
+    def _unsettled_attempt(self, node: Node, installed: str | None) -> dict | None:
+        """The attempt a killed run left on this node, if anything of it is on the node.
+
+        An attempt whose target never merged (the node still runs what it
+        ran, or something else) left nothing to finish: it is settled as
+        abandoned and the node is upgraded afresh.
+        """
+        attempt = self.ledger.attempt(node.name)
+        if attempt is None:
+            return None
+        if attempt.get("rolling_back") or versioning.same(installed, attempt.get("target")):
+            return attempt
+        self.ledger.end_attempt(node.name, "abandoned", f"{attempt.get('target')} never merged: "
+                                f"the node runs {installed or 'nothing'}")
+        return None
+
+    def _resume(self, node: Node, out: NodeOutcome, attempt: dict) -> None:
+        """Finish the attempt of a killed run as that run would have."""
+        target, before = attempt["target"], attempt.get("before")
+        self.progress(f"{node.name}: an earlier run left {target} unsettled here (it ran "
+                      f"{before or 'nothing'} before): finishing it")
+        out.before = before
+        if attempt.get("rolling_back"):
+            out.detail = attempt["rolling_back"]
+            self._after_failure(node, out)
+        elif not versioning.same(target, self.release.version):
+            # The node runs a version never seen healthy here; this release replaces
+            # it, and the way back stays the version and backups of that attempt.
+            self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
+            self._attempt(node, out, attempt.get("backups") or {})
+        else:
+            if not attempt.get("installed"):
+                # Whether that install finished (or its pkg_postinst died) is unknown:
+                # doing it again tells, as it told the killed run.
+                self._phase(node, out, "sync", lambda: node.sync(self.env.overlay),
+                            portage=True)
+            self._install_and_check(node, out, install=not attempt.get("installed"))
+
+    def _finish_rollback_of_another(self, node: Node, out: NodeOutcome, attempt: dict) -> None:
+        """A killed run was rolling another release back here: finish that first."""
+        target, before = attempt["target"], attempt["before"]
+        self.progress(f"{node.name}: an earlier run was rolling {target} back to {before} here: "
+                      "finishing that first")
+        result = reinstall_version(node, self.central, self.env, self.config.app,
+                                   f"{self.release.cp}-{before}")
+        if not result.ok:
+            raise NodeError(f"{node.name}: the rollback of {target} to {before} an earlier run "
+                            f"left unfinished did not become healthy: {result.detail}")
+        self.ledger.end_attempt(node.name, ROLLED_BACK, attempt["rolling_back"])
+        out.before = node.installed_version(self.release.cp)
+
+    def _rolled_back_by_an_earlier_run(self, node: Node, out: NodeOutcome) -> bool:
+        """An earlier run rolled this release back here and was killed before recording
+        the outcome: the rollback stands, reported as that run would have."""
+        last = self.ledger.last_attempt(node.name) or {}
+        entry = self.ledger.release(self.release.version) or {}
+        if (last.get("outcome") != ROLLED_BACK or entry.get("state") != ledger_mod.PUBLISHED
+                or not versioning.same(last.get("target"), self.release.version)
+                or not versioning.same(out.before, last.get("before"))):
+            return False
+        out.status, out.after, out.phase = ROLLED_BACK, out.before, "rollback"
+        out.detail = (f"rolled back from {self.release.version} by an earlier run that was "
+                      f"stopped before recording it: {last.get('detail', '')}")
+        return True
+
+    # --- failures ------------------------------------------------------------------
     def _after_failure(self, node: Node, out: NodeOutcome) -> None:
         if self.auto_rollback and out.before and not versioning.same(out.before,
                                                                      self.release.version):
             self._roll_back(node, out)
+        else:
+            self._settle(node, out)
 
     def _after_failed_install(self, node: Node, out: NodeOutcome, exc: NodeError) -> None:
         """Decide from the vdb, not from emerge's exit status, what a failed install left.
@@ -196,8 +335,10 @@ class NodeRollout:
         if versioning.same(out.after, self.release.version):
             out.detail += f"; {out.after} is recorded as installed all the same"
             self._after_failure(node, out)
-        elif out.before is not None and versioning.same(out.after, out.before):
+            return
+        if out.before is not None and versioning.same(out.after, out.before):
             out.detail += f"; still on {out.before}: {self._still_serving(node, out.before)}"
+        self._settle(node, out)
 
     def _still_serving(self, node: Node, version: str) -> str:
         """Whether ``version`` still answers healthy, restarting it once if it does not."""
