@@ -95,6 +95,18 @@ def last_line(*outputs: str, default: str = "no output") -> str:
     return default
 
 
+class CorruptCopy(ReleaserError):
+    """A file copied to a host landed with other bytes than were sent; it was removed
+    and nothing was placed (``releaser.hosts.transfer.place_file``)."""
+
+    def __init__(self, host: str, path: str, algo: str, expected: str, landed: str | None):
+        self.host, self.path, self.algo = host, path, algo
+        self.expected, self.landed = expected, landed
+        self.detail = (f"{algo} {str(landed)[:16]}... instead of {expected[:16]}..."
+                       if landed else "nothing arrived")
+        super().__init__(f"{host}: the copy of {path} arrived corrupted ({self.detail})")
+
+
 class BuildError(ReleaserError):
     """The release could not be built (template, manifest, tarball)."""
 

@@ -110,3 +110,25 @@ def test_from_config_opens_only_an_existing_central_unless_creating(tmp_path):
     bare.write_text((tmp_path / "releaser.toml").read_text().split("[central]")[0])
     with pytest.raises(UsageError, match="no \\[central\\] repository configured"):
         CentralRepository.from_config(load_config(bare))
+
+
+def test_a_distfile_that_lands_corrupted_is_not_published(tmp_path):
+    """The distfile is checked where it landed; a corrupted copy leaves nothing behind."""
+    from releaser.errors import PublishError
+    from releaser.files import file_digests
+
+    from .test_files import CorruptingRunner
+
+    repo = CentralRepository(CorruptingRunner(host="central"), str(tmp_path / "central"))
+    repo.init()
+    tarball = tmp_path / "notes-1.0.0.tar.gz"
+    tarball.write_bytes(b"not really a tarball, but bytes all the same")
+    with pytest.raises(PublishError, match=r"^distfile notes-1\.0\.0\.tar\.gz arrived corrupted "
+                                           r"on the central repository \(sha512 .*\); nothing "
+                                           r"was published$"):
+        repo.upload_distfile(tarball, file_digests(tarball))
+    assert os.listdir(repo.path("distfiles")) == []
+    good = CentralRepository(LocalRunner(host="central"), repo.root)
+    assert good.upload_distfile(tarball, file_digests(tarball))
+    assert good.remote_digests(good.distfile(tarball.name)) == file_digests(tarball)
+    assert not good.upload_distfile(tarball, file_digests(tarball))  # same bytes: a no-op

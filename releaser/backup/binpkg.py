@@ -41,12 +41,13 @@ import uuid
 from portage.versions import catsplit, cpv_getkey, cpv_getversion
 
 from releaser.hosts import portage_commands as portage_tools
-from releaser.backup.common import (COPY_FAILURES, INDEX_FORMAT, BinpkgBackup,
-                            check_component, host_digest, host_size, iso, local_scratch,
-                            pull, push, read_index, reason, update_index, utc_now)
+from releaser.backup.common import (COPY_FAILURES, INDEX_FORMAT, BinpkgBackup, check_component,
+                                    host_digest, iso, local_scratch, pull, push, read_index,
+                                    reason, update_index, utc_now)
 from releaser.central.repository import CentralRepository
 from releaser.errors import BackupError, NodeError
 from releaser.hosts.node import Node
+from releaser.hosts.transfer import host_size
 
 #: Nodes backed up in parallel threads often run the same version: one of
 #: them stores the central copy, the others find it there and only add their

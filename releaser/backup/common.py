@@ -5,13 +5,13 @@ Every file moves the same way, whatever the hosts are (local sandbox or SSH):
 the source's digest is known first, the bytes travel through a local
 temporary file (``Runner.get`` then ``Runner.put``), land under a temporary
 name next to their destination, are digested *there*, and only then renamed
-to their final name.  A copy that arrives different is deleted and reported,
-never left under a name someone could later trust.
+to their final name (``releaser.hosts.transfer.place_file``).  A copy that
+arrives different is deleted and reported, never left under a name someone
+could later trust.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 import subprocess
@@ -23,8 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from releaser.central.repository import CentralRepository, temp_name
-from releaser.errors import BackupError, CommandError, UsageError
+from releaser.central.repository import CentralRepository
+from releaser.errors import BackupError, CommandError, CorruptCopy, UsageError, last_line
+from releaser.files import file_digest
+from releaser.hosts import transfer
 from releaser.hosts.runner import Runner
 
 #: Version of the index files' layout (``"format"`` key).
@@ -145,8 +147,7 @@ def on_node(root: str, path: str) -> str:
 def reason(exc: BaseException) -> str:
     """The one line worth showing of a failed command or copy."""
     if isinstance(exc, CommandError):
-        tail = (exc.stderr or exc.stdout).strip().splitlines()
-        return tail[-1] if tail else f"exit status {exc.returncode}"
+        return last_line(exc.stderr, exc.stdout, default=f"exit status {exc.returncode}")
     if isinstance(exc, subprocess.TimeoutExpired):
         return f"timed out after {exc.timeout:g}s"
     if isinstance(exc, OSError):
@@ -161,27 +162,13 @@ COPY_FAILURES = (CommandError, OSError, subprocess.TimeoutExpired)
 # ---------------------------------------------------------------------------- digests
 
 
-def local_digest(path: Path, algo: str) -> str:
-    digest = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def host_digest(runner: Runner, path: str, algo: str) -> str | None:
-    """``algo`` (sha256/sha512) of a file on a host with coreutils, or None if absent."""
-    result = runner.run([f"{algo}sum", "--", path], check=False)
-    if not result.ok:
-        if runner.run(["test", "-e", path], check=False).ok:
-            raise BackupError(f"{runner.host}: cannot read {path}: "
-                              f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
-        return None
-    return result.stdout.split()[0]
-
-
-def host_size(runner: Runner, path: str) -> int:
-    return int(runner.run(["stat", "-c", "%s", "--", path]).stdout.strip())
+    """``algo`` (sha256/sha512) of a file on a host, or None if absent; a file that is
+    there but cannot be read is a BackupError (nothing can vouch for it)."""
+    try:
+        return transfer.host_digest(runner, path, algo)
+    except CommandError as exc:
+        raise BackupError(f"{runner.host}: cannot read {path}: {reason(exc)}") from exc
 
 
 # ------------------------------------------------------------------- verified copies
@@ -200,7 +187,7 @@ def pull(runner: Runner, path: str, local: Path, algo: str, expected: str) -> No
         runner.get(path, local)
     except COPY_FAILURES as exc:
         raise BackupError(f"{runner.host}: cannot copy {path}: {reason(exc)}") from exc
-    got = local_digest(local, algo)
+    got = file_digest(local, algo)
     if got != expected:
         raise BackupError(f"{runner.host}: {path} does not match its recorded {algo} "
                           f"(expected {expected[:16]}..., got {got[:16]}...)")
@@ -217,22 +204,13 @@ def push(runner: Runner, local: Path, path: str, algo: str, expected: str,
     """
     if host_digest(runner, path, algo) == expected:
         return False
-    tmp = temp_name(path)
     try:
-        runner.run(["mkdir", "-p", "--", posixpath.dirname(path)])
-        runner.put(local, tmp)
-        runner.run(["sync", "--", tmp])
-        landed = host_digest(runner, tmp, algo)
-        if landed != expected:
-            raise BackupError(f"{runner.host}: copy of {posixpath.basename(path)} arrived "
-                              f"corrupted ({algo} {str(landed)[:16]}... instead of "
-                              f"{expected[:16]}...); nothing was stored")
-        runner.run(["chmod", mode, "--", tmp])
-        runner.run(["mv", "-f", "--", tmp, path])
+        transfer.place_file(runner, local, path, digest=(algo, expected), mode=mode)
+    except CorruptCopy as exc:
+        raise BackupError(f"{runner.host}: copy of {posixpath.basename(path)} arrived "
+                          f"corrupted ({exc.detail}); nothing was stored") from None
     except COPY_FAILURES as exc:
         raise BackupError(f"{runner.host}: cannot store {path}: {reason(exc)}") from exc
-    finally:
-        runner.run(["rm", "-f", "--", tmp], check=False)
     return True
 
 

@@ -11,15 +11,12 @@ failure in between leaves an orphan file, never an entry pointing at nothing.
 
 from __future__ import annotations
 
-from functools import cmp_to_key
-
-from portage.versions import vercmp
-
 from releaser.backup.binpkg import index_path as binpkg_index
 from releaser.backup.common import (COPY_FAILURES, BinpkgBackup, DumpBackup, read_index,
                             reason, update_index)
 from releaser.backup.dump import index_path as dump_index
 from releaser.backup.dump import list_dumps
+from releaser.build import versions as versioning
 from releaser.central.repository import CentralRepository
 from releaser.errors import BackupError, UsageError
 
@@ -76,10 +73,6 @@ def format_backups(rows: list[dict]) -> str:
 # ------------------------------------------------------------------------- internals
 
 
-def _by_version(version: str):
-    return cmp_to_key(lambda a, b: vercmp(a, b) or 0)(version)
-
-
 def _package_rows(central: CentralRepository, env: str) -> list[dict]:
     data = read_index(central, binpkg_index(central, env), "packages", {})
     return [row for _, row in _keyed_package_rows(data)]
@@ -92,7 +85,7 @@ def _dump_rows(central: CentralRepository, env: str) -> list[dict]:
 def _keyed_package_rows(data: dict) -> list[tuple[str, dict]]:
     """(cpv, row) per package, newest version first."""
     packages = sorted((BinpkgBackup.from_index(e) for e in data["packages"].values()),
-                      key=lambda b: _by_version(b.version), reverse=True)
+                      key=lambda b: versioning.sort_key(b.version), reverse=True)
     return [(b.cpv, {"kind": BINPKG, "node": b.node, "version": b.version, "size": b.size,
                      "created": b.created, "path": b.central_path, "detail": b.cpv})
             for b in packages]

@@ -15,7 +15,6 @@ and the release folder appears by rename only once complete.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import time
@@ -30,8 +29,9 @@ from releaser.build import versions as versioning
 from releaser.config import Config, DatabaseConfig
 from releaser.build.ebuild import render_ebuild, render_metadata, template_variables
 from releaser.errors import UsageError
+from releaser.files import file_digest, file_digests, text_digest, write_atomic
 from releaser.build.manifest import write_manifest
-from releaser.build.release import Release, write_json_atomic
+from releaser.build.release import Release
 from releaser.build.tarball import write_tarball
 
 MANIFEST_OVERLAY = "releaser-build"  # any name: ebuild and Manifest do not name the overlay
@@ -104,7 +104,7 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
             manifest={"sha512": _sha512(staged / "Manifest")},
             metadata={"sha512": _sha512(staged / "metadata.xml")},
         )
-        write_json_atomic(staged / "release.json", release.to_json())
+        write_atomic(staged / "release.json", release.to_json())
         if release_dir.exists():
             shutil.rmtree(release_dir)
         release_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,6 @@ def _reusable(out: Path, pv: str, source: gitsource.SourceCommit, ebuild_text: s
     """
     from releaser.errors import ReleaseNotFound
     from releaser.build.release import load_release
-    from releaser.build.tarball import file_digests
 
     release_dir = out / "releases" / pv
     try:
@@ -141,8 +140,8 @@ def _reusable(out: Path, pv: str, source: gitsource.SourceCommit, ebuild_text: s
     except ReleaseNotFound:
         return None
     if (release.commit != source.hexsha or release.source_tree != source.tree.hexsha
-            or release.dirty or release.ebuild["sha512"] != _sha512_text(ebuild_text)
-            or release.metadata.get("sha512") != _sha512_text(metadata_text)):
+            or release.dirty or release.ebuild["sha512"] != text_digest(ebuild_text)
+            or release.metadata.get("sha512") != text_digest(metadata_text)):
         return None
     tarball = out / "distfiles" / release.tarball["name"]
     try:
@@ -185,9 +184,4 @@ def _package_files(scratch: Path, category: str, name: str, version: str, ebuild
 
 
 def _sha512(path: Path) -> str:
-    return hashlib.sha512(path.read_bytes()).hexdigest()
-
-
-def _sha512_text(text: str) -> str:
-    """The digest the ebuild will have once written (UTF-8, as ``_package_files`` writes it)."""
-    return hashlib.sha512(text.encode("utf-8")).hexdigest()
+    return file_digest(path, "sha512")

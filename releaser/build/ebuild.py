@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import jinja2
 
 from releaser.config import AppConfig, DatabaseConfig
-from releaser.errors import BuildError
+from releaser.errors import BuildError, last_line
 
 TEMPLATE_PACKAGE = "releaser.ebuild_templates"
 
@@ -131,5 +131,4 @@ def check_bash_syntax(text: str) -> None:
     result = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True,
                             timeout=30)
     if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BuildError(f"the rendered ebuild is not valid bash: {reason}")
+        raise BuildError(f"the rendered ebuild is not valid bash: {last_line(result.stderr)}")

@@ -8,7 +8,6 @@ so that promote, status and rollback all speak of the same thing.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,17 +61,6 @@ class Release:
         and Manifest."""
         return (self.tarball == other.tarball and self.ebuild == other.ebuild
                 and self.metadata == other.metadata and self.manifest == other.manifest)
-
-
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write a file under a temporary name, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_release(path: Path) -> Release:

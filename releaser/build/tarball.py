@@ -3,63 +3,33 @@
 Two builds of the same tree give byte-identical files: entries are sorted,
 owners are root with no names, every mtime is the commit's time, and the gzip
 header carries no name and mtime 0.  The file is written under a temporary
-name, fsynced and renamed, so a half-written tarball never has the real name.
+name, fsynced and renamed (``releaser.files.atomic_file``), so a half-written
+tarball never has the real name.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import os
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from releaser.errors import BuildError
+from releaser.files import Digests, atomic_file, file_digests
 
 _FILE_MODES = {0o100644: 0o644, 0o100755: 0o755}
 _LINK_MODE = 0o120000
 _SUBMODULE_MODE = 0o160000
 
 
-@dataclass(frozen=True)
-class Digests:
-    size: int
-    blake2b: str
-    sha512: str
-
-    def as_dict(self) -> dict:
-        return {"size": self.size, "blake2b": self.blake2b, "sha512": self.sha512}
-
-
-def file_digests(path: Path) -> Digests:
-    """Size and the two hashes Gentoo Manifests carry (BLAKE2B-512, SHA512)."""
-    b2, s512, size = hashlib.blake2b(), hashlib.sha512(), 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            b2.update(chunk)
-            s512.update(chunk)
-            size += len(chunk)
-    return Digests(size, b2.hexdigest(), s512.hexdigest())
-
-
 def write_tarball(tree: git.Tree, top: str, mtime: int, dest: Path) -> Digests:
     """Write ``tree`` as ``dest`` (a .tar.gz) with everything under ``top/``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
-                with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                    _add_tree(tar, tree, top, mtime)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(dest) as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                _add_tree(tar, tree, top, mtime)
     return file_digests(dest)
 
 

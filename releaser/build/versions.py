@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import cmp_to_key
 
 from portage.versions import vercmp, ververify
 
@@ -93,10 +94,17 @@ def find(version: str, versions) -> str | None:
     return next((v for v in versions if same(v, version)), None)
 
 
-def newest(versions) -> str | None:
-    from functools import cmp_to_key
+def sort_key(version: str):
+    """The key that sorts versions in Portage's order: ``sorted(versions, key=sort_key)``."""
+    return _COMPARED(version)
 
-    ordered = sorted(versions, key=cmp_to_key(compare))
+
+_COMPARED = cmp_to_key(compare)
+
+
+def newest(versions) -> str | None:
+    """The highest of ``versions`` by Portage's order (the last given of equals), or None."""
+    ordered = sorted(versions, key=sort_key)
     return ordered[-1] if ordered else None
 
 

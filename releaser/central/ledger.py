@@ -192,7 +192,4 @@ class Ledger:
         return None
 
 
-def _version_key(version: str):
-    from functools import cmp_to_key
-
-    return cmp_to_key(versioning.compare)(version)
+_version_key = versioning.sort_key

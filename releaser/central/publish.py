@@ -32,7 +32,7 @@ from releaser.central.repository import CentralRepository
 from releaser.errors import PublishError
 from releaser.build.manifest import dist_entries, write_manifest
 from releaser.build.release import Release
-from releaser.build.tarball import Digests, file_digests
+from releaser.files import Digests, file_digest
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ReleaseFiles:
                 raise PublishError(f"the release record of {release.pv} has no digest of "
                                    f"{path.name} (built by an older releaser): build it again")
             try:
-                actual = file_digests(path).sha512
+                actual = file_digest(path, "sha512")
             except FileNotFoundError:
                 raise PublishError(f"{where} of {release.pv} is missing") from None
             if actual != recorded:

@@ -14,7 +14,8 @@ Layout under ``[central] path``::
 Every operation is an argv run through a ``Runner`` (local here, SSH for a
 remote central host), so the sandbox and production take the same path.
 Files appear under their final name only by ``mv`` from a temporary name in the
-same directory, after their digests were checked where they landed.
+same directory, after their digests were checked where they landed
+(``releaser.hosts.transfer``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from __future__ import annotations
 import json
 import posixpath
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releaser.errors import CentralMissing, CommandError, PublishError, UsageError
+from releaser.errors import CentralMissing, CommandError, CorruptCopy, PublishError, UsageError
+from releaser.files import Digests
 from releaser.hosts.runner import LocalRunner, Runner
-from releaser.build.tarball import Digests
+from releaser.hosts.transfer import host_digest, host_size, place_file
 
 if TYPE_CHECKING:
     from releaser.config import Config
@@ -45,12 +46,6 @@ TEMPORARY_DIRS = ("distfiles", "releases", "ledger")
 #: A temporary older than this is a killed run's: no live upload or write keeps
 #: one that long between writing it and renaming it to its final name.
 STALE_TEMPORARY_MINUTES = 60
-
-
-def temp_name(path: str) -> str:
-    """A temporary name beside ``path``, unique per process and thread (hidden, ``.partial``)."""
-    return posixpath.join(posixpath.dirname(path),
-                          f".{posixpath.basename(path)}.partial-{uuid.uuid4().hex[:12]}")
 
 
 def _central_runner(config: "Config") -> Runner:
@@ -119,11 +114,7 @@ class CentralRepository:
             local.unlink(missing_ok=True)
 
     def put_file(self, local: Path, path: str) -> None:
-        tmp = self._temp_name(path)
-        self.runner.run(["mkdir", "-p", "--", posixpath.dirname(path)])
-        self.runner.put(local, tmp)
-        self.runner.run(["sync", "--", tmp])
-        self.runner.run(["mv", "-f", "--", tmp, path])
+        place_file(self.runner, local, path)
 
     def read_json(self, path: str, default=None):
         text = self.read_text(path)
@@ -135,10 +126,6 @@ class CentralRepository:
     def listdir(self, path: str) -> list[str]:
         result = self.runner.run(["ls", "-1", "--", path], check=False)
         return sorted(result.stdout.split()) if result.ok else []
-
-    @staticmethod
-    def _temp_name(path: str) -> str:
-        return temp_name(path)
 
     # --- set-up ------------------------------------------------------------
     def init_dirs(self) -> None:
@@ -184,12 +171,11 @@ class CentralRepository:
     # --- distfiles -----------------------------------------------------------
     def remote_digests(self, path: str) -> Digests | None:
         """Size, BLAKE2B and SHA512 of a file on the central host (coreutils)."""
-        if not self.exists(path):
+        sha = host_digest(self.runner, path, "sha512")
+        if sha is None:
             return None
-        size = int(self.runner.run(["stat", "-c", "%s", "--", path]).stdout.strip())
-        b2 = self.runner.run(["b2sum", "--", path]).stdout.split()[0]
-        sha = self.runner.run(["sha512sum", "--", path]).stdout.split()[0]
-        return Digests(size, b2, sha)
+        return Digests(host_size(self.runner, path), host_digest(self.runner, path, "blake2b"),
+                       sha)
 
     def upload_distfile(self, local: Path, digests: Digests) -> bool:
         """Place a distfile, checked where it lands.  Returns False if it was already there.
@@ -205,19 +191,11 @@ class CentralRepository:
                                    "repository with other bytes; a version is never rebuilt "
                                    "with different content")
             return False
-        tmp = self._temp_name(final)
-        self.runner.run(["mkdir", "-p", "--", self.path("distfiles")])
-        self.runner.put(local, tmp)
         try:
-            self.runner.run(["sync", "--", tmp])
-            landed = self.remote_digests(tmp)
-            if landed != digests:
-                raise PublishError(f"distfile {local.name} arrived corrupted on the central "
-                                   f"repository (size {landed.size if landed else '?'} "
-                                   f"instead of {digests.size}); nothing was published")
-            self.runner.run(["mv", "-f", "--", tmp, final])
-        finally:
-            self.runner.run(["rm", "-f", "--", tmp], check=False)
+            place_file(self.runner, local, final, digest=("sha512", digests.sha512))
+        except CorruptCopy as exc:
+            raise PublishError(f"distfile {local.name} arrived corrupted on the central "
+                               f"repository ({exc.detail}); nothing was published") from None
         return True
 
     def remove_stale_temporaries(self, minutes: int = STALE_TEMPORARY_MINUTES) -> list[str]:

@@ -53,32 +53,31 @@ _BASH_SPECIAL = set('"$`\\')
 DESCRIPTION_MAX = 80
 
 
-def env_name(value: str) -> str:
-    if not _ENV_NAME.fullmatch(value):
-        raise Invalid(f"{value!r} is not an environment name (a lower-case letter, then "
-                      "lower-case letters, digits, '_' or '-')")
+def _whole(pattern: re.Pattern, value: str, what: str) -> str:
+    """``value`` if ``pattern`` matches all of it, else Invalid: ``'VALUE' is not WHAT``."""
+    if not pattern.fullmatch(value):
+        raise Invalid(f"{value!r} is not {what}")
     return value
+
+
+def env_name(value: str) -> str:
+    return _whole(_ENV_NAME, value, "an environment name (a lower-case letter, then "
+                                    "lower-case letters, digits, '_' or '-')")
 
 
 def node_name(value: str) -> str:
-    if not _NODE_NAME.fullmatch(value):
-        raise Invalid(f"{value!r} is not a node name (a letter or digit, then letters, "
-                      "digits, '.', '_' or '-'; at most 64)")
-    return value
+    return _whole(_NODE_NAME, value, "a node name (a letter or digit, then letters, digits, "
+                                     "'.', '_' or '-'; at most 64)")
 
 
 def repo_name(value: str) -> str:
     """A Portage repository name (PMS 3.1.5), as repos.conf and profiles/repo_name spell it."""
-    if not _repo_name_re.match(value):
-        raise Invalid(f"{value!r} is not a Portage repository name "
-                      "(letters, digits, '_' and '-', not starting with '-')")
-    return value
+    return _whole(_repo_name_re, value, "a Portage repository name (letters, digits, '_' "
+                                        "and '-', not starting with '-')")
 
 
 def user_name(value: str) -> str:
-    if not _USER.fullmatch(value):
-        raise Invalid(f"{value!r} is not a user name (lower-case letters, digits, '_', '-')")
-    return value
+    return _whole(_USER, value, "a user name (lower-case letters, digits, '_', '-')")
 
 
 def host(value: str) -> str:
@@ -175,17 +174,12 @@ def _plain_path(value: str) -> None:
 
 
 def tag_prefix(value: str) -> str:
-    if not _TAG_PREFIX.fullmatch(value):
-        raise Invalid(f"{value!r} is not a tag prefix (letters, digits and ._/- only, "
-                      "at most 32)")
-    return value
+    return _whole(_TAG_PREFIX, value, "a tag prefix (letters, digits and ._/- only, at most 32)")
 
 
 def category(value: str) -> str:
     """A Gentoo category name (PMS 3.1.1)."""
-    if not _CATEGORY.fullmatch(value):
-        raise Invalid(f"{value!r} is not a Gentoo category name")
-    return value
+    return _whole(_CATEGORY, value, "a Gentoo category name")
 
 
 def package(category: str, name: str) -> str:

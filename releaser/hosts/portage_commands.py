@@ -34,7 +34,7 @@ from portage.dep import Atom, isvalidatom
 from portage.exception import InvalidAtom
 from portage.versions import catpkgsplit, cpv_getversion
 
-from releaser.errors import NodeError, PortageError, UsageError
+from releaser.errors import NodeError, PortageError, UsageError, last_line
 from releaser.hosts.runner import CommandResult, Runner
 
 #: Options every emerge call carries: never ask (a host's EMERGE_DEFAULT_OPTS
@@ -169,8 +169,8 @@ def explain_failure(stdout: str, stderr: str) -> FailureReport:
             if pattern.match(line):
                 return FailureReport(line.removeprefix("!!! "), details, None, log_path)
 
-    tail = [l for l in _clean_lines(stderr) if l.strip()] or [l for l in _clean_lines(stdout) if l.strip()]
-    return FailureReport(tail[-1].strip() if tail else "no output", details, None, log_path)
+    summary = last_line("\n".join(_clean_lines(stderr)), "\n".join(_clean_lines(stdout)))
+    return FailureReport(summary, details, None, log_path)
 
 
 def _run(runner: Runner, argv: list[str], *, env=None, timeout=None) -> CommandResult:

@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from releaser.errors import UsageError
+from releaser.files import write_atomic
 
 #: Where the configuration lives inside a root.
 ETC_PORTAGE = Path("etc/portage")
@@ -420,9 +421,7 @@ def _write(path: Path, text: str) -> None:
     """Replace ``path`` atomically if its content differs."""
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_name(f".{path.name}.releaser-tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _symlink(target: Path, link: Path) -> None:

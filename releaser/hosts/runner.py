@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
 from releaser.errors import CommandError
+from releaser.files import copy_atomic
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class LocalRunner:
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a file, atomically: a half-copied file never has the final name."""
-        _copy_atomic(Path(local), Path(remote))
+        copy_atomic(Path(local), Path(remote))
 
     def get(self, remote: str, local: Path) -> None:
-        _copy_atomic(Path(remote), Path(local))
+        copy_atomic(Path(remote), Path(local))
 
 
 def _spawn(argv, env: Mapping[str, str], cwd: Path | None, *,
@@ -148,16 +149,3 @@ def _end_group(proc: subprocess.Popen, sig: int, grace: float = 10.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _copy_atomic(source: Path, dest: Path) -> None:
-    import shutil
-    import uuid
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)

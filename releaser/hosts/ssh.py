@@ -51,6 +51,7 @@ import fabric
 import paramiko
 
 from releaser.errors import CommandError, ConfigError, HostKeyError, UnreachableError
+from releaser.files import atomic_file
 from releaser.hosts.runner import CommandResult
 
 # paramiko logs handshake failures (with tracebacks) at ERROR from its
@@ -529,17 +530,11 @@ class SSHRunner:
 
     def get(self, remote: str, local: Path) -> None:
         """Copy ``remote`` to a local path, atomically (temporary name, then rename)."""
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
         sftp = self._sftp()
-        with open(tmp, "wb") as target:  # local errors propagate as OSError
+        with atomic_file(Path(local)) as target:  # local errors propagate as OSError
             try:
                 with self._transfer_lock:
                     sftp.getfo(str(remote), target)
             except OSError as exc:
-                target.close()
-                tmp.unlink(missing_ok=True)
                 raise CommandError(["sftp-get", str(remote), str(local)], 1, "",
                                    f"{remote}: {exc}", self.host) from exc
-        os.replace(tmp, local)

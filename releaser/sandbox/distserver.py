@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import quote, unquote
 
-from releaser.errors import DistServerError
+from releaser.errors import DistServerError, last_line
+from releaser.files import write_atomic
 from releaser.processes import pid_alive, process_cmdline
 
 #: The module name every server process carries on its command line; stop
@@ -143,9 +144,7 @@ def read_pidfile(pidfile: Path) -> tuple[int, int] | None:
 
 
 def _write_pidfile(pidfile: Path, pid: int, port: int) -> None:
-    tmp = pidfile.with_name(f".{pidfile.name}.tmp{pid}")
-    tmp.write_text(f"{pid} {port}\n")
-    os.replace(tmp, pidfile)
+    write_atomic(pidfile, f"{pid} {port}\n")
 
 
 def _is_server(pid: int) -> bool:
@@ -165,10 +164,9 @@ def server_alive(pidfile: Path) -> bool:
 
 def _log_tail(logfile: Path) -> str:
     try:
-        lines = logfile.read_text(errors="replace").strip().splitlines()
+        return last_line(logfile.read_text(errors="replace"))
     except OSError:
         return "no log"
-    return lines[-1] if lines else "no output"
 
 
 def start_server(directory: Path, host: str = "127.0.0.1", port: int = 0, *,

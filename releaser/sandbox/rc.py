@@ -55,7 +55,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from releaser.sandbox.distserver import pid_alive, process_cmdline, terminate_pid
-from releaser.errors import UsageError
+from releaser.errors import UsageError, last_line
+from releaser.files import write_atomic
 from releaser.hosts.portage_config import HELPER_BIN
 from releaser.hosts.services import check_service_name
 
@@ -184,11 +185,7 @@ def find_node_root(environ: Mapping[str, str] | None = None, script: str | None 
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, perm=mode)
 
 
 # --------------------------------------------------------------------------
@@ -280,10 +277,10 @@ class Service:
 
     def log_tail(self) -> str:
         try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
+            return last_line(self.log.read_text(errors="replace"),
+                             default="no output in the log")
         except OSError:
             return "no log"
-        return lines[-1].strip() if lines else "no output in the log"
 
 
 def start(svc: Service, emit: Emit) -> int:
@@ -316,7 +313,7 @@ def start(svc: Service, emit: Emit) -> int:
         log.write(f"--- rc-service {name} start: {time.strftime('%Y-%m-%dT%H:%M:%S%z')} migrate\n")
         log.write(out + err)
     if code != 0:
-        reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
+        reason = last_line(err, out, default=f"exit {code}")
         emit(f" * ERROR: {name} migrate failed; the service was not started: {reason}", True)
         return 1
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from releaser.errors import SSHDError
+from releaser.files import write_atomic
 from releaser.processes import pid_alive, process_cmdline
 
 SSHD = "/usr/sbin/sshd"
@@ -120,12 +121,8 @@ def write_known_hosts(path: Path | str, entries: Iterable[tuple[str, int, str]])
     written trust file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(known_hosts_line(a, p, k) + "\n" for a, p, k in entries)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, text, perm=0o644)
     return path
 
 
