@@ -32,8 +32,15 @@ Maintenance commands
     ``restore FILE`` verifies, then replaces the database (service stopped).
     Each exits 0 and prints one JSON object on stdout with ``REPORT_FIELDS``
     (``integrity`` ``"ok"``; ``restore`` adds ``database``), or exits
-    non-zero with its reason as the last line on stderr.  The ebuild's
+    non-zero with its reason as the last line on stderr.  ``stats`` prints
+    the live database's ``schema_version`` and ``writes`` (read-only).  The ebuild's
     ``pkg_preinst`` runs the new version's ``dump`` before it replaces files.
+Write high-water marks (optional)
+    ``writes`` in those reports: per table, a number that only grows, moved
+    in the same transaction as each write (the notes app: the highest id
+    AUTOINCREMENT issued).  The live mark minus a dump's is what restoring
+    that dump loses; an app that cannot count leaves ``writes`` out, and the
+    rollback plan then says only that every later write is lost.
 Health endpoint (a node's ``health_url``, or ``app_url`` + ``[app] health_path``, *configured*)
     ``GET`` answers 200 and a JSON object whose ``status`` is ``"ok"`` and
     whose ``version`` is the installed PV when the app can serve; anything
@@ -64,7 +71,7 @@ from releaser.errors import UsageError
 DEFAULT_HEALTH_PATH = "/health"
 
 #: The maintenance commands, as ``python3 -P -m NAME COMMAND ARG``.
-DUMP, VERIFY_DUMP, RESTORE = "dump", "verify-dump", "restore"
+DUMP, VERIFY_DUMP, RESTORE, STATS = "dump", "verify-dump", "restore", "stats"
 #: What each maintenance command prints (a JSON object); ``integrity`` is ``"ok"``.
 REPORT_FIELDS = ("path", "size", "sha256", "schema_version", "notes", "integrity")
 
@@ -155,11 +162,15 @@ class AppContract:
         """Where dumps go on a host: ``backups/`` beside the database (the ebuild keeps it)."""
         return posixpath.join(posixpath.dirname(db_path), "backups")
 
-    def command(self, action: str, argument: str) -> list[str]:
-        """The argv of a maintenance command (``DUMP``, ``VERIFY_DUMP``, ``RESTORE``)."""
-        if action not in (DUMP, VERIFY_DUMP, RESTORE):
-            raise UsageError(f"{action!r} is not one of the app's maintenance commands")
-        return ["python3", "-P", "-m", self.module, action, argument]
+    def command(self, action: str, argument: str | None = None) -> list[str]:
+        """The argv of a maintenance command (``DUMP``, ``VERIFY_DUMP``, ``RESTORE`` with
+        a file, ``STATS`` without)."""
+        if action not in (DUMP, VERIFY_DUMP, RESTORE, STATS) or \
+                (argument is None) != (action == STATS):
+            raise UsageError(f"{action!r} {argument!r} is not one of the app's maintenance "
+                             "commands")
+        return ["python3", "-P", "-m", self.module, action,
+                *([] if argument is None else [argument])]
 
     def environment(self, install_dir: str, database: str | None) -> dict[str, str]:
         """The variables of a maintenance command: its code (and its database) on the host.
@@ -215,6 +226,17 @@ class HealthFacts:
                    error=_text(database.get("error")))
 
 
+def write_marks(report: dict[str, Any] | None) -> dict[str, int] | None:
+    """The ``writes`` of a maintenance command's report, or None when the app gave none
+    (or not as ``{"table": count >= 0}``)."""
+    writes = (report or {}).get("writes")
+    if not isinstance(writes, dict) or not writes or \
+            not all(isinstance(k, str) and _int(v) is not None and v >= 0
+                    for k, v in writes.items()):
+        return None
+    return dict(writes)
+
+
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
@@ -224,5 +246,5 @@ def _int(value: object) -> int | None:
 
 
 __all__ = ["AppContract", "DEFAULT_HEALTH_PATH", "DUMP", "HEALTHY", "HealthFacts",
-           "REPORT_FIELDS", "RESTORE", "VERIFY_DUMP", "check_database_env",
-           "check_health_path", "default_database_env"]
+           "REPORT_FIELDS", "RESTORE", "STATS", "VERIFY_DUMP", "check_database_env",
+           "check_health_path", "default_database_env", "write_marks"]

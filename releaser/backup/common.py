@@ -85,9 +85,11 @@ class DumpBackup:
 
     ``version``: the app version running when it was dumped (the version to
     roll back to with it).  ``node_path`` as the node's runner sees it (the
-    node root prefixed in the sandbox).  ``sha256``, ``schema_version`` and
-    ``notes`` are what the app's ``verify-dump`` reported; ``app`` is the app
-    whose commands made it (and can verify and restore it).
+    node root prefixed in the sandbox).  ``sha256``, ``schema_version``,
+    ``notes`` and ``writes`` (the write high-water marks, None if the app
+    gave none: ``releaser.appcontract``) are what the app's ``verify-dump``
+    reported; ``app`` is the app whose commands made it (and can verify and
+    restore it).
     """
 
     node: str
@@ -100,6 +102,7 @@ class DumpBackup:
     notes: int
     created: str
     app: str = ""
+    writes: dict[str, int] | None = None
 
     @property
     def name(self) -> str:

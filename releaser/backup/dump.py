@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import posixpath
 
-from releaser.appcontract import DUMP, REPORT_FIELDS, RESTORE, VERIFY_DUMP, AppContract
+from releaser.appcontract import (DUMP, REPORT_FIELDS, RESTORE, STATS, VERIFY_DUMP,
+                                  AppContract, write_marks)
 from releaser.build import versions as versioning
 from releaser.backup.common import (COPY_FAILURES, DumpBackup, check_component,
                             iso, local_scratch, on_node, pull, push, read_index,
@@ -79,7 +80,8 @@ def dump_database(node: Node, central: CentralRepository, env: str, app: AppCont
     dump = DumpBackup(node=node.name, version=version, node_path=out, central_path=target,
                       size=int(checked["size"]), sha256=checked["sha256"],
                       schema_version=int(checked["schema_version"]),
-                      notes=int(checked["notes"]), created=iso(utc_now()), app=app.name)
+                      notes=int(checked["notes"]), created=iso(utc_now()), app=app.name,
+                      writes=write_marks(checked))
     update_index(central, index_path(central, env), "dumps", [],
                  lambda data: data["dumps"].append(dump.to_index()))
     return dump
@@ -144,8 +146,24 @@ def restore_database(node: Node, app: AppContract, db_path: str, dump: DumpBacku
 # ------------------------------------------------------------------------- internals
 
 
+def database_writes(node: Node, app: AppContract, db_path: str) -> dict[str, int] | None:
+    """The write high-water marks of the node's live database (the app's ``stats``).
+
+    None when the installed app cannot tell (an app without ``stats`` or
+    ``writes``, no database, a command that fails): a plan then says less,
+    it is never stopped by it.
+    """
+    argv, env = app_command(node.root, app, db_path, STATS)
+    try:
+        result = node.runner.run(argv, check=False, env=env, timeout=APP_TIMEOUT)
+        report = json.loads(result.stdout) if result.ok else None
+    except (*COPY_FAILURES, ValueError):
+        return None
+    return write_marks(report if isinstance(report, dict) else None)
+
+
 def app_command(root: str, app: AppContract, db_path: str | None, action: str,
-                argument: str) -> tuple[list[str], dict[str, str]]:
+                argument: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The app's maintenance command (argv, environment) with its code and database under ``root``.
 
     The variables are for the runner's ``env``: out of the argv, so neither
@@ -209,5 +227,5 @@ def _fresh_name(node: Node, dump_dir: str, version: str) -> str:
     raise BackupError(f"{node.name}: no free dump name in {directory} for {stamp}")
 
 
-__all__ = ["APP_TIMEOUT", "app_command", "dump_database", "index_path", "latest_dump",
-           "list_dumps", "restore_database", "verify_dump_on_node"]
+__all__ = ["APP_TIMEOUT", "app_command", "database_writes", "dump_database", "index_path",
+           "latest_dump", "list_dumps", "restore_database", "verify_dump_on_node"]

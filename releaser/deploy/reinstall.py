@@ -1,19 +1,24 @@
-"""Putting a version back on one node from its binary package.
+"""Putting a version back on one node from its binary package, and making the
+withdrawal of the other one hold there at once.
 
-Shared by the rollout's automatic rollback of a failed node and by
-``releaser rollback``; apart from both so that neither imports the other.
+Shared by the rollout's automatic rollback of a failed node, by promote and
+by ``releaser rollback``; apart from them so that none imports another.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
 
 from portage.versions import cpv_getversion
 
 from releaser import backup
 from releaser.central.repository import CentralRepository
-from releaser.config import AppConfig, EnvironmentConfig
+from releaser.config import AppConfig, Config, EnvironmentConfig
+from releaser.errors import ReleaserError
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.health import HealthResult
-from releaser.hosts.node import Node
+from releaser.hosts.node import Node, connect
 
 
 def binpkg_on_node(node: Node, cpv: str) -> bool:
@@ -40,3 +45,31 @@ def reinstall_version(node: Node, central: CentralRepository, env: EnvironmentCo
     process = node.restart(app.name)
     return node.health(cpv_getversion(cpv), env.policy.health_timeout,
                        process=(app.name, process))
+
+
+def sync_nodes(config: Config, env: EnvironmentConfig, names: Iterable[str]) -> list[str]:
+    """Sync the environment's overlay on the named nodes, in parallel.
+
+    Called right after a mask commit: a node sees the mask only once it has
+    synced, and until then a plain ``emerge -u`` or ``emerge =CAT/PN-PV`` there
+    reinstalls the version just withdrawn.  Returns one line per node that
+    could not be synced (the mask reaches it at its next sync), for the
+    report's warnings.
+    """
+    wanted = set(names)
+    nodes = [n for n in env.nodes if n.name in wanted]
+
+    def sync(node_cfg) -> str | None:
+        try:
+            node = connect(config, node_cfg)
+            try:
+                node.sync(env.overlay)
+            finally:
+                node.close()
+        except ReleaserError as exc:
+            return (f"{node_cfg.name}: sync after the mask failed ({exc}); the mask holds "
+                    "there only from its next sync")
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(env.policy.concurrency, len(nodes)))) as pool:
+        return [failure for failure in pool.map(sync, nodes) if failure]

@@ -38,7 +38,7 @@ from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import Node, connect
 from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
-from releaser.deploy.reinstall import binpkg_on_node, reinstall_package
+from releaser.deploy.reinstall import binpkg_on_node, reinstall_package, sync_nodes
 from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
 from releaser.hosts.services import OpenRC
 
@@ -54,6 +54,8 @@ class NodePlan:
     db_schema: int | None = None
     target_schema: int | None = None
     dump: dict | None = None
+    #: Rows written since the dump, per table (what restoring it loses); None: unknown.
+    loses: dict[str, int] | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -208,13 +210,39 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
     dump = backup.latest_dump(central, env.name, node.name, version=np.target)
     if dump is not None:
         np.dump = dump.to_dict()
-        taken = dump.created[:19].replace("T", " ")
-        np.warnings.append(f"restoring the dump of {taken} UTC ({dump.notes} notes, schema "
-                           f"{dump.schema_version}) loses every write made after it")
+        np.loses = writes_since(dump, backup.database_writes(node, app.contract,
+                                                             env.database.path))
+        np.warnings.append(restore_loss(dump, np.loses))
     elif env.database and np.current is not None:
         np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
     if np.dump is None and restore_db:
         np.problems.append("--restore-db asked, but there is no verified dump to restore")
+
+
+def writes_since(dump: backup.DumpBackup, live: dict[str, int] | None) -> dict[str, int] | None:
+    """Rows written to each table since ``dump`` (the app's write high-water marks,
+    ``releaser.appcontract``), or None when the app did not count them, or the live
+    marks are below the dump's (the database was replaced since: counting is moot)."""
+    if not dump.writes or not live:
+        return None
+    lost = {table: live[table] - mark for table, mark in dump.writes.items() if table in live}
+    return lost if lost and min(lost.values()) >= 0 else None
+
+
+def restore_loss(dump: backup.DumpBackup, lost: dict[str, int] | None) -> str:
+    """What restoring ``dump`` loses, in words an on-call engineer can act on."""
+    taken = f"{dump.created[:19].replace('T', ' ')} UTC"
+    held = f"it holds {_count(dump.notes, 'notes')}, schema {dump.schema_version}"
+    if lost is None:
+        return (f"restoring the dump of {taken} ({held}) loses every write made after it "
+                "(the app did not say how many)")
+    counts = ", ".join(_count(n, table) for table, n in lost.items())
+    return f"restoring the dump of {taken} loses {counts} written since ({held})"
+
+
+def _count(n: int, rows: str) -> str:
+    """``1 note``, ``2 notes``: a table name read as a plural noun."""
+    return f"{n} {rows[:-1] if n == 1 and rows.endswith('s') else rows}"
 
 
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
@@ -264,9 +292,11 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
             if not skipped:
                 ledger.set_current(plan.target, "rollback")
         ledger.save()  # the outcome first: the mask below may fail, this must not be lost
-        if withdraw:
-            _mask_withdrawn(central, plan, reason, ledger, report)
-            ledger.save()
+        if withdraw and _mask_withdrawn(central, plan, reason, ledger, report):
+            synced = [o.node for _n, o in run.results]
+            report.warnings += sync_nodes(config, env, synced)
+            ledger.event("mask-synced", version=plan.bad, nodes=synced)
+        ledger.save()
     report.seconds = time.monotonic() - started
     return report
 
@@ -278,8 +308,11 @@ def _refuse_problems(plan: RollbackPlan, force_reason: str | None) -> None:
 
 
 def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str, ledger: Ledger,
-                    report: RollbackReport) -> None:
-    """Mask the version rolled back from; a failure is reported, the ledger keeps the rest."""
+                    report: RollbackReport) -> bool:
+    """Mask the version rolled back from; a failure is reported, the ledger keeps the rest.
+
+    True when the overlay masks it (now or already).
+    """
     def mask() -> None:
         report.masked = mask_version(central, plan.env, plan.cp, plan.bad, reason)
 
@@ -289,6 +322,7 @@ def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str,
     else:
         report.warnings.append(f"{failure}; {plan.cp}-{plan.bad} is withdrawn in the ledger "
                                "but still offered by the overlay: mask it by hand")
+    return failure is None
 
 
 def _reason(plan: RollbackPlan, force_reason: str | None) -> str:
