@@ -87,12 +87,14 @@ def _progress(quiet: bool):
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--concurrency", type=int, help="Nodes worked on at once (default: policy).")
 @click.option("--canary", type=int, help="Nodes of the first stage; any failure there halts.")
-@click.option("--batch-size", type=int, help="Nodes per batch after the canary (0: all).")
-@click.option("--max-fail", help="Failed nodes tolerated: a count (2) or a percentage (25%).")
+@click.option("--batch-size", help="Nodes per batch after the canary: a count, a percentage of "
+              "the nodes (25%), 0: all at once (default: policy).")
+@click.option("--max-fail", help="Failures tolerated: a count in all (2), or a share of each "
+              "batch (25%); exceeding it halts.")
 @click.pass_obj
 def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
             as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
-            batch_size: int | None, max_fail: str | None) -> None:
+            batch_size: str | None, max_fail: str | None) -> None:
     """Publish a release to ENV and install it on every node of ENV."""
     from releaser.exitcodes import PROMOTE_FAILED, ROLLED_BACK
     from releaser.deploy.promote import promote as run_promote

@@ -93,8 +93,15 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    canary: int = 0
-    batch_size: int = 0  # 0: all remaining nodes in one batch
+    """How promote rolls a release over an environment's nodes (releaser.deploy.fleet).
+
+    The defaults are the safe ones, for a user who never thinks about them:
+    one canary node, then batches of a quarter of the nodes (at least one) so
+    most of the environment keeps serving, and no failure tolerated.
+    """
+
+    canary: int = 1
+    batch_size: int | str = "25%"  # a count, a percentage of the nodes, 0: all at once
     max_fail: str = "0"
     concurrency: int = 4
     health_timeout: float = 30.0
@@ -370,7 +377,7 @@ def _parse_environment(name: str, r: _Reader, base: Path,
 
 def _parse_policy(pol: _Reader) -> PolicyConfig:
     from releaser.errors import UsageError
-    from releaser.deploy.fleet import parse_max_fail
+    from releaser.deploy.fleet import parse_batch_size, parse_max_fail
 
     pol.unknown({"canary", "batch_size", "max_fail", "concurrency", "health_timeout",
                  "keep_backups"})
@@ -380,15 +387,22 @@ def _parse_policy(pol: _Reader) -> PolicyConfig:
     except UsageError:
         raise pol.fail("max_fail", f"{max_fail!r}: give a count (2) or a percentage "
                                    "(25%)") from None
+    defaults = PolicyConfig()
+    batch_size = pol.get("batch_size", (int, str), defaults.batch_size)
+    try:
+        parse_batch_size(batch_size)
+    except UsageError:
+        raise pol.fail("batch_size", f"{batch_size!r}: give a count (2, 0 for all at once) or "
+                                     "a percentage of the nodes (25%)") from None
     policy = PolicyConfig(
-        canary=pol.get("canary", int, 0),
-        batch_size=pol.get("batch_size", int, 0),
+        canary=pol.get("canary", int, defaults.canary),
+        batch_size=batch_size,
         max_fail=max_fail,
         concurrency=pol.get("concurrency", int, 4),
         health_timeout=pol.get("health_timeout", float, 30.0, check=validate.positive),
         keep_backups=pol.get("keep_backups", int, 5),
     )
-    for key in ("canary", "batch_size", "keep_backups"):
+    for key in ("canary", "keep_backups"):
         if getattr(policy, key) < 0:
             raise pol.fail(key, "must not be negative")
     if policy.concurrency < 1:

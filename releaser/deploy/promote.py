@@ -29,7 +29,7 @@ from releaser.build.builder import build_release
 from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
-from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
+from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
@@ -61,6 +61,16 @@ class PromoteReport:
     @property
     def rolled_back(self) -> bool:
         return any(n.status == ROLLED_BACK for n in self.nodes)
+
+    @property
+    def withdrawn(self) -> bool:
+        """Rolled back and the rollout halted: the release is bad, not one node.
+
+        A rollback within ``max_fail`` is a node's failure: the release stays
+        offered, and the next promote tries that node again (also when the
+        operator stopped the run, which says nothing of the release).
+        """
+        return self.rolled_back and bool(self.halted) and self.halted != STOPPED
 
     @property
     def portage_seconds(self) -> float:
@@ -139,7 +149,7 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         report = PromoteReport(env_name, release, outcome)
         work = NodeRollout(config, env, release, central, ledger, progress)
         run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
-                         failed=lambda o: o.failed, halts=lambda o: o.status == ROLLED_BACK,
+                         failed=lambda o: o.failed,
                          on_stage=lambda i, stage: progress(
                              f"stage {i + 1}: {', '.join(n.name for n in stage)}"))
         report.nodes = [o for _n, o in run.results]
@@ -167,11 +177,11 @@ def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
     if report.ok:
         ledger.set_release(release.version, ledger_mod.HEALTHY)
         ledger.set_current(release.version, "promote")
-    elif report.rolled_back:
+    elif report.withdrawn:
         ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=_withdrawn_reason(report),
                            masked=False)
     else:
-        failed = [n.node for n in report.nodes if n.status == FAILED]
+        failed = [n.node for n in report.nodes if n.failed]
         ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
 
 
@@ -189,7 +199,7 @@ def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: Prom
     the ledger's events), never allowed to undo it.
     """
     release = report.release
-    if report.rolled_back:
+    if report.withdrawn:
         reason = _withdrawn_reason(report)
         failure = ledger.side_step("mask", lambda: mask_version(
             central, env.name, release.cp, release.version, reason))

@@ -17,6 +17,13 @@ does what the init script does, rooted in NODE:
 * ``restart``: stop, then start.  ``status``: exit 0 started, 3 stopped,
   32 crashed (pidfile left behind by a dead process), as OpenRC.
 
+These are the facts the rollout asks a real host's OpenRC for, and they must
+be the same here: ``rc-service NAME status`` and the pidfile the init script
+names (``/run/NAME.pid``; ``NODE/run/NAME.pid`` here) holding the pid of the
+process that serves, whose start time ``/proc`` gives.  The rollout counts a
+restart only when that (pid, start time) changed (``OpenRC.restart_process``),
+and a health answer only while it still runs.
+
 The installed app runs from NODE/usr/lib/notes with a clean environment, like
 a service started by OpenRC: ``PYTHONPATH``, ``NOTES_CONFIG`` (if the file
 exists), ``NOTES_DATABASE``, ``NOTES_HOST``, ``NOTES_PORT`` and little else.
