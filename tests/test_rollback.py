@@ -83,6 +83,15 @@ def test_v1_then_v2_with_schema_change(sb):
     assert list((sb.central / "dumps" / "staging" / "staging-1").glob("*.db"))
 
 
+def test_promote_of_an_older_version_is_refused_with_a_pointer_to_rollback(sb, capsys):
+    assert cli(sb, "promote", "staging", "--ref", "v1.0.0") == 2
+    err = capsys.readouterr().err
+    assert "notes-1.0.0 is older than 2.0.0, which staging runs" in err
+    assert "releaser rollback staging --to 1.0.0" in err
+    for node in NODES:
+        assert installed(sb, node) == "2.0.0"
+
+
 def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):
     roots = [sb.central] + [sb.node_root(n) for n in NODES]
     before = tree_digests(*roots)
@@ -195,3 +204,27 @@ def test_a_database_that_cannot_be_dumped_stops_that_node_before_the_upgrade(sb,
     assert bad["status"] == "failed" and bad["phase"] == "backup", bad
     assert "staging-2" in bad["detail"] and "dump" in bad["detail"]
     assert installed(sb, "staging-2") == "1.0.0" and bad["after"] == "1.0.0"
+
+
+def _dump(writes):
+    from releaser.backup import DumpBackup
+
+    return DumpBackup(node="n1", version="1.0.0", node_path="/x", central_path="/y", size=1,
+                      sha256="0" * 64, schema_version=1, notes=3,
+                      created="2026-01-02T03:04:05.000000+00:00", app="notes", writes=writes)
+
+
+@pytest.mark.parametrize("dump_writes, live, said", [
+    ({"notes": 3}, {"notes": 103}, "restoring the dump of 2026-01-02 03:04:05 UTC loses "
+                                   "100 notes written since (it holds 3 notes, schema 1)"),
+    # an app that does not count, or a database replaced since (its mark went down)
+    (None, {"notes": 103}, "(it holds 3 notes, schema 1) loses every write made after it "
+                           "(the app did not say how many)"),
+    ({"notes": 3}, None, "loses every write made after it"),
+    ({"notes": 3}, {"notes": 2}, "loses every write made after it"),
+])
+def test_what_a_restore_loses_is_said_in_rows_when_the_app_counts_them(dump_writes, live, said):
+    from releaser.deploy.rollback import restore_loss, writes_since
+
+    dump = _dump(dump_writes)
+    assert said in restore_loss(dump, writes_since(dump, live))

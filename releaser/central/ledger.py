@@ -19,6 +19,9 @@ from releaser.errors import ReleaserError
 
 #: A release's state in one environment.
 PUBLISHED, HEALTHY, FAILED, WITHDRAWN = "published", "healthy", "failed", "withdrawn"
+#: A promote stopped by the operator (SIGINT, SIGTERM) before every node was started;
+#: its ``interrupted`` event says which nodes were done.  The next promote finishes it.
+INTERRUPTED = "interrupted"
 
 
 def now() -> str:

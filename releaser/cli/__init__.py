@@ -96,17 +96,22 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
             as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
             batch_size: str | None, max_fail: str | None) -> None:
     """Publish a release to ENV and install it on every node of ENV."""
-    from releaser.exitcodes import PROMOTE_FAILED, ROLLED_BACK
+    from releaser.exitcodes import INTERRUPTED, PROMOTE_FAILED, ROLLED_BACK
     from releaser.deploy.promote import promote as run_promote
     from releaser.cli.report import print_promote
+    from releaser.cli.signals import stop_on_signals
 
-    report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
-                         progress=_progress(quiet or as_json), concurrency=concurrency,
-                         canary=canary, batch_size=batch_size, max_fail=max_fail)
+    with stop_on_signals() as stop:
+        report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
+                             progress=_progress(quiet or as_json), concurrency=concurrency,
+                             canary=canary, batch_size=batch_size, max_fail=max_fail,
+                             stop=stop)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         print_promote(report)
+    if report.interrupted:
+        raise SystemExit(INTERRUPTED)
     if report.rolled_back:
         raise SystemExit(ROLLED_BACK)
     if not report.ok:
@@ -150,12 +155,18 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
         if not click.confirm(f"roll {env} back to {plan.target}?"):
             # A "no" is an answer, not an interruption: exit 2, as for other input.
             raise UsageError("rollback not confirmed: nothing was changed")
-    report = execute_rollback(config, central, plan, force_reason=force_reason,
-                              progress=_progress(as_json))
+    from releaser.cli.signals import stop_on_signals
+    from releaser.exitcodes import INTERRUPTED
+
+    with stop_on_signals() as stop:
+        report = execute_rollback(config, central, plan, force_reason=force_reason,
+                                  progress=_progress(as_json), stop=stop)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         print_rollback(report)
+    if report.interrupted:
+        raise SystemExit(INTERRUPTED)
     if not report.ok:
         raise SystemExit(PROMOTE_FAILED)
 

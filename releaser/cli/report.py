@@ -7,6 +7,7 @@ import click
 from releaser.build import versions as versioning
 from releaser.deploy.promote import FAILED, PromoteReport
 from releaser.deploy.rollback import RollbackPlan, RollbackReport
+from releaser.deploy.rollout import SKIPPED
 from releaser.deploy.status import EnvStatus
 
 
@@ -33,12 +34,20 @@ def print_promote(report: PromoteReport) -> None:
               and n.status != "planned"]
     if report.dry_run:
         click.echo("dry run: nothing was changed")
+    elif report.interrupted:
+        _interrupted(report.interrupted, report.nodes)
     elif failed:
         click.echo(f"FAILED on {len(failed)} of {len(report.nodes)} node(s): {', '.join(failed)}"
                    f" ({report.seconds:.1f}s)")
     else:
         click.echo(f"{report.env} runs {report.release.version} on all "
                    f"{len(report.nodes)} node(s), healthy ({report.seconds:.1f}s)")
+
+
+def _interrupted(signal: str, nodes) -> None:
+    untouched = [n.node for n in nodes if n.status == SKIPPED]
+    click.echo(f"INTERRUPTED by {signal}: the nodes in flight were finished; not started: "
+               f"{', '.join(untouched)}; run the same command again to finish")
 
 
 def _warnings(warnings: list[str]) -> None:
@@ -82,7 +91,9 @@ def print_rollback(report: RollbackReport) -> None:
     if report.masked:
         click.echo(f"{report.plan.cp}-{report.plan.bad} is masked in the {report.plan.env} overlay")
     _warnings(report.warnings)
-    if report.ok:
+    if report.interrupted:
+        _interrupted(report.interrupted, report.nodes)
+    elif report.ok:
         click.echo(f"{report.plan.env} is back on {report.plan.target} ({report.seconds:.1f}s)")
     else:
         click.echo(f"rollback INCOMPLETE ({report.seconds:.1f}s): re-run it to finish")

@@ -17,6 +17,7 @@ an exit code.  Every node's result goes to the ledger; the release becomes
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ from releaser.build.builder import build_release
 from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
+from releaser.deploy.interrupts import interrupted_by, record_interruption
 from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
+from releaser.deploy.reinstall import sync_nodes
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import connect
 from releaser.deploy.rollout import (FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
@@ -52,6 +55,8 @@ class PromoteReport:
     halted: str = ""
     #: Side steps that failed after the outcome was saved (mask, retention).
     warnings: list[str] = field(default_factory=list)
+    #: The signal that stopped the run before every node was started ("SIGINT"), or "".
+    interrupted: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,7 +89,8 @@ class PromoteReport:
     def to_dict(self) -> dict:
         return {"env": self.env, "version": self.release.version, "cpv": self.release.cpv,
                 "ok": self.ok, "dry_run": self.dry_run, "seconds": round(self.seconds, 3),
-                "halted": self.halted, "rolled_back": self.rolled_back,
+                "halted": self.halted, "interrupted": self.interrupted,
+                "rolled_back": self.rolled_back,
                 "warnings": self.warnings,
                 "published": bool(self.publish and self.publish.published),
                 "nodes": [n.to_dict() for n in self.nodes]}
@@ -101,7 +107,9 @@ def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
 
 def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
             dry_run: bool = False, progress: Progress = lambda _msg: None,
-            **policy_overrides) -> PromoteReport:
+            stop: threading.Event | None = None, **policy_overrides) -> PromoteReport:
+    """Build or take the release, publish it, roll it out; ``stop`` once set (an
+    operator's SIGINT, ``releaser.deploy.interrupts``) starts no further node."""
     started = time.monotonic()
     env = config.environment(env_name)
     policy = effective_policy(env, **policy_overrides)
@@ -126,7 +134,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if release.dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
 
-    withdrawn = (Ledger.load(central, env_name).release(release.version) or {})
+    known = Ledger.load(central, env_name)
+    _refuse_downgrade(known, release)
+    withdrawn = known.release(release.version) or {}
     if withdrawn.get("state") == ledger_mod.WITHDRAWN:
         where = ("is masked there" if withdrawn.get("masked", True)
                  else "its mask in the overlay failed: mask it by hand")
@@ -151,7 +161,11 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
                          failed=lambda o: o.failed,
                          on_stage=lambda i, stage: progress(
-                             f"stage {i + 1}: {', '.join(n.name for n in stage)}"))
+                             f"stage {i + 1}: {', '.join(n.name for n in stage)}"), stop=stop)
+        report.interrupted = interrupted_by(stop, run.untouched)
+        if report.interrupted:
+            record_interruption(ledger, "promote", report.interrupted, run, progress,
+                                version=release.version)
         report.nodes = [o for _n, o in run.results]
         report.nodes += [NodeOutcome(n.name, SKIPPED, detail=f"not touched: {run.halted}")
                          for n in run.untouched]
@@ -162,9 +176,24 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         _record_outcome(ledger, report)
         ledger.save()
         _side_steps(central, env, report, ledger, previous, progress)
+        if report.withdrawn and (ledger.release(release.version) or {}).get("masked"):
+            report.warnings += sync_nodes(config, env, [n.node for n in report.nodes
+                                                        if n.status != SKIPPED])
         ledger.save()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _refuse_downgrade(ledger: Ledger, release: Release) -> None:
+    """Promote only goes forward: an older version goes back with ``rollback --to``,
+    which checks the database schema against it and offers the dumps; a promote
+    would install it over a newer schema without a word."""
+    current = ledger.current
+    if current is not None and versioning.compare(release.version, current) < 0:
+        raise UsageError(f"{release.cpv} is older than {current}, which {ledger.env} runs: "
+                         f"promote never goes back; roll back with `releaser rollback "
+                         f"{ledger.env} --to {release.version}` (it checks the schema and "
+                         "the database dumps first)")
 
 
 def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
@@ -180,6 +209,9 @@ def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
     elif report.withdrawn:
         ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=_withdrawn_reason(report),
                            masked=False)
+    elif report.interrupted:
+        ledger.set_release(release.version, ledger_mod.INTERRUPTED,
+                           interrupted_by=report.interrupted)
     else:
         failed = [n.node for n in report.nodes if n.failed]
         ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)

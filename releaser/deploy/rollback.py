@@ -21,6 +21,7 @@ is finished by running it again.
 from __future__ import annotations
 
 import getpass
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -39,7 +40,9 @@ from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import Node, connect
 from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
 from releaser.deploy.reinstall import binpkg_on_node, reinstall_package, sync_nodes
-from releaser.deploy.rollout import FAILED, INSTALLED, UNCHANGED, NodeOutcome, worker_central
+from releaser.deploy.interrupts import interrupted_by, record_interruption
+from releaser.deploy.rollout import (FAILED, INSTALLED, SKIPPED, UNCHANGED, NodeOutcome,
+                                     worker_central)
 from releaser.hosts.services import OpenRC
 
 Progress = Callable[[str], None]
@@ -119,6 +122,8 @@ class RollbackReport:
     halted: str = ""
     #: Side steps that failed after the outcome was saved (the mask).
     warnings: list[str] = field(default_factory=list)
+    #: The signal that stopped the rollback before every node was started ("SIGINT"), or "".
+    interrupted: str = ""
 
     @property
     def ok(self) -> bool:
@@ -126,7 +131,8 @@ class RollbackReport:
 
     def to_dict(self) -> dict:
         return {**self.plan.to_dict(), "ok": self.ok, "masked": self.masked,
-                "warnings": self.warnings, "halted": self.halted, "seconds": round(self.seconds, 3),
+                "warnings": self.warnings, "halted": self.halted,
+                "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "results": [n.to_dict() for n in self.nodes]}
 
 
@@ -247,8 +253,13 @@ def _count(n: int, rows: str) -> str:
 
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
                      force_reason: str | None = None, progress: Progress = lambda _m: None,
-                     concurrency: int | None = None) -> RollbackReport:
+                     concurrency: int | None = None,
+                     stop: threading.Event | None = None) -> RollbackReport:
     """Carry out ``plan``, as shown to the user, under the environment's lock.
+
+    ``stop``, once set (an operator's SIGINT), starts no further node: the
+    nodes in flight finish, the interruption is recorded, and the version
+    rolled back from is neither withdrawn nor masked until a run finishes.
 
     The plan was made before the lock was taken: another run may have changed
     the environment since.  It is made again under the lock, and any
@@ -281,9 +292,16 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         policy = RolloutPolicy(concurrency=concurrency or env.policy.concurrency,
                                max_fail="100%")
         run = run_stages(plan_stages(todo, policy), work, policy=policy,
-                         failed=lambda o: o.status == FAILED)
+                         failed=lambda o: o.status == FAILED, stop=stop)
         report.nodes += [o for _n, o in run.results]
-        done = all(o.status in (INSTALLED, UNCHANGED) for _n, o in run.results)
+        report.nodes += [NodeOutcome(n.name, SKIPPED, detail=f"not touched: {run.halted}")
+                         for n in run.untouched]
+        report.halted, report.interrupted = run.halted, interrupted_by(stop, run.untouched)
+        if report.interrupted:
+            record_interruption(ledger, "rollback", report.interrupted, run, progress,
+                                target=plan.target, bad=plan.bad)
+        done = not run.untouched and all(o.status in (INSTALLED, UNCHANGED)
+                                         for _n, o in run.results)
         withdraw = done and bool(plan.bad) and not versioning.same(plan.bad, plan.target)
         reason = _reason(plan, force_reason)
         if done:
