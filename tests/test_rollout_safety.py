@@ -118,17 +118,28 @@ def one(tmp_path_factory):
         sandbox.down()
 
 
-@pytest.mark.parametrize("phase,bad", [("install", "1.1.0"), ("restart", "1.2.0"),
-                                       ("health", "1.3.0")])
-def test_kill_9_during_a_bad_rollout_then_a_rerun_rolls_back(one, capsys, phase, bad):
-    """Killed at install, restart or health wait: the re-run rolls back and masks."""
+@pytest.mark.parametrize("marker,bad", [("staging-1: install\n", "1.1.0"),
+                                        ("staging-1: restart\n", "1.2.0"),
+                                        ("staging-1: health\n", "1.3.0"),
+                                        ("staging-1: rolled-back: ", "1.6.0")],
+                         ids=["install", "restart", "health-wait", "before-the-mask"])
+def test_kill_9_during_a_bad_rollout_then_a_rerun_rolls_back(one, capsys, marker, bad):
+    """Killed at install, restart, health wait, or once the node was rolled back but
+    before the release was withdrawn: the re-run rolls back (or keeps the rollback)
+    and masks."""
     unhealthy_release(one.source, f"v{bad}")
-    seen = kill_9_when(one, ["promote", "staging"], f"staging-1: {phase}\n")
-    assert not any("rolling back" in line for line in seen), seen
+    seen = kill_9_when(one, ["promote", "staging"], marker)
     wait_for_orphaned_emerges()
-    intent = ledger(one)["nodes"]["staging-1"]["attempt"]
-    assert (intent["target"], intent["before"]) == (bad, "1.0.0")
-    assert intent["installed"] is (phase != "install")
+    entry = ledger(one)["nodes"]["staging-1"]
+    if marker.startswith("staging-1: rolled-back"):
+        assert "attempt" not in entry and entry["last_attempt"]["outcome"] == "rolled-back"
+        assert not masked(one, bad) and ledger(one)["releases"][bad]["state"] == "published"
+    else:
+        assert not any("rolling back" in line for line in seen), seen
+        intent = entry["attempt"]
+        assert (intent["target"], intent["before"]) == (bad, "1.0.0")
+        assert intent["installed"] is ("install" not in marker)
+        assert intent["backups"]["binpkg"].endswith("notes-1.0.0.gpkg.tar")
     capsys.readouterr()
 
     code = cli(one, "promote", "staging", "--json")
