@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from releaser.config import EnvironmentConfig, NodeConfig
-from releaser.errors import CommandError, HookError
+from releaser.errors import CommandError, HookError, last_line
 from releaser.hosts.runner import LocalRunner
 
 PRE_NODE, POST_NODE = "pre_node", "post_node"
@@ -86,9 +86,9 @@ def run_node_hook(env: EnvironmentConfig, node: NodeConfig, phase: str, *, actio
         outcome = LocalRunner(host="operator").run(argv, check=False, env=variables,
                                                    timeout=env.hooks.timeout)
     except CommandError as exc:  # could not start, or timed out
-        raise HookError(f"{phase} hook for {node.name}: {_last_line(exc.stderr)}") from None
+        raise HookError(f"{phase} hook for {node.name}: {last_line(exc.stderr, default='')}") from None
     if not outcome.ok:
-        said = _last_line(outcome.stderr) or _last_line(outcome.stdout) or "no output"
+        said = last_line(outcome.stderr, outcome.stdout)
         raise HookError(f"{phase} hook for {node.name} exited {outcome.returncode}: {said}")
     return True
 
@@ -122,8 +122,3 @@ class NodeHooks:
         if self.drained:
             run_node_hook(self.env, self.node, POST_NODE, action=self.action,
                           version=self.version, previous=previous, result=result)
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1].strip() if lines else ""

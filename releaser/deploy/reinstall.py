@@ -42,9 +42,9 @@ def reinstall_version(node: Node, central: CentralRepository, env: EnvironmentCo
                       app: AppConfig, cpv: str) -> HealthResult:
     """Put ``cpv`` back on a node from its binary package, restart, health-check."""
     reinstall_package(node, central, env.name, cpv)
-    process = node.restart(app.name)
+    process = node.restart(app.contract.service)
     return node.health(cpv_getversion(cpv), env.policy.health_timeout,
-                       process=(app.name, process))
+                       process=(app.contract.service, process))
 
 
 def sync_nodes(config: Config, env: EnvironmentConfig, names: Iterable[str]) -> list[str]:

@@ -390,7 +390,7 @@ class _NodeRollback:
                     node, self.central, self.env.name, target_cpv))
             if self.plan.restore_db:
                 self._step(node, out, "restore-db", lambda: self._restore_db(node))
-            self._step(node, out, "restart", lambda: node.restart(app.name))
+            self._step(node, out, "restart", lambda: node.restart(app.contract.service))
             out.phase = "health"
             health = node.health(self.plan.target, self.env.policy.health_timeout)
             out.after = node.installed_version(app.cp)
@@ -433,5 +433,5 @@ class _NodeRollback:
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
         backup.verify_dump_on_node(node, dump, self.central, self.config.app.contract)
-        OpenRC().stop(node.runner, self.config.app.name)
+        OpenRC().stop(node.runner, self.config.app.contract.service)
         backup.restore_database(node, self.config.app.contract, self.env.database.path, dump)

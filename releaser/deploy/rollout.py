@@ -206,7 +206,7 @@ class NodeRollout:
                 return
             self.ledger.note_attempt(node.name, installed=True)
         try:
-            process = self._phase(node, out, "restart", lambda: node.restart(app.name))
+            process = self._phase(node, out, "restart", lambda: node.restart(app.contract.service))
         except NodeError as exc:
             # The new version is installed but does not start: same as unhealthy.
             out.detail = f"restart failed: {exc}"
@@ -229,7 +229,7 @@ class NodeRollout:
         """The health check of ``version``, answered while ``process`` (if given) runs."""
         out.phase = "health"
         self.progress(f"{node.name}: health")
-        watch = (self.config.app.name, process) if process is not None else None
+        watch = (self.config.app.contract.service, process) if process is not None else None
         return node.health(version, self.env.policy.health_timeout, process=watch)
 
     def _check_running(self, node: Node, out: NodeOutcome) -> None:
@@ -239,7 +239,7 @@ class NodeRollout:
             out.status, out.after = UNCHANGED, out.before
             out.detail = f"already runs {version} and is healthy: nothing to do"
             return
-        process = self._phase(node, out, "restart", lambda: node.restart(self.config.app.name))
+        process = self._phase(node, out, "restart", lambda: node.restart(self.config.app.contract.service))
         health = self._health(node, out, version, process)
         out.after = node.installed_version(self.release.cp)
         if health.ok:
@@ -346,10 +346,10 @@ class NodeRollout:
         if node.health(version, timeout).ok:
             return "healthy"
         try:
-            process = node.restart(self.config.app.name)
+            process = node.restart(self.config.app.contract.service)
         except NodeError as exc:
             return f"NOT healthy, and a restart failed: {exc}"
-        health = node.health(version, timeout, process=(self.config.app.name, process))
+        health = node.health(version, timeout, process=(self.config.app.contract.service, process))
         return "restarted, healthy" if health.ok else f"NOT healthy after a restart: {health.detail}"
 
     def _roll_back(self, node: Node, out: NodeOutcome) -> None:
@@ -395,7 +395,7 @@ class NodeRollout:
     def _process_or_none(self, node: Node) -> ServiceProcess | None:
         """The service process running now, for the journal; None if it cannot be told."""
         try:
-            return node.service_process(self.config.app.name)
+            return node.service_process(self.config.app.contract.service)
         except NodeError:
             return None
 

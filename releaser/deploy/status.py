@@ -69,7 +69,7 @@ def offered_versions(central: CentralRepository, env: str, cp: str) -> list[str]
     names = [posixpath.basename(p) for p in _overlay_paths(central, env, f"{cp}/") or []]
     versions = [name[len(pn) + 1:-len(".ebuild")] for name in names
                 if name.startswith(f"{pn}-") and name.endswith(".ebuild")]
-    return sorted(versions, key=_key)
+    return sorted(versions, key=versioning.sort_key)
 
 
 def masked_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
@@ -80,13 +80,7 @@ def masked_versions(central: CentralRepository, env: str, cp: str) -> list[str]:
                                  f"{BRANCH}:{MASK_FILE}"])
     prefix = f"={cp}-"
     return sorted((line.strip()[len(prefix):] for line in result.stdout.splitlines()
-                   if line.strip().startswith(prefix)), key=_key)
-
-
-def _key(version: str):
-    from functools import cmp_to_key
-
-    return cmp_to_key(versioning.compare)(version)
+                   if line.strip().startswith(prefix)), key=versioning.sort_key)
 
 
 def environment_status(config: Config, central: CentralRepository, env_name: str) -> EnvStatus:
