@@ -13,7 +13,6 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 PACKAGE = PROJECT / "releaser"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ from releaser.central.masking import mask_version
 from releaser.deploy.reinstall import sync_nodes
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import connect
-from releaser.deploy.rollout import (FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
+from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
                       NodeRollout)
 from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
 from releaser.build.release import Release
@@ -45,18 +45,11 @@ from releaser.build.release import Release
 Progress = Callable[[str], None]
 
 @dataclass
-class PromoteReport:
+class PromoteReport(FleetReport):
     env: str
     release: Release
     publish: PublishOutcome | None
-    nodes: list[NodeOutcome] = field(default_factory=list)
     dry_run: bool = False
-    seconds: float = 0.0
-    halted: str = ""
-    #: Side steps that failed after the outcome was saved (mask, retention).
-    warnings: list[str] = field(default_factory=list)
-    #: The signal that stopped the run before every node was started ("SIGINT"), or "".
-    interrupted: str = ""
 
     @property
     def ok(self) -> bool:

@@ -41,7 +41,7 @@ from releaser.hosts.node import Node, connect
 from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
 from releaser.deploy.reinstall import binpkg_on_node, reinstall_package, sync_nodes
 from releaser.deploy.interrupts import interrupted_by, record_interruption
-from releaser.deploy.rollout import (FAILED, INSTALLED, SKIPPED, UNCHANGED, NodeOutcome,
+from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, SKIPPED, UNCHANGED, NodeOutcome,
                                      worker_central)
 from releaser.hosts.services import OpenRC
 
@@ -114,16 +114,9 @@ class RollbackPlan:
 
 
 @dataclass
-class RollbackReport:
+class RollbackReport(FleetReport):
     plan: RollbackPlan
-    nodes: list[NodeOutcome] = field(default_factory=list)
     masked: bool = False
-    seconds: float = 0.0
-    halted: str = ""
-    #: Side steps that failed after the outcome was saved (the mask).
-    warnings: list[str] = field(default_factory=list)
-    #: The signal that stopped the rollback before every node was started ("SIGINT"), or "".
-    interrupted: str = ""
 
     @property
     def ok(self) -> bool:

@@ -79,6 +79,19 @@ class NodeOutcome:
         return dict(self.__dict__)
 
 
+@dataclass(kw_only=True)
+class FleetReport:
+    """What promote and rollback report alike: each node's outcome, why the run
+    stopped early (``halted``), which signal stopped it (``interrupted``), the side
+    steps that failed after the outcome was saved (``warnings``), and the time."""
+
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    halted: str = ""
+    warnings: list[str] = field(default_factory=list)
+    interrupted: str = ""
+
+
 @contextlib.contextmanager
 def worker_central(central: CentralRepository) -> Iterator[CentralRepository]:
     """``central`` over a connection of this worker thread's own, closed afterwards.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.portage_config import portage_env
 from releaser.config import Config, NodeConfig
+from releaser.errors import NodeError
 from releaser.hosts.health import HealthResult, check_health
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.hosts.services import OpenRC, ServiceProcess

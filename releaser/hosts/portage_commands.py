@@ -34,7 +34,7 @@ from portage.dep import Atom, isvalidatom
 from portage.exception import InvalidAtom
 from portage.versions import catpkgsplit, cpv_getversion
 
-from releaser.errors import NodeError, PortageError, UsageError, last_line
+from releaser.errors import PortageError, UsageError, last_line
 from releaser.hosts.runner import CommandResult, Runner
 
 #: Options every emerge call carries: never ask (a host's EMERGE_DEFAULT_OPTS
