@@ -234,6 +234,40 @@ def central_init(obj: _Context) -> None:
 
 
 @cli.group()
+def host() -> None:
+    """The hosts of an environment: prepare them to take releases."""
+
+
+@host.command("bootstrap")
+@click.argument("env")
+@click.argument("nodes", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.pass_obj
+def host_bootstrap(obj: _Context, env: str, nodes: tuple[str, ...], dry_run: bool,
+                   as_json: bool, quiet: bool) -> None:
+    """Prepare ENV's nodes (or only NODES): overlay repos.conf, make.conf, app user, folders.
+
+    Idempotent: a second run changes nothing and says so.  A host that fails the
+    preflight (Portage, git, python3, the app's dependencies, free disk) is
+    left as it was, with the reason.
+    """
+    from releaser.exitcodes import FAILURE
+    from releaser.hosts.bootstrap import bootstrap
+
+    report = bootstrap(obj.config, env, nodes, dry_run=dry_run,
+                       progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.describe():
+            click.echo(line)
+    if not report.ok:
+        raise SystemExit(FAILURE)
+
+
+@cli.group()
 def sandbox() -> None:
     """A local sandbox fleet: central repository, HTTP server, node roots."""
 

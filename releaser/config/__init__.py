@@ -14,6 +14,11 @@ The file describes the whole world releaser acts on:
   its database variable, its health path);
 - ``[central]``: the central repository host (distfiles, overlays, binary
   packages, ledger, locks) and the URL nodes fetch distfiles from;
+- ``[central] sync_uri``: where the nodes sync each environment's overlay from
+  (a URL template with ``{env}`` and ``{overlay}``), written into their
+  repos.conf by ``releaser host bootstrap``;
+- ``[hosts]``: what ``releaser host bootstrap`` requires of a host (free disk,
+  oldest Portage) and where its Portage keeps distfiles and binary packages;
 - ``[ssh]``: pinned host keys and the identity used for every SSH host;
 - ``[environments.NAME]``: an overlay, a database, a rollout policy, hooks run
   around each node (``[environments.NAME.hooks]``) and nodes.
@@ -77,12 +82,41 @@ class SSHConfig:
 
 @dataclass(frozen=True)
 class CentralConfig:
-    """The central repository: ``path`` on its host; nodes fetch from ``distfiles_url``."""
+    """The central repository: ``path`` on its host; nodes fetch from ``distfiles_url``
+    and sync overlays from ``sync_uri`` (None: not configured; ``host bootstrap`` refuses)."""
 
     path: Path
     distfiles_url: str
     address: str | None = None  # None: the central repository is local
     port: int = 22
+    sync_uri: str | None = None  # a template: {env}, {overlay}
+
+    def overlay_sync_uri(self, env: str, overlay: str) -> str | None:
+        """The URL ``env``'s nodes sync its overlay (repository ``overlay``) from."""
+        if self.sync_uri is None:
+            return None
+        return self.sync_uri.format(env=validate.env_name(env),
+                                    overlay=validate.repo_name(overlay))
+
+
+#: ``[hosts] min_portage`` when not set: the Portage releaser's test suite runs
+#: (gpkg binary packages, the binary tree API the backups ask).  An older one
+#: may work: lower it to try.
+MIN_PORTAGE = "3.0.83"
+#: ``[hosts] min_free_mb`` when not set: room on ROOT for distfiles, binary
+#: packages of a few releases and database dumps.
+MIN_FREE_MB = 512
+
+
+@dataclass(frozen=True)
+class HostsConfig:
+    """``[hosts]``: what ``releaser host bootstrap`` requires of a host, and where its
+    Portage keeps what releaser's backups and rollbacks use (paths as the host sees them)."""
+
+    min_free_mb: int = MIN_FREE_MB
+    min_portage: str = MIN_PORTAGE
+    distdir: str = "/var/cache/distfiles"
+    pkgdir: str = "/var/cache/binpkgs"
 
 
 @dataclass(frozen=True)
@@ -160,6 +194,7 @@ class Config:
     ssh: SSHConfig
     environments: dict[str, EnvironmentConfig]
     build_out: Path
+    hosts: HostsConfig = field(default_factory=HostsConfig)
 
     def environment(self, name: str) -> EnvironmentConfig:
         from releaser.errors import UsageError
@@ -268,7 +303,7 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     """Validate every value once, here: nothing later runs with a value not checked."""
     base = file.parent.resolve()
     top = _Reader(file, raw, "")
-    top.unknown({"app", "central", "ssh", "environments", "build"})
+    top.unknown({"app", "central", "ssh", "environments", "build", "hosts"})
     app = _parse_app(top.table_of("app"), base)
     central = _parse_central(top.table_of("central"), base) if "central" in raw else None
     ssh = _parse_ssh(top.table_of("ssh"), base)
@@ -290,7 +325,9 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
                               "an environment cannot promote from itself")
     _check_unique_nodes(file, environments)
     _check_ssh_keys(file, central, ssh, environments)
-    return Config(file, app, central, ssh, environments, build_out)
+    _check_sync_uri(file, central, environments)
+    return Config(file, app, central, ssh, environments, build_out,
+                  _parse_hosts(top.table_of("hosts")))
 
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:
@@ -324,7 +361,7 @@ def _parse_app(r: _Reader, base: Path) -> AppConfig:
 
 
 def _parse_central(r: _Reader, base: Path) -> CentralConfig:
-    r.unknown({"path", "distfiles_url", "address", "port"})
+    r.unknown({"path", "distfiles_url", "address", "port", "sync_uri"})
     url = r.get("distfiles_url", str, required=True,
                 check=lambda v: validate.url(v, base=True))
     address = r.get("address", str, None, check=validate.host)
@@ -337,7 +374,21 @@ def _parse_central(r: _Reader, base: Path) -> CentralConfig:
         distfiles_url=url.rstrip("/"),
         address=address,
         port=r.get("port", int, 22, check=validate.port),
+        sync_uri=r.get("sync_uri", str, None, check=validate.sync_uri),
     )
+
+
+def _parse_hosts(r: _Reader) -> HostsConfig:
+    r.unknown({"min_free_mb", "min_portage", "distdir", "pkgdir"})
+    hosts = HostsConfig(
+        min_free_mb=r.get("min_free_mb", int, MIN_FREE_MB),
+        min_portage=r.get("min_portage", str, MIN_PORTAGE, check=validate.portage_version),
+        distdir=r.get("distdir", str, HostsConfig.distdir, check=validate.absolute_path),
+        pkgdir=r.get("pkgdir", str, HostsConfig.pkgdir, check=validate.absolute_path),
+    )
+    if hosts.min_free_mb < 0:
+        raise r.fail("min_free_mb", "must not be negative")
+    return hosts
 
 
 def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
@@ -465,6 +516,25 @@ def _check_ssh_keys(file: Path, central: CentralConfig | None, ssh: SSHConfig,
         raise ConfigError(f"{file}: ssh.{missing[0]}: missing (required by {users[0]}: "
                           "SSH hosts are reached only with a pinned known_hosts file and "
                           "an identity file)")
+
+
+def _check_sync_uri(file: Path, central: CentralConfig | None,
+                    environments: dict[str, EnvironmentConfig]) -> None:
+    """A local ``sync_uri`` reaches only nodes whose ROOT is a folder of this machine.
+
+    A host whose ROOT is ``/`` (an address and no ``root``, or ``root = "/"``)
+    syncs over the network: a path there would name a folder of its own.
+    """
+    if central is None or central.sync_uri is None or \
+            not validate.is_local_sync_uri(central.sync_uri):
+        return
+    for env in environments.values():
+        for i, node in enumerate(env.nodes):
+            if node.root is None or str(node.root) == "/":
+                raise ConfigError(
+                    f"{file}: central.sync_uri: {central.sync_uri!r} is a path on this "
+                    f"machine, but environments.{env.name}.nodes[{i}] ({node.name}) is a host "
+                    "of its own (ROOT /): give an ssh:// or https:// URL it can reach")
 
 
 def _check_unique_nodes(file: Path, environments: dict[str, EnvironmentConfig]) -> None:

@@ -128,6 +128,82 @@ def url(value: str, *, base: bool = False) -> str:
     return value
 
 
+#: The placeholders of ``[central] sync_uri``: the environment's name (the central
+#: repository keeps ``overlays/ENV.git``) and its overlay's repository name.
+SYNC_URI_FIELDS = ("env", "overlay")
+#: Schemes a node may sync an overlay over: the network ones, and a local path
+#: (``file://`` or ``/...``) for nodes that share this machine's filesystem.
+SYNC_URI_SCHEMES = ("ssh", "https", "http", "file")
+
+
+def sync_uri(value: str) -> str:
+    """A git URL template nodes sync an environment's overlay from (``[central] sync_uri``).
+
+    ``{env}`` and ``{overlay}`` are replaced per environment (both are
+    validated names); the result must be an ``ssh://``, ``https://``,
+    ``http://`` or ``file://`` URL, or an absolute path, of plain characters:
+    it is written into every node's repos.conf and run by git as root.
+    """
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise Invalid(f"{value!r} is not a URL template ({exc})") from None
+    for _text, name, spec, conversion in parsed:
+        if name is not None and (name not in SYNC_URI_FIELDS or spec or conversion):
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise Invalid(f"{value!r}: unknown placeholder {{{shown}}} (known: "
+                          f"{', '.join('{' + f + '}' for f in SYNC_URI_FIELDS)})")
+    sample = value.format(env="env", overlay="overlay")
+    try:
+        _plain_path(sample)
+    except Invalid:
+        raise Invalid(f"{value!r}: only letters, digits and ._+@%,:=/- are allowed in a sync "
+                      "URL") from None
+    parts = urlsplit(sample)
+    if not parts.scheme:
+        if not sample.startswith("/") or posixpath.normpath(sample) != sample:
+            raise Invalid(f"{value!r} is not a URL (ssh://, https://, http://, file://) or a "
+                          "normalised absolute path")
+        return value
+    if parts.scheme not in SYNC_URI_SCHEMES:
+        raise Invalid(f"{value!r}: scheme {parts.scheme!r} is not one of "
+                      f"{', '.join(s + '://' for s in SYNC_URI_SCHEMES)}")
+    if parts.scheme == "file":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise Invalid(f"{value!r}: a file:// URL names an absolute path (file:///srv/...)")
+        return value
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise Invalid(f"{value!r} is not a valid URL ({exc})") from None
+    if not parts.hostname or parts.query or parts.fragment or not parts.path.startswith("/"):
+        raise Invalid(f"{value!r} must name a host and an absolute path, without query or "
+                      "fragment")
+    host(parts.hostname)
+    if parts.username is not None:
+        user_name(parts.username)
+    if parts.password is not None:
+        raise Invalid(f"{value!r}: no password in a sync URL (it would be in every node's "
+                      "repos.conf); use a key or a credential helper")
+    return value
+
+
+def is_local_sync_uri(value: str) -> bool:
+    """True when a ``sync_uri`` is a path on the node's own filesystem (``/...``, ``file://``)."""
+    return value.startswith("/") or value.startswith("file://")
+
+
+def portage_version(value: str) -> str:
+    """A Portage version (``3.0.83``), as Portage's own version parser takes it."""
+    from portage.versions import ververify
+
+    if not ververify(value):
+        raise Invalid(f"{value!r} is not a version (e.g. 3.0.83)")
+    return value
+
+
 def command(value: list) -> list[str]:
     """A command run on the operator's machine (a hook): an argv list, never a shell string.
 

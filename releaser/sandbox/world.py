@@ -16,14 +16,23 @@ over HTTP and checks them against the Manifest.  Each node runs the installed
 app on its own loopback port through the ``rc-service`` stand-in
 (``releaser.sandbox.rc``), so node code is the same as on an OpenRC host.
 
+A node starts as a *bare* root (``noderoot.create_bare_root``): what a host
+has before releaser, Portage and its own configuration, state folders, a
+root-only passwd and group.  Once releaser.toml is written, every node is
+prepared by ``releaser host bootstrap`` (``releaser.hosts.bootstrap``) through
+its own runner, as a real host is: the overlay's repos.conf entry (syncing from
+``[central] sync_uri``, here the bare repositories' path), releaser's make.conf
+file, the app's user and group, its folders, the overlay's first clone.
+Nothing of that is written behind the bootstrap's back.
+
 With ``ssh=True`` (``sandbox init --ssh``) nothing is reached by path any more:
 the central repository and every node get their own real sshd on their own
 loopback address (``releaser.sandbox.ssh``), releaser.toml names them by
 address and port with a pinned known_hosts file, and every command, file
 copy and git push goes over SSH, as against production.  Each node's app then
-listens on the node's own address.  The node roots are still set up here
-with local file operations: that is provisioning the host (what a bootstrap
-or an installer does), not something releaser does to a running node.
+listens on the node's own address.  The bare roots are laid out here with
+local file operations (installing the host, as an installer would); the
+bootstrap then runs over each node's sshd.
 """
 
 from __future__ import annotations
@@ -40,7 +49,6 @@ from typing import Mapping
 from releaser.sandbox import distserver
 from releaser.sandbox import noderoot
 from releaser.central import overlay, overlay_git
-from releaser.hosts import portage_commands as portage_tools
 from releaser.sandbox import rc as sandbox_rc
 from releaser.sandbox import ssh as sandbox_ssh
 from releaser.central.repository import CentralRepository
@@ -227,14 +235,18 @@ class _World:
                 address = sandbox_ssh.node_address(len(made) + 1) if self.ssh else "127.0.0.1"
                 node = SandboxNode(name, env, directory / "nodes" / name, free_port(address),
                                    address)
-                node = self._make_node(node, central, app)
+                node = self._make_node(node, app)
                 made.append(node)
                 via = f", sshd {node.address}:{node.ssh_port}" if node.ssh_port else ""
                 progress(f"node {node.name}: root {node.root}, app port {node.port}{via}")
 
         config_path = directory / "releaser.toml"
+        # The nodes share this machine's filesystem: they sync from the bare
+        # repositories' path (central's overlays/ENV.git), a configured value.
         config_path.write_text(render_config(app, server.url, made, central=self._central(),
-                                               overlays=self.overlays))
+                                             overlays=self.overlays,
+                                             sync_uri=central.overlay_repo("{env}")))
+        self._bootstrap(config_path, progress)
         state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
                  "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
                                     "address": n.address, "ssh_port": n.ssh_port}
@@ -271,37 +283,43 @@ class _World:
 
         return SSHRunner(sandbox_ssh.host_spec(self.directory, name, self.daemons[name]))
 
-    def _make_node(self, node: SandboxNode, central: CentralRepository,
-                   app: AppConfig) -> SandboxNode:
+    def _make_node(self, node: SandboxNode, app: AppConfig) -> SandboxNode:
+        """The node's bare root, its init system (the rc-service stand-in) and, in an SSH
+        sandbox, its sshd: a host as installed, before releaser prepares it."""
         repo = self.overlays[node.env]
         spec = noderoot.NodeRootSpec(
             root=node.root,
-            # The bare repository's path also for an SSH sandbox: the node
-            # "host" shares this machine's filesystem with the central one.
-            repos=[noderoot.RepoSpec(repo, sync_type="git",
-                                     sync_uri=central.overlay_repo(node.env))],
+            # The host's main repository and profile: its environment's standalone
+            # overlay (a Gentoo host's are ::gentoo's).  Its repos.conf entry is the
+            # bootstrap's.
+            repos=[noderoot.RepoSpec(repo)],
             profile=noderoot.ProfileSpec(repo),
             provided=self.provided,
             stock_binpkgs=self.stock_binpkgs,
         )
-        noderoot.create_node_root(spec)
+        noderoot.create_bare_root(spec)
         sandbox_rc.install_rc_service(
             node.root, {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port,
                                                                  host=node.address)})
-        env = noderoot.portage_env(node.root)
         if not self.ssh:
-            portage_tools.sync(LocalRunner(host=node.name, env=env), repo)
             return node
-        daemon = self._start(node.name, node.address, env)
-        node = dataclasses.replace(node, ssh_port=daemon.port)
-        # The first sync goes over SSH: proof that the login carries the
-        # node's Portage environment before anyone relies on it.
-        runner = self._runner(node.name)
-        try:
-            portage_tools.sync(runner, repo)
-        finally:
-            _close(runner)
-        return node
+        daemon = self._start(node.name, node.address, noderoot.portage_env(node.root))
+        return dataclasses.replace(node, ssh_port=daemon.port)
+
+    def _bootstrap(self, config_path: Path, progress) -> None:
+        """Prepare every node with ``releaser host bootstrap``, as the CLI would (over
+        SSH in an SSH sandbox: proof that the login carries the node's Portage
+        environment before anyone relies on it)."""
+        from releaser.hosts.bootstrap import bootstrap
+
+        config = load_config(config_path)
+        for env in ordered_environments({e: 1 for e in config.environments}):
+            report = bootstrap(config, env)
+            for host in report.hosts:
+                progress(f"node {host.node}: {host.status} by host bootstrap "
+                         f"({len(host.changes)} change(s))")
+                if not host.ok:
+                    raise SandboxError(f"host bootstrap of {host.node}: {host.reason}")
 
     def undo(self) -> None:
         try:
@@ -343,9 +361,11 @@ class CentralHost:
 
 def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   central: CentralHost | None = None,
-                  overlays: Mapping[str, str] | None = None) -> str:
+                  overlays: Mapping[str, str] | None = None,
+                  sync_uri: str | None = None) -> str:
     """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses);
-    ``overlays``: overlay repository names by environment (default ``releaser-ENV``)."""
+    ``overlays``: overlay repository names by environment (default ``releaser-ENV``);
+    ``sync_uri``: ``[central] sync_uri``, where the nodes sync overlays from."""
     q = json.dumps
     world = "a local world" if central is None else "a local world reached over SSH"
     lines = [f"# Written by `releaser sandbox init`: {world}, see releaser/sandbox/world.py.", "",
@@ -355,13 +375,14 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
              f"homepage = {q(app.homepage)}", f"rdepend = {q(list(app.rdepend))}",
              f"tag_prefix = {q(app.tag_prefix)}", "",
              "[central]"]
+    sync = [f"sync_uri = {q(sync_uri)}"] if sync_uri else []
     if central is None:
-        lines += ['path = "central"', f"distfiles_url = {q(distfiles_url)}", ""]
+        lines += ['path = "central"', f"distfiles_url = {q(distfiles_url)}", *sync, ""]
     else:
         # A path on the central host: absolute, as it is not relative to this file there.
         lines += [f"address = {q(central.address)}", f"port = {central.port}",
-                  f"path = {q(str(central.path))}", f"distfiles_url = {q(distfiles_url)}", "",
-                  "[ssh]", f"known_hosts = {q(str(sandbox_ssh.KNOWN_HOSTS))}",
+                  f"path = {q(str(central.path))}", f"distfiles_url = {q(distfiles_url)}",
+                  *sync, "", "[ssh]", f"known_hosts = {q(str(sandbox_ssh.KNOWN_HOSTS))}",
                   f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
                   f"user = {q(sandbox_ssh.USER)}", ""]
     lines += ["[build]", 'out = "out"', ""]
