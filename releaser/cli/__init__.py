@@ -234,6 +234,89 @@ def central_init(obj: _Context) -> None:
 
 
 @cli.group()
+def lock() -> None:
+    """An environment's lock: who holds it and why; maintenance windows; breaking it."""
+
+
+def _env_central(obj: _Context, env: str):
+    from releaser.central.repository import CentralRepository
+
+    obj.config.environment(env)
+    return CentralRepository.from_config(obj.config)
+
+
+@lock.command("status")
+@click.argument("env")
+@click.option("--json", "as_json", is_flag=True, help="Print the owner record as JSON.")
+@click.pass_obj
+def lock_status_cmd(obj: _Context, env: str, as_json: bool) -> None:
+    """Who holds ENV's lock, since when, why, and until when its lease runs."""
+    from releaser.central.lock import describe, lock_status
+
+    owner = lock_status(_env_central(obj, env), env)
+    if as_json:
+        public = None if owner is None else {k: v for k, v in owner.items() if k != "token"}
+        click.echo(json.dumps(public, indent=2, sort_keys=True))
+    elif owner is None:
+        click.echo(f"{env}: not locked")
+    else:
+        stale = f" (stale: {owner['stale']}; the next run takes it over)" if owner["stale"] else ""
+        click.echo(f"{env}: locked by {describe(owner)}{stale}")
+
+
+@lock.command("acquire")
+@click.argument("env")
+@click.option("-m", "--message", required=True, help="Why: shown to anyone the lock stops.")
+@click.option("--lease", default="1h", show_default=True,
+              help="How long the window lasts (seconds, or 30m, 2h, 1d).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the lock's token here, to release it from another account or host.")
+@click.pass_obj
+def lock_acquire(obj: _Context, env: str, message: str, lease: str,
+                 token_file: Path | None) -> None:
+    """Hold ENV's lock for a maintenance window: promote and rollback are refused until
+    it is released or its lease ends."""
+    from releaser.central.lock import EnvironmentLock
+    from releaser.config import validate
+    from releaser.errors import UsageError
+    from releaser.files import write_atomic
+
+    try:
+        seconds = validate.duration(lease)
+    except validate.Invalid as exc:
+        raise UsageError(f"--lease: {exc}") from None
+    if not message.strip() or not message.isprintable():
+        raise UsageError("--message must be one non-empty line")
+    held = EnvironmentLock(_env_central(obj, env), env, f"lock acquire {env}", lease=seconds,
+                           message=message, maintenance=True).acquire()
+    if token_file is not None:
+        write_atomic(token_file, held.token + "\n", perm=0o600)
+    click.echo(f"{env}: locked for {lease}: {message}")
+
+
+@lock.command("release")
+@click.argument("env")
+@click.option("--break", "reason", metavar="REASON",
+              help="Break someone else's lock (a live run's too); the reason is recorded.")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The token file lock acquire wrote.")
+@click.pass_obj
+def lock_release(obj: _Context, env: str, reason: str | None, token_file: Path | None) -> None:
+    """Release your own maintenance window on ENV, or --break another's lock."""
+    from releaser.central.lock import break_lock, describe, release_own
+
+    central = _env_central(obj, env)
+    if reason is not None:
+        owner = break_lock(central, env, reason)
+        click.echo(f"{env}: broke the lock of "
+                   f"{describe(owner) if owner else 'unknown owner'} ({reason})")
+        return
+    token = token_file.read_text().strip() if token_file else None
+    owner = release_own(central, env, token)
+    click.echo(f"{env}: released ({owner.get('message') or owner.get('command')})")
+
+
+@cli.group()
 def host() -> None:
     """The hosts of an environment: prepare them to take releases."""
 

@@ -90,6 +90,7 @@ class CentralConfig:
     address: str | None = None  # None: the central repository is local
     port: int = 22
     sync_uri: str | None = None  # a template: {env}, {overlay}
+    lock_lease: float = 120.0  # seconds an environment lock's owner record stays valid unrenewed
 
     def overlay_sync_uri(self, env: str, overlay: str) -> str | None:
         """The URL ``env``'s nodes sync its overlay (repository ``overlay``) from."""
@@ -361,7 +362,7 @@ def _parse_app(r: _Reader, base: Path) -> AppConfig:
 
 
 def _parse_central(r: _Reader, base: Path) -> CentralConfig:
-    r.unknown({"path", "distfiles_url", "address", "port", "sync_uri"})
+    r.unknown({"path", "distfiles_url", "address", "port", "sync_uri", "lock_lease"})
     url = r.get("distfiles_url", str, required=True,
                 check=lambda v: validate.url(v, base=True))
     address = r.get("address", str, None, check=validate.host)
@@ -375,6 +376,8 @@ def _parse_central(r: _Reader, base: Path) -> CentralConfig:
         address=address,
         port=r.get("port", int, 22, check=validate.port),
         sync_uri=r.get("sync_uri", str, None, check=validate.sync_uri),
+        lock_lease=r.get("lock_lease", (int, float, str), CentralConfig.lock_lease,
+                         check=validate.duration),
     )
 
 

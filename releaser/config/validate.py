@@ -105,6 +105,22 @@ def positive(value: float) -> float:
     return value
 
 
+#: Units a duration may carry (``lock_lease``, ``lock acquire --lease``): seconds each.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: "int | float | str") -> float:
+    """Seconds, from a number of seconds or a string such as ``90s``, ``2m``, ``2h``, ``1d``."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+        if not match:
+            raise Invalid(f"{value!r} is not a duration (give seconds, or 90s, 2m, 2h, 1d)")
+        value = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"{value!r} is not a duration (give seconds, or 90s, 2m, 2h, 1d)")
+    return positive(float(value))
+
+
 def url(value: str, *, base: bool = False) -> str:
     """An http:// or https:// URL with a valid host (and port), no blank, quote or ``$``.
 

@@ -139,9 +139,12 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
     if dry_run:
         return _plan(config, central, env, release, files_from, tarball, progress, started)
 
-    with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}") as lock:
+    with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}",
+                         lease=config.central.lock_lease) as lock:
         if lock.taken_over:
-            progress(f"took over a stale lock left by pid {lock.taken_over.get('pid')}")
+            progress(f"took over a stale lock left by {lock.taken_over.get('user')}@"
+                     f"{lock.taken_over.get('host')} pid {lock.taken_over.get('pid')}: "
+                     f"{lock.taken_over.get('why')}")
         ledger = Ledger.load(central, env_name)
         outcome = _publish(central, env, release, files_from, tarball)
         progress(outcome.describe())

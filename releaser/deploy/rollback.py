@@ -262,7 +262,8 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
     started = time.monotonic()
     env = config.environment(plan.env)
     _refuse_problems(plan, force_reason)
-    with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}"):
+    with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}",
+                         lease=config.central.lock_lease):
         shown, plan = plan, plan_rollback(config, central, plan.env, to=plan.asked,
                                           restore_db=plan.restore_db)
         changes = plan.changes_since(shown)
