@@ -158,6 +158,20 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Webhooks told of a promote's and a rollback's progress
+    (``[environments.NAME.notify]``, sent by ``releaser.deploy.notify``).
+
+    Each event is POSTed to every URL, each attempt bounded by ``timeout``
+    seconds, retried ``retries`` times; a failure never fails the run.
+    """
+
+    webhooks: tuple[str, ...] = ()
+    timeout: float = 5.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     name: str
     health_url: str
@@ -183,6 +197,7 @@ class EnvironmentConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     promote_from: str | None = None  # production: "staging"
     allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
 
@@ -406,7 +421,7 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
 
 def _parse_environment(name: str, r: _Reader, base: Path,
                        contract: AppContract) -> EnvironmentConfig:
-    r.unknown({"overlay", "nodes", "database", "policy", "hooks", "promote_from",
+    r.unknown({"overlay", "nodes", "database", "policy", "hooks", "notify", "promote_from",
                "allow_dirty"})
     db = r.table_of("database")
     db.unknown({"backend", "path"})
@@ -424,6 +439,7 @@ def _parse_environment(name: str, r: _Reader, base: Path,
             "path", str, contract.default_database_path, check=validate.absolute_path)),
         policy=_parse_policy(r.table_of("policy")),
         hooks=_parse_hooks(r.table_of("hooks")),
+        notify=_parse_notify(r.table_of("notify")),
         promote_from=r.get("promote_from", str, None, check=validate.env_name),
         allow_dirty=r.get("allow_dirty", bool, False),
     )
@@ -471,6 +487,23 @@ def _parse_hooks(h: _Reader) -> HooksConfig:
         post_node=tuple(h.get("post_node", list, [], check=validate.command)),
         timeout=h.get("timeout", float, HooksConfig.timeout, check=validate.positive),
     )
+
+
+def _parse_notify(n: _Reader) -> NotifyConfig:
+    n.unknown({"webhooks", "timeout", "retries"})
+    webhooks = n.get("webhooks", list, [])
+    for i, url in enumerate(webhooks):
+        if not isinstance(url, str):
+            raise n.fail(f"webhooks[{i}]", f"expected a string, got {url!r}")
+        n.valid(f"webhooks[{i}]", validate.url, url)
+    notify = NotifyConfig(
+        webhooks=tuple(webhooks),
+        timeout=n.get("timeout", float, NotifyConfig.timeout, check=validate.positive),
+        retries=n.get("retries", int, NotifyConfig.retries),
+    )
+    if notify.retries < 0:
+        raise n.fail("retries", "must not be negative")
+    return notify
 
 
 def _parse_node(file: Path, prefix: str, raw: Any, base: Path,

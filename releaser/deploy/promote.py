@@ -31,6 +31,7 @@ from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
 from releaser.deploy.interrupts import interrupted_by, record_interruption
+from releaser.deploy.notify import Notifier
 from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
@@ -140,7 +141,11 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         return _plan(config, central, env, release, files_from, tarball, progress, started)
 
     with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}",
-                         lease=config.central.lock_lease) as lock:
+                         lease=config.central.lock_lease) as lock, \
+            Notifier(env.notify, env_name, "promote") as notifier:
+        notifier.send("start", f"promoting {release.cpv} to {len(env.nodes)} node(s)",
+                      version=release.version, commit=release.commit,
+                      nodes=[n.name for n in env.nodes])
         if lock.taken_over:
             progress(f"took over a stale lock left by {lock.taken_over.get('user')}@"
                      f"{lock.taken_over.get('host')} pid {lock.taken_over.get('pid')}: "
@@ -156,8 +161,8 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         work = NodeRollout(config, env, release, central, ledger, progress)
         run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
                          failed=lambda o: o.failed,
-                         on_stage=lambda i, stage: progress(
-                             f"stage {i + 1}: {', '.join(n.name for n in stage)}"), stop=stop)
+                         on_stage=lambda i, stage: _stage(progress, notifier, i, stage,
+                                                          release.version), stop=stop)
         report.interrupted = interrupted_by(stop, run.untouched)
         if report.interrupted:
             record_interruption(ledger, "promote", report.interrupted, run, progress,
@@ -169,6 +174,7 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if run.halted:
             progress(f"rollout halted: {run.halted}")
         previous = ledger.current
+        _notify_outcome(notifier, report)
         _record_outcome(ledger, report)
         ledger.save()
         _side_steps(central, env, report, ledger, previous, progress)
@@ -176,8 +182,34 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
             report.warnings += sync_nodes(config, env, [n.node for n in report.nodes
                                                         if n.status != SKIPPED])
         ledger.save()
+        outcome_text = "healthy on every node" if report.ok else "failed"
+        notifier.send("finish", f"{release.cpv} {outcome_text}", version=release.version, ok=report.ok, withdrawn=report.withdrawn,
+                      nodes={n.node: n.status for n in report.nodes})
+    report.warnings += notifier.problems()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _stage(progress: Progress, notifier: Notifier, index: int, stage, version: str) -> None:
+    names = [n.name for n in stage]
+    progress(f"stage {index + 1}: {', '.join(names)}")
+    notifier.send("stage", f"stage {index + 1}: {', '.join(names)}", stage=index + 1,
+                  nodes=names, version=version)
+
+
+def _notify_outcome(notifier: Notifier, report: PromoteReport) -> None:
+    """The rollout's halt, automatic rollbacks and interruption, as events."""
+    version = report.release.version
+    if report.halted:
+        notifier.send("halt", f"rollout of {version} halted: {report.halted}",
+                      version=version, reason=report.halted)
+    rolled = [n.node for n in report.nodes if n.status == ROLLED_BACK]
+    if rolled:
+        notifier.send("auto-rollback", f"{version} rolled back on {', '.join(rolled)}",
+                      version=version, nodes=rolled)
+    if report.interrupted:
+        notifier.send("interrupted", f"promote of {version} interrupted", version=version,
+                      interrupted=report.interrupted)
 
 
 def _refuse_downgrade(ledger: Ledger, release: Release) -> None:

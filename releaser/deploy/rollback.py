@@ -37,6 +37,7 @@ from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
+from releaser.deploy.notify import Notifier
 from releaser.hosts.node import Node, connect
 from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
 from releaser.deploy.reinstall import binpkg_on_node, reinstall_package, sync_nodes
@@ -263,7 +264,8 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
     env = config.environment(plan.env)
     _refuse_problems(plan, force_reason)
     with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}",
-                         lease=config.central.lock_lease):
+                         lease=config.central.lock_lease), \
+            Notifier(env.notify, plan.env, "rollback") as notifier:
         shown, plan = plan, plan_rollback(config, central, plan.env, to=plan.asked,
                                           restore_db=plan.restore_db)
         changes = plan.changes_since(shown)
@@ -276,6 +278,9 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         ledger = Ledger.load(central, plan.env)
         ledger.event("rollback-start", target=plan.target, bad=plan.bad,
                      restore_db=plan.restore_db, force=force_reason, user=getpass.getuser())
+        notifier.send("start", f"rolling back {plan.bad or 'nothing'} to {plan.target}",
+                      target=plan.target, bad=plan.bad, restore_db=plan.restore_db,
+                      nodes=[n.node for n in plan.nodes])
         by_name = {n.name: n for n in env.nodes}
         todo = [by_name[n.node] for n in plan.nodes if not n.problems]
         skipped = [n for n in plan.nodes if n.problems]
@@ -286,7 +291,10 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         policy = RolloutPolicy(concurrency=concurrency or env.policy.concurrency,
                                max_fail="100%")
         run = run_stages(plan_stages(todo, policy), work, policy=policy,
-                         failed=lambda o: o.status == FAILED, stop=stop)
+                         failed=lambda o: o.status == FAILED, stop=stop,
+                         on_stage=lambda i, stage: notifier.send(
+                             "stage", f"stage {i + 1}: {', '.join(n.name for n in stage)}",
+                             stage=i + 1, nodes=[n.name for n in stage], target=plan.target))
         report.nodes += [o for _n, o in run.results]
         report.nodes += [NodeOutcome(n.name, SKIPPED, detail=f"not touched: {run.halted}")
                          for n in run.untouched]
@@ -294,6 +302,8 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         if report.interrupted:
             record_interruption(ledger, "rollback", report.interrupted, run, progress,
                                 target=plan.target, bad=plan.bad)
+            notifier.send("interrupted", f"rollback to {plan.target} interrupted",
+                          target=plan.target, interrupted=report.interrupted)
         done = not run.untouched and all(o.status in (INSTALLED, UNCHANGED)
                                          for _n, o in run.results)
         withdraw = done and bool(plan.bad) and not versioning.same(plan.bad, plan.target)
@@ -309,6 +319,10 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
             report.warnings += sync_nodes(config, env, synced)
             ledger.event("mask-synced", version=plan.bad, nodes=synced)
         ledger.save()
+        notifier.send("finish", f"rollback to {plan.target} {'done' if done else 'failed'}",
+                      target=plan.target, bad=plan.bad, ok=done,
+                      nodes={o.node: o.status for o in report.nodes})
+    report.warnings += notifier.problems()
     report.seconds = time.monotonic() - started
     return report
 
