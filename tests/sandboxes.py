@@ -132,3 +132,21 @@ def tree_digests(*roots: Path) -> dict[str, str]:
                 elif p.is_file():
                     out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Everything under ``root`` a change could touch: per path its kind, mode, owner, and a
+    file's sha256 or a link's target (``tree_digests`` sees file contents only)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            if p.is_symlink():
+                what = "-> " + os.readlink(p)
+            elif p.is_file():
+                what = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                what = "dir" if p.is_dir() else "other"
+            out[str(p.relative_to(root))] = (what, st.st_mode, st.st_uid, st.st_gid)
+    return out

@@ -65,7 +65,7 @@ def test_promote_status_and_rollback_on_a_development_environment(tmp_path, caps
     sb = Sandbox(tmp_path, {"development": 1}, overlays={"development": OVERLAY})
     try:
         assert sb.config.environment("development").overlay == OVERLAY
-        repos_conf = sb.node_root(NODE) / "etc/portage/repos.conf/releaser.conf"
+        repos_conf = sb.node_root(NODE) / f"etc/portage/repos.conf/{OVERLAY}.conf"
         assert f"[{OVERLAY}]\n" in repos_conf.read_text()
 
         assert cli(sb, "promote", "development") == 0

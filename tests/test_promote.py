@@ -165,7 +165,7 @@ def test_failed_emerge_is_reported_with_portage_reason(tmp_path, capsys):
         # staging-2 holds a database that is not SQLite: the ebuild's pkg_preinst
         # dump fails and Portage stops the merge.
         db = sb.node_root("staging-2") / "var/lib/notes/notes.db"
-        db.parent.mkdir(parents=True)
+        db.parent.mkdir(parents=True, exist_ok=True)  # the bootstrap made it
         db.write_bytes(b"this is not a database")
         assert cli(sb, "promote", "staging", "--json") == 3
         report = json.loads(capsys.readouterr().out)

@@ -189,6 +189,10 @@ def git_reason(exc: git.GitCommandError) -> str:
     text = (exc.stderr or "").strip()
     if text.startswith("stderr: '") and text.endswith("'"):
         text = text[len("stderr: '"):-1]
+    return stderr_reason(text) or str(exc)
+
+
+def stderr_reason(text: str) -> str:
+    """The lines of git's stderr that say why it failed, on one line ("" if none)."""
     lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_NOISE)]
-    return "; ".join(lines) or str(exc)
+    return "; ".join(line for line in lines if line and not line.startswith(_NOISE))

@@ -54,6 +54,7 @@ from portage.dep import Atom, match_from_list
 from portage.versions import vercmp
 
 from releaser.appcontract import AppContract
+from releaser.central.overlay_git import stderr_reason
 from releaser.errors import CommandError, ConfigError, NodeError, ReleaserError, UsageError, \
     last_line
 from releaser.hosts import portage_commands
@@ -266,8 +267,7 @@ if git:
         out["clones"][path] = c
     if req.get("remote"):
         code, text, err = run([git, "ls-remote", "--", req["remote"]])
-        out["remote_error"] = None if code == 0 else (
-            (err.splitlines() or ["git ls-remote exited %d" % code])[-1])
+        out["remote_error"] = None if code == 0 else (err or "git ls-remote exited %d" % code)
 else:
     out["git"] = None
 
@@ -345,6 +345,16 @@ def probe(host: Host, request: dict) -> Facts:
     except (IndexError, ValueError):
         raise NodeError(f"the probe gave no answer (python3 exited {result.returncode}: "
                           f"{last_line(result.stderr, result.stdout)})") from None
+
+
+def group_id(host: Host, group: str) -> int:
+    """The numeric id of ``group`` on ``host`` (within its ROOT): ``usermod --prefix``
+    (shadow 4.13) looks a group *name* up on this machine, not in ROOT, so the
+    shadow tools are given the number."""
+    found = probe(host, {"groups": [group]}).group(group)
+    if not found:
+        raise NodeError(f"{host.name}: no group {group} in {host.path('/etc/group')}")
+    return found["gid"]
 
 
 def account_ids(host: Host, account: Account) -> tuple[int, int]:
@@ -525,11 +535,12 @@ class User(Step):
 
     def apply(self, host, change):
         a = self.account
+        gid = str(group_id(host, a.group))
         if change.action == "update":
             host.runner.run(["usermod", *host.prefix, "--home", a.home, "--shell", NOLOGIN,
-                             "--gid", a.group, a.user])
+                             "--gid", gid, a.user])
         else:
-            host.runner.run(["useradd", *host.prefix, "--system", "--gid", a.group,
+            host.runner.run(["useradd", *host.prefix, "--system", "--gid", gid,
                              "--home-dir", a.home, "--no-create-home", "--shell", NOLOGIN,
                              "--comment", f"{a.user} service (releaser)", a.user])
 
@@ -672,7 +683,8 @@ def preflight(host: Host, setup: HostSetup, facts: Facts,
         return (f"the app's runtime dependencies cannot be satisfied: {', '.join(missing)} "
                 f"(not installed, provided, or available in any of its repositories)")
     if facts["remote_error"]:
-        return f"cannot reach the overlay at {setup.sync_uri}: {facts['remote_error']}"
+        return (f"cannot reach the overlay at {setup.sync_uri}: "
+                f"{stderr_reason(facts['remote_error']) or facts['remote_error']}")
     for step, change in plan:
         reason = step.refusal(facts)
         if reason:
