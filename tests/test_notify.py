@@ -204,3 +204,22 @@ def test_a_receiver_down_or_hanging_fails_nothing_and_is_reported(fleet, receive
     warnings = [w for w in report.warnings if w.startswith("notify: ")]
     assert any(f"127.0.0.1:{down.split(':')[2].split('/')[0]}: " in w for w in warnings)
     assert len(hanging.accepted) >= 1
+
+
+def test_a_rollback_tells_the_webhook_each_step_in_order(fleet, receiver):
+    from releaser.deploy.rollback import execute_rollback, plan_rollback
+
+    from .conftest import commit_all, git
+
+    (fleet.source / "CHANGES").write_text("1.1.0\n")
+    commit_all(fleet.source, "notes 1.1.0", when="2026-03-01T00:00:00+00:00")
+    git(fleet.source, "tag", "v1.1.0")
+    assert promote(fleet.config, "staging").ok
+    config = with_webhooks(fleet.config, "staging", receiver.url)
+    central = CentralRepository.from_config(config)
+    report = execute_rollback(config, central, plan_rollback(config, central, "staging"))
+    assert report.warnings == [] and receiver.events == ["start", "stage", "finish"]
+    start, stage, finish = (body["releaser"] for _t, body in receiver.received)
+    assert start["command"] == "rollback" and start["target"] == "1.0.0"
+    assert start["bad"] == "1.1.0" and stage["nodes"] == ["staging-1"]
+    assert finish["ok"] is True and finish["nodes"] == {"staging-1": "installed"}
