@@ -223,3 +223,23 @@ def test_a_rollback_tells_the_webhook_each_step_in_order(fleet, receiver):
     assert start["command"] == "rollback" and start["target"] == "1.0.0"
     assert start["bad"] == "1.1.0" and stage["nodes"] == ["staging-1"]
     assert finish["ok"] is True and finish["nodes"] == {"staging-1": "installed"}
+
+
+def test_a_halted_rollout_sends_halt_auto_rollback_and_interruption_in_order(receiver):
+    """The events a failing promote adds after its stages, from its real report."""
+    from releaser.build.release import Release
+    from releaser.deploy.promote import PromoteReport, _notify_outcome
+    from releaser.deploy.rollout import INSTALLED, ROLLED_BACK, NodeOutcome
+
+    release = Release("notes", "www-apps", "2.0.0", "c" * 40, "main", "v2.0.0", 0, False,
+                      None, "2026-01-01T00:00:00+00:00", "t" * 40, {}, {}, {})
+    report = PromoteReport(env="staging", release=release, publish=None,
+                           nodes=[NodeOutcome("staging-1", ROLLED_BACK),
+                                  NodeOutcome("staging-2", INSTALLED)],
+                           halted="staging-1 failed its health check", interrupted="SIGINT")
+    with Notifier(NotifyConfig(webhooks=(receiver.url,)), "staging", "promote") as notifier:
+        _notify_outcome(notifier, report)
+    assert receiver.events == ["halt", "auto-rollback", "interrupted"]
+    halt, rolled, interrupted = (body["releaser"] for _t, body in receiver.received)
+    assert halt["reason"] == "staging-1 failed its health check"
+    assert rolled["nodes"] == ["staging-1"] and interrupted["interrupted"] == "SIGINT"
