@@ -324,3 +324,16 @@ def test_a_token_file_releases_the_window_from_another_account(config_file, cent
     assert releaser(config_file, "lock", "release", "staging",
                     "--token-file", str(token_file)) == 0
     assert leftovers(central) == []
+
+
+def test_a_run_whose_lock_is_broken_stops_renewing_and_knows_it(central):
+    from releaser.central.lock import break_lock
+
+    held = EnvironmentLock(central, "staging", "promote staging 1.0", lease=0.6).acquire()
+    break_lock(central, "staging", "stuck run, checked by hand")
+    assert _until(lambda: held.lost is not None)
+    assert "no longer this run's" in held.lost
+    assert not os.path.lexists(lock_file(central))  # the renewal did not bring it back
+    held.release()
+    assert leftovers(central) == []
+    assert _ledger_events(central, "lock-broken")[0]["owner"]["command"] == "promote staging 1.0"

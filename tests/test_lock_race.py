@@ -30,9 +30,7 @@ import os, sys, time
 from pathlib import Path
 from releaser import cli
 from releaser.central import lock
-from releaser.deploy import promote
-from releaser import rollout  # imported once
-from releaser import before forking
+from releaser.deploy import promote, rollout  # imported once, before forking
 gate, config, contenders = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 real = lock.EnvironmentLock.acquire
 

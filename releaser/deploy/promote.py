@@ -186,6 +186,8 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         notifier.send("finish", f"{release.cpv} {outcome_text}", version=release.version, ok=report.ok, withdrawn=report.withdrawn,
                       nodes={n.node: n.status for n in report.nodes})
     report.warnings += notifier.problems()
+    if lock.lost:
+        report.warnings.append(f"lock: {lock.lost}")
     report.seconds = time.monotonic() - started
     return report
 
