@@ -273,6 +273,8 @@ def test_lock_lease_is_read_and_validated_at_load(config_file, tmp_path):
 
 def test_a_maintenance_window_holds_off_runs_with_its_message_until_released(
         config_file, central, capsys):
+    assert releaser(config_file, "lock", "acquire", "staging", "-m", "x", "--lease", "soon") == 2
+    assert "--lease: 'soon' is not a duration" in capsys.readouterr().err
     assert releaser(config_file, "lock", "acquire", "staging", "-m", "db migration",
                     "--lease", "2h") == 0
     owner = json.loads(open(lock_file(central)).read())
@@ -282,6 +284,9 @@ def test_a_maintenance_window_holds_off_runs_with_its_message_until_released(
     capsys.readouterr()
     assert releaser(config_file, "lock", "status", "staging") == 0
     assert "'db migration'; lease until " in capsys.readouterr().out
+    assert releaser(config_file, "lock", "status", "staging", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["message"] == "db migration" and shown["stale"] is None and "token" not in shown
     assert releaser(config_file, "lock", "release", "staging") == 0
     assert releaser(config_file, "lock", "status", "staging") == 0
     assert "staging: not locked" in capsys.readouterr().out
