@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -166,8 +167,6 @@ def test_a_host_without_git_is_refused_and_left_as_it_was(sb):
 ], ids=["free-disk", "portage-version", "runtime-dependency", "python-version", "overlay-url"])
 def test_a_host_failing_the_preflight_is_refused_with_one_reason_and_untouched(
         sb, capsys, edit, reason):
-    import re
-
     prepared(sb)
     root = sb.node_root(NODE)
     (root / REPO_FILE).unlink()
@@ -208,8 +207,6 @@ def test_sync_uri_is_validated_and_a_path_refused_for_a_real_host(tmp_path, app_
     assert cli(path, "host", "bootstrap", "staging") == 2
 
 
-import re  # noqa: E402  (used by the tests above)
-
 
 @pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh-keygen")),
                     reason="needs Debian's openssh-server")
@@ -232,3 +229,131 @@ def test_bootstrap_over_ssh_against_a_real_sshd(tmp_path, capsys):
         assert log.read_text().count("Accepted publickey") > logins  # it went over SSH
     finally:
         fleet.down()
+
+
+# ------------------------------------------------- a host whose ROOT is / (the runner seam)
+
+
+class RecordingHost:
+    """A Gentoo host at the Runner seam: the probe answers with the facts given, every other
+    command is recorded (and succeeds), files put on it are kept by path."""
+
+    host = "web1"
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.commands: list[list[str]] = []
+        self.files: dict[str, str] = {}
+
+    def run(self, argv, *, check=True, env=None, input=None, timeout=None):
+        from releaser.hosts.runner import CommandResult
+
+        if argv[0] == "python3":
+            request = json.loads(argv[-1])
+            assert request["root"] == "/"
+            created = {c[0] for c in self.commands}
+            answer = {**self.facts,
+                      "users": {u: {"uid": 998, "gid": 998, "home": "/var/lib/notes",
+                                    "shell": "/sbin/nologin"} if "useradd" in created else None
+                                for u in request.get("users", [])},
+                      "groups": {g: {"gid": 998} if "groupadd" in created else None
+                                 for g in request.get("groups", [])}}
+            return CommandResult(tuple(argv), 0, json.dumps(answer) + "\n", "")
+        self.commands.append(list(argv))
+        return CommandResult(tuple(argv), 0, "", "")
+
+    def put(self, local, remote):
+        self.files[remote] = Path(local).read_text()
+        self.commands.append(["put", remote])
+
+
+def gentoo_facts(**changes) -> dict:
+    """A stock Gentoo host never bootstrapped: make.conf and repos.conf are files."""
+    facts = {"python": "3.12.3", "euid": 0, "portage": "3.0.85", "git": "git version 2.45.2",
+             "free_mb": 20000, "remote_error": None,
+             "tools": {"git": "/usr/bin/git", "groupadd": "/usr/sbin/groupadd",
+                       "useradd": "/usr/sbin/useradd", "usermod": "/usr/sbin/usermod"},
+             "entries": {"/etc/portage/repos.conf": {"type": "file", "uid": 0, "gid": 0,
+                                                     "mode": 0o644},
+                         "/etc/portage/make.conf": {"type": "file", "uid": 0, "gid": 0,
+                                                    "mode": 0o644}},
+             "texts": {}, "clones": {},
+             "deps": {">=dev-lang/python-3.11": ["installed", "dev-lang/python-3.12.3"],
+                      "dev-python/flask": ["installed", "dev-python/flask-3.1.0"]}}
+    facts.update(changes)
+    return facts
+
+
+def production_setup():
+    from releaser.hosts.bootstrap import Account
+
+    return HostSetup(env="production", repo="releaser-production",
+                     sync_uri="ssh://git@central.example/srv/releaser/overlays/production.git",
+                     account=Account("notes", "notes", "/var/lib/notes"),
+                     app_dirs=("/var/lib/notes", "/var/lib/notes/backups"),
+                     distdir="/var/cache/distfiles", pkgdir="/var/cache/binpkgs",
+                     rdepend=(">=dev-lang/python-3.11", "dev-python/flask"),
+                     min_portage="3.0.83", min_free_mb=512)
+
+
+def test_a_gentoo_host_gets_the_same_steps_at_its_real_paths():
+    host = RecordingHost(gentoo_facts())
+    report = prepare_host(Host("web1", host, "/"), production_setup())
+    assert report.status == "changed", report.reason
+    repos, make = "/etc/portage/repos.conf", "/etc/portage/make.conf"
+
+    def to_folder(path):  # the operator's file becomes a folder, kept as 00-local.conf
+        return [["rm", "-rf", "--", f"{path}.releaser-new"], ["mkdir", "--", f"{path}.releaser-new"],
+                ["cp", "-p", "--", path, f"{path}.releaser-new/00-local.conf"],
+                ["mv", "-T", "--", path, f"{path}.releaser-old"],
+                ["mv", "-T", "--", f"{path}.releaser-new", path], ["rm", "-f", "--", f"{path}.releaser-old"]]
+
+    def placed(path):  # transfer.place_file: a temporary name beside it, renamed over it
+        folder, tmp = path.rsplit("/", 1)[0], f"{path.rsplit('/', 1)[0]}/TMP"
+        return [["mkdir", "-p", "--", folder], ["put", tmp], ["sync", "--", tmp],
+                ["chmod", "0644", "--", tmp], ["mv", "-f", "--", tmp, path]]
+
+    def owned(path):
+        return [["mkdir", "-p", "--", path], ["chown", "998:998", "--", path],
+                ["chmod", "0750", "--", path]]
+
+    commands = [[re.sub(r"/\.[^/]*\.partial-[0-9a-f]+$", "/TMP", word) for word in c]
+                for c in host.commands]
+    assert commands == [
+        *to_folder(repos), *placed(f"{repos}/releaser-production.conf"),
+        *to_folder(make), *placed(f"{make}/90-releaser.conf"),
+        # the system's own tools, no --prefix on /
+        ["groupadd", "--system", "notes"],
+        ["useradd", "--system", "--gid", "998", "--home-dir", "/var/lib/notes", "--no-create-home",
+         "--shell", "/sbin/nologin", "--comment", "notes service (releaser)", "notes"],
+        *owned("/var/lib/notes"), *owned("/var/lib/notes/backups"),
+        ["emaint", "sync", "-r", "releaser-production"],
+    ]
+    files = {re.sub(r"/\.[^/]*\.partial-[0-9a-f]+$", "/TMP", path): text
+             for path, text in host.files.items()}
+    assert "[releaser-production]\nlocation = /var/db/repos/releaser-production\nsync-type = git\n" \
+        "sync-uri = ssh://git@central.example/srv/releaser/overlays/production.git\n" \
+        in files[f"{repos}/TMP"]
+    assert 'DISTDIR="/var/cache/distfiles"\nPKGDIR="/var/cache/binpkgs"\nBINPKG_FORMAT="gpkg"\n' \
+        in files[f"{make}/TMP"]
+    assert not re.search(r"^GENTOO_MIRRORS", files[f"{make}/TMP"], re.M)
+
+
+def test_a_gentoo_host_refused_by_the_preflight_runs_no_command():
+    for facts, reason in [
+        (gentoo_facts(euid=1000), "runs commands as uid 1000, not root"),
+        (gentoo_facts(portage=None, portage_error="ModuleNotFoundError: No module named 'portage'"),
+         "Portage is not installed: python3 cannot import portage (ModuleNotFoundError"),
+        (gentoo_facts(tools={"git": "/usr/bin/git"}),
+         "groupadd is not installed (not on its PATH): needed for group notes"),
+        (gentoo_facts(entries={"/etc/portage/make.conf": {"type": "link", "target": "file",
+                                                          "uid": 0, "gid": 0, "mode": 0o777}}),
+         "/etc/portage/make.conf is a link to a file: make it a folder"),
+        (gentoo_facts(clones={"/var/db/repos/releaser-production": {"exists": True, "git": False,
+                                                                    "empty": False}}),
+         "/var/db/repos/releaser-production exists and is not a git clone"),
+    ]:
+        host = RecordingHost(facts)
+        report = prepare_host(Host("web1", host, "/"), production_setup())
+        assert (report.status, host.commands) == ("refused", []), report.reason
+        assert report.reason.startswith(reason) and report.reason.endswith("; nothing was changed")

@@ -43,7 +43,6 @@ node-side, idempotent and self-describing, what a pull agent could reuse.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import tempfile
 from dataclasses import dataclass, field
