@@ -846,10 +846,13 @@ def _select(nodes, names: Iterable[str], env: str) -> list:
 
 def _run_hosts(config, setup: HostSetup, nodes, central_line: str, *, dry_run: bool,
                progress: Callable[[str], None]) -> BootstrapReport:
+    """Prepare ``nodes``, up to the environment's ``policy.concurrency`` at once (hosts are
+    independent: each is probed, judged and changed on its own); reports in config order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from releaser.hosts.node import connect
 
-    report = BootstrapReport(setup.env, dry_run, central_line)
-    for node_config in nodes:
+    def one(node_config) -> HostReport:
         progress(f"{node_config.name}: probing")
         node = connect(config, node_config)
         try:
@@ -858,8 +861,12 @@ def _run_hosts(config, setup: HostSetup, nodes, central_line: str, *, dry_run: b
         finally:
             node.close()
         progress(f"{node_config.name}: {result.status}")
-        report.hosts.append(result)
-    return report
+        return result
+
+    workers = max(1, min(len(nodes), config.environment(setup.env).policy.concurrency))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bootstrap") as pool:
+        hosts = list(pool.map(one, nodes))
+    return BootstrapReport(setup.env, dry_run, central_line, hosts)
 
 
 __all__ = ["Account", "BootstrapReport", "Change", "Facts", "Host", "HostReport", "HostSetup",
