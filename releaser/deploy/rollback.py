@@ -398,9 +398,12 @@ class _NodeRollback:
                     node, self.central, self.env.name, target_cpv))
             if self.plan.restore_db:
                 self._step(node, out, "restore-db", lambda: self._restore_db(node))
-            self._step(node, out, "restart", lambda: node.restart(app.contract.service))
+            service = app.contract.service
+            process = self._step(node, out, "restart", lambda: node.restart(service))
             out.phase = "health"
-            health = node.health(self.plan.target, self.env.policy.health_timeout)
+            # Healthy only while the process the restart started answers, as in promote.
+            health = node.health(self.plan.target, self.env.policy.health_timeout,
+                                 process=(service, process))
             out.after = node.installed_version(app.cp)
             if health.ok:
                 out.status, out.detail = INSTALLED, f"healthy on {self.plan.target}"
@@ -426,14 +429,16 @@ class _NodeRollback:
         self.progress(f"{out.node}: {out.status}: {out.detail}")
         return out
 
-    def _step(self, node, out: NodeOutcome, phase: str, step) -> None:
+    def _step(self, node, out: NodeOutcome, phase: str, step):
+        """Run one phase (draining the node first if a hook is configured); its result."""
         if not self._hooks.drained:
             out.phase = PRE_NODE  # a failure leaves the node untouched
             self._hooks.before_change(out.before)
         out.phase = phase
         self.progress(f"{node.name}: {phase}")
-        step()
+        result = step()
         self.ledger.journal(node.name, phase=f"rollback:{phase}", target=self.plan.target)
+        return result
 
     def _restore_db(self, node: Node) -> None:
         dump = backup.latest_dump(self.central, self.env.name, node.name,
