@@ -25,7 +25,10 @@ The file describes the whole world releaser acts on:
   A node is either a local sandbox root (``root = "..."``) or an SSH host
   (``address = "..."``), and always says where its app answers: the URL of its
   health check (``health_url``), or the app's base URL (``app_url``), checked
-  at ``[app] health_path``.
+  at ``[app] health_path``.  ``health_check`` (``[app]``, overridden per
+  environment) says where that URL is asked from: ``"node"`` (the default: on
+  the node, through its runner, so the URL is as the node sees it, e.g.
+  ``http://127.0.0.1:8080``) or ``"operator"`` (from releaser's own machine).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any, Callable
 
 from releaser.appcontract import DEFAULT_HEALTH_PATH, AppContract, default_database_env
 from releaser.config import validate
+from releaser.config.trust import TrustConfig, parse_trust
 from releaser.errors import ConfigError
 
 CONFIG_NAME = "releaser.toml"
@@ -61,6 +65,7 @@ class AppConfig:
     tag_prefix: str = "v"
     database_env: str = ""  # "": NAME_DATABASE
     health_path: str = DEFAULT_HEALTH_PATH
+    health_check: str = "node"  # where the health URL is asked from: "node" or "operator"
 
     @property
     def cp(self) -> str:
@@ -174,10 +179,11 @@ class NotifyConfig:
 @dataclass(frozen=True)
 class NodeConfig:
     name: str
-    health_url: str
+    health_url: str  # as seen from where health_check says it is asked
     root: Path | None = None  # the node's ROOT: a sandbox directory; "/" on a real host
     address: str | None = None  # SSH node; None: a local sandbox node
     port: int = 22
+    health_check: str = "node"  # "node": asked on the node; "operator": from releaser's machine
 
     @property
     def is_local(self) -> bool:
@@ -211,6 +217,7 @@ class Config:
     environments: dict[str, EnvironmentConfig]
     build_out: Path
     hosts: HostsConfig = field(default_factory=HostsConfig)
+    trust: TrustConfig | None = None  # None: overlays unsigned, nodes verify nothing
 
     def environment(self, name: str) -> EnvironmentConfig:
         from releaser.errors import UsageError
@@ -319,7 +326,7 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     """Validate every value once, here: nothing later runs with a value not checked."""
     base = file.parent.resolve()
     top = _Reader(file, raw, "")
-    top.unknown({"app", "central", "ssh", "environments", "build", "hosts"})
+    top.unknown({"app", "central", "ssh", "environments", "build", "hosts", "trust"})
     app = _parse_app(top.table_of("app"), base)
     central = _parse_central(top.table_of("central"), base) if "central" in raw else None
     ssh = _parse_ssh(top.table_of("ssh"), base)
@@ -330,8 +337,7 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     environments = {}
     for name in envs_reader.table:
         envs_reader.valid(name, validate.env_name, name)
-        environments[name] = _parse_environment(name, envs_reader.table_of(name), base,
-                                                app.contract)
+        environments[name] = _parse_environment(name, envs_reader.table_of(name), base, app)
     for env in environments.values():
         if env.promote_from and env.promote_from not in environments:
             raise ConfigError(f"{file}: environments.{env.name}.promote_from: "
@@ -342,13 +348,18 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     _check_unique_nodes(file, environments)
     _check_ssh_keys(file, central, ssh, environments)
     _check_sync_uri(file, central, environments)
+    trust = None
+    if "trust" in raw:
+        local_central = central.path if central and central.address is None else None
+        trust = parse_trust(top.table_of("trust"), base, local_central,
+                            app.source / app.subdir)
     return Config(file, app, central, ssh, environments, build_out,
-                  _parse_hosts(top.table_of("hosts")))
+                  _parse_hosts(top.table_of("hosts")), trust)
 
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:
     r.unknown({"name", "category", "source", "subdir", "license", "description", "homepage",
-               "rdepend", "tag_prefix", "database_env", "health_path"})
+               "rdepend", "tag_prefix", "database_env", "health_path", "health_check"})
     name = r.get("name", str, required=True)
     category = r.get("category", str, "www-apps", check=validate.category)
     r.valid("name", validate.package, category, name)
@@ -373,6 +384,8 @@ def _parse_app(r: _Reader, base: Path) -> AppConfig:
         database_env=r.get("database_env", str, default_database_env(name),
                            check=validate.database_env),
         health_path=r.get("health_path", str, DEFAULT_HEALTH_PATH, check=validate.health_path),
+        health_check=r.get("health_check", str, AppConfig.health_check,
+                           check=validate.health_check),
     )
 
 
@@ -419,18 +432,19 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
     )
 
 
-def _parse_environment(name: str, r: _Reader, base: Path,
-                       contract: AppContract) -> EnvironmentConfig:
+def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> EnvironmentConfig:
     r.unknown({"overlay", "nodes", "database", "policy", "hooks", "notify", "promote_from",
-               "allow_dirty"})
+               "allow_dirty", "health_check"})
+    contract = app.contract
+    health_check = r.get("health_check", str, app.health_check, check=validate.health_check)
     db = r.table_of("database")
     db.unknown({"backend", "path"})
     backend = db.get("backend", str, "sqlite")
     if backend != "sqlite":
         raise db.fail("backend", f"{backend!r} is not supported yet (supported: sqlite)")
     nodes_raw = r.get("nodes", list, [])
-    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base, contract)
-                  for i, n in enumerate(nodes_raw))
+    nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base, contract,
+                              health_check) for i, n in enumerate(nodes_raw))
     return EnvironmentConfig(
         name=name,
         overlay=r.get("overlay", str, default_overlay(name), check=validate.repo_name),
@@ -507,7 +521,7 @@ def _parse_notify(n: _Reader) -> NotifyConfig:
 
 
 def _parse_node(file: Path, prefix: str, raw: Any, base: Path,
-                contract: AppContract) -> NodeConfig:
+                contract: AppContract, health_check: str) -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: {prefix}: expected a table")
     r = _Reader(file, raw, prefix)
@@ -526,6 +540,7 @@ def _parse_node(file: Path, prefix: str, raw: Any, base: Path,
         root=root,
         address=address,
         port=r.get("port", int, 22, check=validate.port),
+        health_check=health_check,
     )
 
 

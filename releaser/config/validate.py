@@ -26,6 +26,7 @@ from portage.dep import Atom, _repo_name_re, isvalidatom, use_reduce
 from portage.exception import InvalidDependString
 
 from releaser import appcontract
+from releaser.hosts.health import HEALTH_CHECKS
 
 
 class Invalid(ValueError):
@@ -304,6 +305,14 @@ def health_path(value: str) -> str:
         return appcontract.check_health_path(value)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
+
+
+def health_check(value: str) -> str:
+    """Where a node's health URL is asked from: ``"node"`` or ``"operator"``."""
+    if value not in HEALTH_CHECKS:
+        raise Invalid(f"{value!r}: give \"node\" (asked on the node, where the app listens) "
+                      "or \"operator\" (asked from this machine)")
+    return value
 
 
 def atom(value: str) -> str:

@@ -19,39 +19,113 @@ to the init system, so an app that crashed at start is not waited for).  The
 same question is asked once more after a healthy answer, so the answer is
 known to come while the process that was started still runs.
 
-Network and HTTP problems never raise: a failed health check is a result the
-rollout records (and may roll back on), not a crash.  Only a URL that cannot
-be a health endpoint at all (not http/https) is a UsageError.
+Where the question is asked from is the ``transport``, and only that differs
+(one polling loop, one judgement, two ways to make one request):
 
-Proxies are ignored on purpose (``ProxyHandler({})``): an operator's
-``http_proxy`` must not route a check of a node's 127.0.0.1 through a proxy
-that would answer for it.
+- ``ON_NODE`` (``health_check = "node"``, the default): each attempt is one
+  command on the node through its Runner (``NodeTransport``), the node's own
+  ``python3`` fetching the URL as the node sees it (``releaser.hosts.
+  health_fetch``), so an app listening on the host's 127.0.0.1 only is
+  checked where it listens; over SSH the node's connection is reused.
+- ``FROM_OPERATOR`` (``health_check = "operator"``): the request goes from
+  releaser's own process (``OPERATOR``), for an app the operator can reach.
+
+Network and HTTP problems never raise: a failed health check is a result the
+rollout records (and may roll back on), not a crash.  A node that cannot be
+reached at all (its SSH connection is lost) is not unhealthy but unreachable:
+the Runner's ``UnreachableError`` or ``HostKeyError`` goes up as it is.  Only
+a URL that cannot be a health endpoint at all (not http/https) is a UsageError.
 """
 
 from __future__ import annotations
 
-import http.client
+import base64
+import binascii
+import functools
 import json
-import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
 
 from releaser.appcontract import HealthFacts
-from releaser.errors import UsageError
+from releaser.errors import CommandError, UsageError, last_line
+from releaser.hosts import health_fetch
+from releaser.hosts.runner import Runner
 
-#: Largest body read from a health endpoint; a health answer is a few hundred bytes.
-MAX_BODY = 1024 * 1024
 #: Upper bound of one HTTP attempt, so a hung server does not eat the whole timeout at once.
 REQUEST_TIMEOUT = 5.0
 #: Consecutive HTTP 5xx answers after which the check fails without waiting out its timeout.
 FAIL_AFTER_5XX = 3
+#: ``health_check``: where the health endpoint is asked from (see the module docstring).
+ON_NODE, FROM_OPERATOR = "node", "operator"
+HEALTH_CHECKS = (ON_NODE, FROM_OPERATOR)
+#: Time granted to one command on a node beyond its request's own timeout
+#: (starting python3, an SSH round trip), before the Runner gives up on it.
+COMMAND_SLACK = 10.0
 
 #: Asked by the check about the service process: None while it runs, else why it does not.
 ProcessGone = Callable[[], "str | None"]
+
+
+class Transport(Protocol):
+    """Makes one request of a health check (``health_fetch.fetch``'s answer) from somewhere."""
+
+    def fetch(self, url: str, timeout: float) -> dict: ...
+
+    def label(self, url: str) -> str:
+        """How ``url`` is named in a detail: where it was asked from, if not from here."""
+
+
+class _Operator:
+    """The request made from releaser's own process."""
+
+    def fetch(self, url: str, timeout: float) -> dict:
+        return health_fetch.fetch(url, timeout)
+
+    def label(self, url: str) -> str:
+        return url
+
+
+#: The operator's transport (``health_check = "operator"``).
+OPERATOR: Transport = _Operator()
+
+
+@dataclass(frozen=True)
+class NodeTransport:
+    """The request made on the node: one ``python3 -I -S -c`` through the node's Runner per attempt."""
+
+    runner: Runner
+
+    def fetch(self, url: str, timeout: float) -> dict:
+        argv = ["python3", "-I", "-S", "-c", _fetch_program(), url, f"{timeout:g}"]
+        try:
+            result = self.runner.run(argv, check=False, timeout=timeout + COMMAND_SLACK)
+        except CommandError as exc:  # not a lost connection: those go up (module docstring)
+            if exc.returncode == 124:
+                return _no_answer(health_fetch.TIMEOUT, "timed out")
+            return _no_answer(health_fetch.OTHER, f"cannot run python3 on the node: "
+                                                  f"{last_line(exc.stderr, exc.stdout)}")
+        answer = _json_object(result.stdout.strip().encode()) if result.ok else None
+        if answer is None:
+            return _no_answer(health_fetch.OTHER, "python3 on the node gave no answer (exit "
+                                                  f"{result.returncode}): "
+                                                  f"{last_line(result.stderr, result.stdout)}")
+        return answer
+
+    def label(self, url: str) -> str:
+        return f"{url} on {self.runner.host}"
+
+
+@functools.lru_cache(maxsize=1)
+def _fetch_program() -> str:
+    """The source of ``health_fetch``, run by the node's python3."""
+    return Path(health_fetch.__file__).read_text(encoding="utf-8")
+
+
+def _no_answer(kind: str, reason: str) -> dict:
+    return {"status": None, "error": kind, "reason": reason}
 
 
 @dataclass(frozen=True)
@@ -88,8 +162,10 @@ class _Probe:
 def check_health(url: str, *, expect_version: str | None, timeout: float = 30,
                  interval: float = 0.5, request_timeout: float = REQUEST_TIMEOUT,
                  fail_after_5xx: int = FAIL_AFTER_5XX,
-                 process_gone: ProcessGone | None = None) -> HealthResult:
-    """Poll ``url`` until it answers healthy (and ``expect_version``, if given) or ``timeout``.
+                 process_gone: ProcessGone | None = None,
+                 transport: Transport = OPERATOR) -> HealthResult:
+    """Poll ``url`` through ``transport`` until it answers healthy (and ``expect_version``,
+    if given) or ``timeout``.
 
     Healthy means HTTP 200 with a JSON object whose ``status`` is ``"ok"``,
     answered while ``process_gone`` (if given) says the service process runs.
@@ -101,14 +177,15 @@ def check_health(url: str, *, expect_version: str | None, timeout: float = 30,
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"health check URL must be http:// or https://, got {url!r}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     started = time.monotonic()
     deadline = started + max(0.0, timeout)
     attempts = server_errors = 0
     while True:
         attempts += 1
         remaining = deadline - time.monotonic()
-        probe = _probe(opener, url, expect_version, max(0.2, min(request_timeout, remaining)))
+        request_time = max(0.2, min(request_timeout, remaining))
+        probe = _judge(transport.fetch(url, request_time), transport.label(url),
+                       expect_version, request_time)
         server_errors = server_errors + 1 if (probe.status_code or 0) >= 500 else 0
         verdict = _verdict(probe, server_errors, fail_after_5xx, process_gone)
         now = time.monotonic()
@@ -135,45 +212,32 @@ def _verdict(probe: _Probe, server_errors: int, fail_after_5xx: int,
     return None
 
 
-def _probe(opener: urllib.request.OpenerDirector, url: str, expect_version: str | None,
-           timeout: float) -> _Probe:
-    """One request; every failure becomes a ``_Probe`` with a one-line reason."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json",
-                                                   "Cache-Control": "no-cache"})
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            status_code = response.status
-            body = response.read(MAX_BODY)
-    except urllib.error.HTTPError as exc:
-        try:
-            body = exc.read(MAX_BODY)
-        except (OSError, http.client.HTTPException):
-            body = b""
-        finally:
-            exc.close()
-        data = _json_object(body)
-        facts = HealthFacts.read(data)
-        return _Probe(False, exc.code, facts.version, facts.schema,
-                      f"{url} answered HTTP {exc.code}{_explain(data)}", data)
-    except urllib.error.URLError as exc:
-        return _Probe(False, None, None, None, f"{url}: {_network_reason(exc.reason, timeout)}")
-    except (OSError, http.client.HTTPException) as exc:
-        return _Probe(False, None, None, None, f"{url}: {_network_reason(exc, timeout)}")
-
-    data = _json_object(body)
-    if data is None:
-        return _Probe(False, status_code, None, None,
-                      f"{url} answered HTTP {status_code} but not with a JSON health object")
+def _judge(answer: dict, label: str, expect_version: str | None, timeout: float) -> _Probe:
+    """What one answer of ``health_fetch.fetch`` (from wherever) says, in one line."""
+    status_code = answer.get("status")
+    if not isinstance(status_code, int) or isinstance(status_code, bool):
+        return _Probe(False, None, None, None, f"{label}: {_network_reason(answer, timeout)}")
+    data = _json_object(_body(answer))
     facts = HealthFacts.read(data)
     version, schema = facts.version, facts.schema
-    if not facts.ok:
+    if status_code != 200 or (data is not None and not facts.ok):
         return _Probe(False, status_code, version, schema,
-                      f"{url} answered HTTP {status_code}{_explain(data)}", data)
+                      f"{label} answered HTTP {status_code}{_explain(data)}", data)
+    if data is None:
+        return _Probe(False, status_code, None, None,
+                      f"{label} answered HTTP {status_code} but not with a JSON health object")
     if expect_version is not None and version != expect_version:
         return _Probe(False, status_code, version, schema,
-                      f"{url} answered version {version}, expected {expect_version}", data)
+                      f"{label} answered version {version}, expected {expect_version}", data)
     return _Probe(True, status_code, version, schema,
-                  f"{url} is healthy: version {version}, schema {schema}", data)
+                  f"{label} is healthy: version {version}, schema {schema}", data)
+
+
+def _body(answer: dict) -> bytes:
+    try:
+        return base64.b64decode(str(answer.get("body", "")), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -197,21 +261,21 @@ def _explain(data: dict[str, Any] | None) -> str:
     return f" ({text})" if text else ""
 
 
-def _network_reason(reason: object, timeout: float) -> str:
-    """A short operator-facing reason for a failed connection."""
-    if isinstance(reason, ConnectionRefusedError):
+def _network_reason(answer: dict, timeout: float) -> str:
+    """A short operator-facing reason for an attempt that got no HTTP answer."""
+    kind, reason = answer.get("error"), str(answer.get("reason") or "no reason given")
+    if kind == health_fetch.REFUSED:
         return "connection refused"
-    if isinstance(reason, (TimeoutError, socket.timeout)):
+    if kind == health_fetch.TIMEOUT:
         return f"no answer within {timeout:g} s"
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve host name ({reason.strerror})"
-    if isinstance(reason, http.client.RemoteDisconnected):  # a ConnectionResetError too
+    if kind == health_fetch.RESOLVE:
+        return f"cannot resolve host name ({reason})"
+    if kind == health_fetch.CLOSED:
         return "connection closed without an answer"
-    if isinstance(reason, ConnectionResetError):
+    if kind == health_fetch.RESET:
         return "connection reset"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror[0].lower() + reason.strerror[1:]
-    return str(reason) or type(reason).__name__
+    return reason[0].lower() + reason[1:] if reason else reason
 
 
-__all__ = ["FAIL_AFTER_5XX", "HealthResult", "ProcessGone", "check_health"]
+__all__ = ["FAIL_AFTER_5XX", "FROM_OPERATOR", "HEALTH_CHECKS", "HealthResult", "NodeTransport",
+           "ON_NODE", "OPERATOR", "ProcessGone", "Transport", "check_health"]

@@ -15,7 +15,7 @@ from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.portage_config import portage_env
 from releaser.config import Config, NodeConfig
 from releaser.errors import NodeError
-from releaser.hosts.health import HealthResult, check_health
+from releaser.hosts.health import FROM_OPERATOR, OPERATOR, HealthResult, NodeTransport, check_health
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.hosts.services import OpenRC, ServiceProcess
 
@@ -57,13 +57,16 @@ class Node:
 
     def health(self, expect_version: str | None, timeout: float, *,
                process: tuple[str, ServiceProcess] | None = None) -> HealthResult:
-        """Poll the node's health URL; ``process`` (service, process): healthy only while
+        """Poll the node's health URL where its ``health_check`` says (on the node through
+        its runner, or from here); ``process`` (service, process): healthy only while
         that process runs, and failing at once when it is gone."""
         gone = None
         if process is not None:
             gone = lambda: self._gone(*process)  # noqa: E731
+        transport = (OPERATOR if self.config.health_check == FROM_OPERATOR
+                     else NodeTransport(self.runner))
         return check_health(self.config.health_url, expect_version=expect_version,
-                            timeout=timeout, process_gone=gone)
+                            timeout=timeout, process_gone=gone, transport=transport)
 
     def _gone(self, service: str, started: ServiceProcess) -> str | None:
         """Why ``started`` no longer runs ``service``, or None while it does (or cannot be told)."""
