@@ -37,6 +37,9 @@ setup(
         "jinja2>=3.1,<4",
         "GitPython>=3.1.40,<4",
         "python-gnupg>=0.4.4",
+        # Portage verifies a signed overlay against a key file only with gemato
+        # (repos.conf sync-openpgp-key-path); the sandbox's nodes use this Portage.
+        "gemato>=14.5",
         "portage>=3.0.60",
     ],
     extras_require={

@@ -157,6 +157,28 @@ class PortageError(NodeError):
         super().__init__(f"{host}: {what} failed: {summary}")
 
 
+class OverlayTrustError(NodeError):
+    """A node refused what it synced from its overlay, and stays on what it had.
+
+    ``kind`` names the attack the node refused: ``unsigned`` (no signature),
+    ``untrusted`` (signed by a key that is not the environment's release key),
+    ``rollback`` (older than what the node last synced), ``diverged`` (history
+    rewritten), ``stale`` (metadata/timestamp.chk older than the maximum age).
+    """
+
+    def __init__(self, host: str, kind: str, reason: str):
+        self.host = host
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{host}: overlay refused ({kind}): {reason}")
+
+
+class KeyringError(ReleaserError):
+    """The release keyring cannot give what was asked: no key for an environment, gpg failed."""
+
+    exit_code = 2
+
+
 class BackupError(ReleaserError):
     """A backup could not be made or proven good: the node must not be upgraded.
 

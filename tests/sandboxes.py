@@ -46,13 +46,15 @@ class Sandbox:
     ``overlays``: overlay repository names by environment (default releaser-ENV)."""
 
     def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False,
-                 stock_binpkgs: bool = False, overlays: dict[str, str] | None = None):
+                 stock_binpkgs: bool = False, overlays: dict[str, str] | None = None,
+                 trust: bool = False):
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")
         app = default_app(self.source)
         self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh,
-                                        stock_binpkgs=stock_binpkgs, overlays=overlays)
+                                        stock_binpkgs=stock_binpkgs, overlays=overlays,
+                                        trust=trust)
         self.config = load_config(self.config_path)
 
     @property

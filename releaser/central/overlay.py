@@ -221,7 +221,12 @@ def read_timestamp(overlay_dir: Path) -> datetime | None:
     path = Path(overlay_dir) / "metadata" / "timestamp.chk"
     if not path.exists():
         return None
-    text = path.read_text(encoding="utf-8").strip()
+    return parse_timestamp(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_timestamp(text: str, where: str = "metadata/timestamp.chk") -> datetime:
+    """The time a timestamp.chk text says (UsageError, naming ``where``, if unreadable)."""
+    text = text.strip()
     try:
         _, rest = text.split(", ", 1)
         day, month, year, clock, _zone = rest.split()
@@ -229,10 +234,11 @@ def read_timestamp(overlay_dir: Path) -> datetime | None:
         return datetime(int(year), _MONTHS.index(month) + 1, int(day),
                         hour, minute, second, tzinfo=timezone.utc)
     except ValueError:
-        raise UsageError(f"{path}: unreadable timestamp {text!r}") from None
+        raise UsageError(f"{where}: unreadable timestamp {text!r}") from None
 
 
 __all__ = [
+    "parse_timestamp",
     "add_category",
     "categories",
     "check_repo_name",

@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -28,6 +29,8 @@ from releaser.central import overlay
 from releaser.central.repository import CentralRepository
 from releaser.errors import PublishError
 from releaser.processes import pid_alive
+from releaser.trust.keys import Keyring
+from releaser.trust.signing import Signer
 
 AUTHOR = git.Actor("releaser", "releaser@localhost")
 BRANCH = "main"
@@ -98,18 +101,35 @@ def ensure_overlay(central: CentralRepository, env: str, name: str) -> bool:
     if central.exists(path):
         return False
     central.runner.run(["git", "init", "-q", "--bare", f"--initial-branch={BRANCH}", "--", path])
+    signer = signer_of(central, env)
     with _scratch() as tmp:
         work = tmp / "overlay"
         repo = git.Repo.init(work, initial_branch=BRANCH)
         overlay.init_overlay(work, name)
-        repo.git.add("-A")
-        repo.index.commit(f"Initialise the {env} overlay ({name}) from the overlay skeleton",
-                          author=AUTHOR, committer=AUTHOR)
         repo.create_remote("origin", overlay_url(central, env))
-        repo.git.update_environment(**git_env(central))
-        repo.git.push("origin", BRANCH)
+        _prepare_clone(repo, central, signer)
+        commit_and_push(repo, f"Initialise the {env} overlay ({name}) from the overlay skeleton")
         repo.close()
     return True
+
+
+def signer_of(central: CentralRepository, env: str) -> Signer | None:
+    """The signer of ``env``'s overlay commits: its release key when ``central`` carries
+    ``[trust]`` (KeyringError if the environment has no key yet), else None."""
+    trust = getattr(central, "trust", None)
+    return None if trust is None else Signer.for_env(Keyring(trust.gnupghome), env)
+
+
+def _prepare_clone(repo: git.Repo, central: CentralRepository, signer: Signer | None) -> None:
+    """Give a clone the identity, the signing key (if any) and the SSH trust its commits
+    and pushes use; only the clone's own config and environment, nothing global."""
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "name", AUTHOR.name)
+        cfg.set_value("user", "email", AUTHOR.email)
+        for key, value in (signer.git_config() if signer else {"commit.gpgsign": "false"}).items():
+            section, option = key.split(".", 1)
+            cfg.set_value(section, option, value)
+    repo.git.update_environment(**git_env(central), **(signer.env() if signer else {}))
 
 
 @contextlib.contextmanager
@@ -120,6 +140,7 @@ def checkout(central: CentralRepository, env: str) -> Iterator[git.Repo]:
     ``commit_and_push`` on it pushes with the same pinned trust.
     """
     env_vars = dict(git_env(central))
+    signer = signer_of(central, env)
     with _scratch() as tmp:
         try:
             repo = git.Repo.clone_from(overlay_url(central, env), tmp / "overlay", branch=BRANCH,
@@ -128,7 +149,9 @@ def checkout(central: CentralRepository, env: str) -> Iterator[git.Repo]:
             raise PublishError(f"cannot clone the {env} overlay from the central repository: "
                                f"{git_reason(exc)}") from None
         try:
-            repo.git.update_environment(**env_vars)
+            _prepare_clone(repo, central, signer)
+            if signer is not None:
+                check_head(repo, signer)
             yield repo
         finally:
             repo.close()  # GitPython's persistent git processes hold the clone open
@@ -162,15 +185,57 @@ def _remove_orphaned_scratch() -> None:
 
 
 def commit_and_push(repo: git.Repo, message: str) -> str:
-    """Commit everything in the clone as one commit and push it; returns the commit id."""
+    """Commit everything in the clone as one commit and push it; returns the commit id.
+
+    ``metadata/timestamp.chk`` is rewritten by every commit, so a node can tell a
+    frozen overlay (one nobody signed for longer than ``[trust] max_age_days``)
+    from a live one.  The clone's config (``_prepare_clone``) says whether git
+    signs, and with which key.
+    """
+    overlay.write_timestamp(Path(repo.working_tree_dir), datetime.now(timezone.utc))
     repo.git.add("-A")
-    commit = repo.index.commit(message, author=AUTHOR, committer=AUTHOR)
+    try:
+        repo.git.commit("-q", "--no-verify", "-m", message)
+    except git.GitCommandError as exc:
+        raise PublishError(f"cannot commit to the overlay: {git_reason(exc)}") from None
     try:
         repo.git.push("origin", BRANCH)
     except git.GitCommandError as exc:
         raise PublishError(f"pushing the overlay commit failed (someone else pushed? "
                            f"re-run): {git_reason(exc)}") from None
-    return commit.hexsha
+    return repo.head.commit.hexsha
+
+
+def check_head(repo: git.Repo, signer: Signer) -> None:
+    """Refuse to build on a central overlay whose head the environment's keys did not sign.
+
+    Portage verifies only the top commit: were releaser to sign a commit on top
+    of one pushed by someone else, that commit's content would reach the nodes
+    under the release key.  So the head releaser builds on must carry a good
+    signature from one of the keys the environment's nodes accept.
+    """
+    status, fpr = signature(repo, "HEAD", signer)
+    accepted = signer.keyring.verify_keys(signer.environment)
+    if status not in ("G", "U") or fpr not in accepted:
+        raise PublishError(f"the {signer.environment} overlay on the central repository has a head "
+                           f"({repo.head.commit.hexsha[:12]}) not signed by its release key "
+                           f"({describe_signature(status, fpr)}): someone pushed to it "
+                           "directly; not building on it")
+
+
+def signature(repo: git.Repo, rev: str, signer: Signer) -> tuple[str, str]:
+    """git's signature status letter (``%G?``) and signing key fingerprint of ``rev``."""
+    out = repo.git.log("-1", "--format=%G?%n%GF", rev)
+    lines = out.splitlines() + ["", ""]
+    return lines[0].strip(), lines[1].strip()
+
+
+def describe_signature(status: str, fpr: str) -> str:
+    """git's ``%G?`` letter in words."""
+    words = {"N": "no signature", "E": "signed by an unknown key", "B": "bad signature",
+             "X": "expired signature", "Y": "signed by an expired key",
+             "R": "signed by a revoked key", "G": f"signed by {fpr}", "U": f"signed by {fpr}"}
+    return words.get(status, f"signature status {status!r}")
 
 
 #: git's boilerplate after an SSH failure, which says nothing about the cause.

@@ -64,6 +64,9 @@ def _central_runner(config: "Config") -> Runner:
 class CentralRepository:
     runner: Runner
     root: str
+    #: ``[trust]`` of the configuration (a ``TrustConfig``): overlay commits are signed
+    #: with the environment's release key (releaser.central.overlay_git); None: unsigned.
+    trust: object | None = None
 
     @classmethod
     def from_config(cls, config: "Config", *, must_exist: bool = True) -> "CentralRepository":
@@ -75,7 +78,8 @@ class CentralRepository:
         """
         if config.central is None:
             raise UsageError(f"{config.path}: no [central] repository configured")
-        central = cls(_central_runner(config), str(config.central.path))
+        central = cls(_central_runner(config), str(config.central.path),
+                      trust=getattr(config, "trust", None))
         if must_exist:
             central.ensure_exists(str(config.path))
         return central

@@ -67,6 +67,19 @@ def build(obj: _Context, ref: str, out: Path | None, build_number: int | None,
         click.echo(f"  record   {result.release_dir / 'release.json'}")
 
 
+def _reason(value: str | None) -> str | None:
+    """``--reason``, checked before anything runs (one line, recorded in the ledger)."""
+    from releaser.config import validate
+    from releaser.errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        return validate.reason(value)
+    except validate.Invalid as exc:
+        raise UsageError(f"--reason: {exc}") from None
+
+
 def _progress(quiet: bool):
     import time
 
@@ -91,10 +104,11 @@ def _progress(quiet: bool):
               "the nodes (25%), 0: all at once (default: policy).")
 @click.option("--max-fail", help="Failures tolerated: a count in all (2), or a share of each "
               "batch (25%); exceeding it halts.")
+@click.option("--reason", metavar="WHY", help="Why: recorded with every event of the run.")
 @click.pass_obj
 def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
             as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
-            batch_size: str | None, max_fail: str | None) -> None:
+            batch_size: str | None, max_fail: str | None, reason: str | None) -> None:
     """Publish a release to ENV and install it on every node of ENV."""
     from releaser.exitcodes import INTERRUPTED, PROMOTE_FAILED, ROLLED_BACK
     from releaser.deploy.promote import promote as run_promote
@@ -105,7 +119,7 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
         report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
                              progress=_progress(quiet or as_json), concurrency=concurrency,
                              canary=canary, batch_size=batch_size, max_fail=max_fail,
-                             stop=stop)
+                             stop=stop, reason=_reason(reason))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -127,9 +141,10 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
 @click.option("--force", "force_reason", metavar="REASON",
               help="Roll back the nodes that can, although some cannot; REASON is recorded.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--reason", metavar="WHY", help="Why: recorded with every event of the rollback.")
 @click.pass_obj
 def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: bool,
-             dry_run: bool, force_reason: str | None, as_json: bool) -> None:
+             dry_run: bool, force_reason: str | None, as_json: bool, reason: str | None) -> None:
     """Put ENV back on the previous healthy version (or --to), from binary packages."""
     import sys as _sys
 
@@ -140,6 +155,7 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
     from releaser.deploy.rollback import execute_rollback, plan_rollback
 
     config = obj.config
+    reason = _reason(reason)
     central = CentralRepository.from_config(config)
     plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
     if not as_json:
@@ -160,7 +176,7 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
 
     with stop_on_signals() as stop:
         report = execute_rollback(config, central, plan, force_reason=force_reason,
-                                  progress=_progress(as_json), stop=stop)
+                                  progress=_progress(as_json), stop=stop, reason=reason)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -266,7 +282,8 @@ def lock_status_cmd(obj: _Context, env: str, as_json: bool) -> None:
 
 @lock.command("acquire")
 @click.argument("env")
-@click.option("-m", "--message", required=True, help="Why: shown to anyone the lock stops.")
+@click.option("-m", "--message", "--reason", "message", required=True,
+              help="Why: shown to anyone the lock stops, and recorded.")
 @click.option("--lease", default="1h", show_default=True,
               help="How long the window lasts (seconds, or 30m, 2h, 1d).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -363,15 +380,18 @@ def sandbox() -> None:
               help="Git repository of the app (default: the config's [app] source).")
 @click.option("--ssh", is_flag=True,
               help="Reach every node and the central repository through its own real sshd.")
+@click.option("--hosts", type=click.Choice(["dir", "lxc"]), default="dir", show_default=True,
+              help="dir: every node a folder of this machine; lxc: every node an LXC "
+                   "container (OpenRC, sshd, its own address), prepared by host bootstrap.")
 @click.pass_obj
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
-                 ssh: bool) -> None:
+                 ssh: bool, hosts: str) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
     from releaser.sandbox.world import init_sandbox, ordered_environments, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
-    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh)
+    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh, hosts=hosts)
     click.echo(f"sandbox ready: releaser -c {path} promote {ordered_environments(nodes)[0]}")
 
 
@@ -412,6 +432,15 @@ def demo(obj: _Context, directory: Path | None, keep: bool) -> None:
     from releaser.sandbox.demo import run_demo
 
     run_demo(directory, project=Path.cwd(), keep=keep, echo=click.echo)
+
+
+from releaser.cli.history import history  # noqa: E402  (a command module of its own)
+
+cli.add_command(history)
+
+from releaser.cli.keys import keys  # noqa: E402  (the release keys, releaser.trust)
+
+cli.add_command(keys)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,12 @@ it and ``useradd``/``groupadd``/``usermod`` get ``--prefix ROOT``.
 
 What a prepared host has (each a ``Step``, in this order):
 
+0. With ``[trust]``: ``/etc/portage/releaser/keys/ENV.asc``, the public
+   release key(s) of the environment and nothing else (``releaser.trust.keys``).
 1. ``/etc/portage/repos.conf`` a folder, and in it ``<overlay>.conf``: the
    environment's overlay, git-synced from ``[central] sync_uri`` (over SSH or
-   HTTPS for a real host), with the slot for signed commits left commented
-   (``portage_config.repo_section``).
+   HTTPS for a real host); with ``[trust]`` Portage verifies every synced head's
+   signature against that key file (``portage_config.repo_section``).
 2. ``/etc/portage/make.conf`` a folder (Portage reads every file of it, in
    name order), and in it ``90-releaser.conf``: DISTDIR, PKGDIR and
    BINPKG_FORMAT=gpkg, what backups and rollbacks rely on
@@ -69,6 +71,9 @@ LOCAL_PART = "00-local.conf"
 APP_DIR_MODE = 0o750
 #: The login shell of the app's user: none (acct-user's default).
 NOLOGIN = "/sbin/nologin"
+#: Where a host keeps the public release keys its overlay is verified with:
+#: ``ENV.asc`` holds only that environment's keys (Portage trusts every key it is given).
+KEYS_DIR = "/etc/portage/releaser/keys"
 #: Seconds the overlay's first clone may take.
 SYNC_TIMEOUT = 600.0
 
@@ -330,11 +335,16 @@ def steps_for(host: Host, setup: HostSetup) -> list[Step]:
     repo_file = f"{repos_dir}/{setup.repo}.conf"
     make_file = f"{make_dir}/{RELEASER_MAKE_CONF}"
     location = f"{REPOS_DIR}/{setup.repo}"
+    key_file = f"{KEYS_DIR}/{setup.env}.asc"
     repo = RepoSpec(setup.repo, location=Path(host.path(location)), sync_type="git",
-                    sync_uri=setup.sync_uri)
+                    sync_uri=setup.sync_uri,
+                    openpgp_key=host.path(key_file) if setup.release_keys else None)
     make_conf = ReleaserMakeConf(Path(host.root), distdir=setup.distdir, pkgdir=setup.pkgdir)
     account = setup.account
-    steps: list[Step] = [
+    steps: list[Step] = []
+    if setup.release_keys:  # before the repos.conf entry that names it
+        steps.append(ConfigFile(key_file, host.path(key_file), setup.release_keys))
+    steps += [
         ConfigFolder(repos_dir, host.path(repos_dir)),
         ConfigFile(repo_file, host.path(repo_file), render_repo_file(repo, Path(host.root))),
         ConfigFolder(make_dir, host.path(make_dir)),

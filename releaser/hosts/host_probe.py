@@ -72,6 +72,9 @@ class HostSetup:
     rdepend: tuple[str, ...]
     min_portage: str
     min_free_mb: int
+    #: ``[trust]``: the environment's release key(s), ASCII-armoured; None: the
+    #: overlay is unsigned and nodes verify nothing.
+    release_keys: str | None = None
 
     @classmethod
     def from_config(cls, config, env_name: str) -> "HostSetup":
@@ -91,12 +94,21 @@ class HostSetup:
         return cls(env=env.name, repo=env.overlay, sync_uri=uri, account=account,
                    app_dirs=dirs, distdir=config.hosts.distdir, pkgdir=config.hosts.pkgdir,
                    rdepend=tuple(config.app.rdepend), min_portage=config.hosts.min_portage,
-                   min_free_mb=config.hosts.min_free_mb)
+                   min_free_mb=config.hosts.min_free_mb, **_trust_of(config, env.name))
 
     @property
     def python_atoms(self) -> list[Atom]:
         """The app's dependencies on Python itself: what the host's python3 must satisfy."""
         return [a for a in map(Atom, self.rdepend) if a.cp == "dev-lang/python"]
+
+
+def _trust_of(config, env: str) -> dict:
+    """The ``HostSetup`` fields of ``[trust]``: the public keys ``env``'s nodes verify with."""
+    if getattr(config, "trust", None) is None:
+        return {}
+    from releaser.trust.keys import Keyring
+
+    return {"release_keys": Keyring(config.trust.gnupghome).export(env)}
 
 
 # --------------------------------------------------------------------------- the probe

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.portage_config import portage_env
 from releaser.config import Config, NodeConfig
+from releaser.config.trust import TrustConfig
 from releaser.errors import NodeError
 from releaser.hosts.health import FROM_OPERATOR, OPERATOR, HealthResult, NodeTransport, check_health
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.hosts.services import OpenRC, ServiceProcess
+from releaser.trust.ancestry import verified_sync
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Node:
     config: NodeConfig
     runner: Runner
     root: str
+    trust: TrustConfig | None = None  # [trust]: the ancestry and age checks after every sync
 
     @property
     def name(self) -> str:
@@ -34,7 +37,12 @@ class Node:
         return portage_tools.installed_version(self.runner, self.root, cp)
 
     def sync(self, repo: str) -> None:
-        portage_tools.sync(self.runner, repo)
+        """Sync ``repo``; with ``[trust]`` also refuse a head older than or diverged from the
+        last one this node synced (``OverlayTrustError``, the overlay left as it was)."""
+        if self.trust is not None:
+            verified_sync(self.runner, self.root, repo, max_age_days=self.trust.max_age_days)
+        else:
+            portage_tools.sync(self.runner, repo)
 
     def install(self, cpv: str, *, usepkgonly: bool = False) -> portage_tools.EmergeResult:
         """``emerge =cpv``, recorded in the world file (not ``--oneshot``).
@@ -75,7 +83,8 @@ class Node:
         except NodeError:
             return None
         if now is None:
-            return f"{service} {started} is not running any more"
+            return (f"{service} {started} is not running any more"
+                    f"{OpenRC().log_excerpt(self.runner, service, self.root)}")
         if now != started:
             return f"{service} now runs {now}, not {started} that was started"
         return None
@@ -90,9 +99,10 @@ def connect(config: Config, node: NodeConfig) -> Node:
     """The Node for ``node``: local sandbox root, or an SSH host with pinned keys."""
     if node.is_local:
         return Node(node, LocalRunner(host=node.name, env=portage_env(node.root)),
-                    str(node.root))
+                    str(node.root), trust=getattr(config, "trust", None))
     from releaser.hosts.ssh import HostSpec, SSHRunner
 
     spec = HostSpec.configured(config.ssh, address=node.address, port=node.port,
                                name=node.name, where=str(config.path))
-    return Node(node, SSHRunner(spec), str(node.root or "/"))
+    return Node(node, SSHRunner(spec), str(node.root or "/"),
+                trust=getattr(config, "trust", None))

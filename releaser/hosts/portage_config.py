@@ -135,10 +135,14 @@ class RepoSpec:
     ``sync_type="git"`` Portage clones ``sync_uri`` there on the first
     ``emaint sync`` and pulls afterwards; with None the location is used as is.
 
-    ``openpgp_key``: the slot of signed overlays (the trust issue fills it).
-    None (today, always) writes the two settings as a comment; a key path
-    makes Portage refuse any synced commit not signed by that key
-    (``sync-git-verify-commit-signature``, ``sync-openpgp-key-path``).
+    ``openpgp_key``: the path (as Portage on the host opens it) of the file
+    holding only the environment's release key(s) (``releaser.trust``).  A
+    key path makes Portage refuse any synced commit not signed by that key
+    (``sync-git-verify-commit-signature``, ``sync-openpgp-key-path``),
+    and keeps the whole history (``clone-depth``/``sync-depth`` 0) for
+    releaser's ancestry and age checks (``releaser.trust.ancestry``).  Keys
+    are never refreshed from keyservers: release keys are on none, and a new
+    one arrives with host bootstrap.  None writes the settings as a comment.
     """
 
     name: str
@@ -418,7 +422,9 @@ def repo_section(repo: RepoSpec, root: Path) -> list[str]:
                 "auto-sync = yes"]
         if repo.openpgp_key:
             out += ["sync-git-verify-commit-signature = yes",
-                    f"sync-openpgp-key-path = {repo.openpgp_key}"]
+                    f"sync-openpgp-key-path = {repo.openpgp_key}",
+                    "sync-openpgp-key-refresh = false-nowarn",
+                    "clone-depth = 0", "sync-depth = 0"]
         else:
             out += ["# Signed overlay commits (the trust issue): RepoSpec.openpgp_key writes",
                     "# sync-git-verify-commit-signature = yes",

@@ -82,14 +82,17 @@ class SandboxNode:
 
     name: str
     env: str
-    root: Path
+    root: Path | None  # None: a host whose ROOT is / (an LXC container)
     port: int
     address: str = "127.0.0.1"
     ssh_port: int | None = None
 
     @property
     def health_url(self) -> str:
-        return f"http://{self.address}:{self.port}/health"
+        """Where the app's health answers; a whole host (``root`` None) is asked on the
+        host itself, where its app listens on loopback as its own config says."""
+        host = "127.0.0.1" if self.root is None else self.address
+        return f"http://{host}:{self.port}/health"
 
 
 def parse_nodes(text: str) -> dict[str, int]:
@@ -135,8 +138,17 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
                  progress=lambda _m: None, *, ssh: bool = False,
-                 stock_binpkgs: bool = False, overlays: Mapping[str, str] | None = None) -> Path:
+                 stock_binpkgs: bool = False, overlays: Mapping[str, str] | None = None,
+                 trust: bool = False, hosts: str = "dir") -> Path:
     """Create a sandbox under ``directory``; returns its releaser.toml.
+
+    ``hosts``: "dir" (every node a folder of this machine, the fast default)
+    or "lxc" (every node an LXC container, ``releaser.sandbox.lxc_world``;
+    ``ssh`` and ``stock_binpkgs`` do not apply: such hosts are always reached
+    over SSH and keep the image's Portage defaults).
+
+    ``trust``: a ``[trust]`` table with a keyring in ``directory/gnupg`` holding a
+    release key per environment: signed overlays that nodes verify (releaser.trust).
 
     ``overlays``: the repository name of some environments' overlays (the
     ``overlay`` setting written to releaser.toml); the others get the
@@ -158,11 +170,20 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     if (directory / STATE).exists():
         raise UsageError(f"{directory} already holds a sandbox; `releaser sandbox down "
                          f"{directory}` stops it, then remove the folder to start afresh")
+    if hosts not in HOSTS:
+        raise UsageError(f"--hosts: {hosts!r} is not one of {', '.join(HOSTS)}")
     _check_nodes(nodes, ssh)
     names = overlay_names(nodes, overlays or {})
+    if hosts == "lxc":
+        if ssh or stock_binpkgs or trust:
+            raise UsageError("--hosts lxc: its hosts are always reached over SSH and keep "
+                             "their image's Portage; --ssh, stock binpkgs and trust are for "
+                             "--hosts dir")
+        return _init_lxc(directory, app, nodes, names, progress)
     provided = provided_packages()
     directory.mkdir(parents=True, exist_ok=True)
     world = _World(directory, ssh, stock_binpkgs, provided, names)
+    world.trust = _sandbox_trust(directory, nodes) if trust else None
     try:
         return world.build(app, nodes, progress)
     except BaseException as exc:
@@ -171,6 +192,31 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
             raise SandboxError(f"sandbox init stopped part way: {exc}; the processes it had "
                                f"started were stopped, the files made so far are left in "
                                f"{directory} (remove it to start afresh)") from exc
+        raise
+
+
+#: What ``sandbox init --hosts`` takes.
+HOSTS = ("dir", "lxc")
+
+
+def _init_lxc(directory: Path, app: AppConfig, nodes: dict[str, int],
+              overlays: dict[str, str], progress) -> Path:
+    """An LXC sandbox; a failure part way takes down what was made (``down_sandbox``)."""
+    from releaser.sandbox import lxc_world
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return lxc_world.build(directory, app, nodes, overlays, progress)
+    except BaseException as exc:
+        if (directory / STATE).exists():
+            try:
+                down_sandbox(directory)
+            finally:
+                (directory / STATE).unlink(missing_ok=True)
+        if isinstance(exc, (ReleaserError, OSError)):
+            raise SandboxError(f"sandbox init stopped part way: {exc}; the containers, bridge "
+                               f"and processes it had made were removed, the files made so "
+                               f"far are left in {directory} (remove it to start afresh)") from exc
         raise
 
 
@@ -209,10 +255,12 @@ class _World:
         self.daemons: dict[str, SandboxSSHD] = {}
         self.pidfile = directory / "distserver.pid"
         self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
+        self.trust = None  # a TrustConfig when the sandbox signs its overlays
 
     def build(self, app: AppConfig, nodes: dict[str, int], progress) -> Path:
         directory = self.directory
-        central = CentralRepository(self._central_runner(progress), str(directory / "central"))
+        central = CentralRepository(self._central_runner(progress), str(directory / "central"),
+                                    trust=self.trust)
         try:
             central.init()
             progress(f"central repository at {central.root}")
@@ -245,7 +293,8 @@ class _World:
         # repositories' path (central's overlays/ENV.git), a configured value.
         config_path.write_text(render_config(app, server.url, made, central=self._central(),
                                              overlays=self.overlays,
-                                             sync_uri=central.overlay_repo("{env}")))
+                                             sync_uri=central.overlay_repo("{env}"),
+                                             trust=self.trust))
         self._bootstrap(config_path, progress)
         state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
                  "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
@@ -307,19 +356,7 @@ class _World:
         return dataclasses.replace(node, ssh_port=daemon.port)
 
     def _bootstrap(self, config_path: Path, progress) -> None:
-        """Prepare every node with ``releaser host bootstrap``, as the CLI would (over
-        SSH in an SSH sandbox: proof that the login carries the node's Portage
-        environment before anyone relies on it)."""
-        from releaser.hosts.bootstrap import bootstrap
-
-        config = load_config(config_path)
-        for env in ordered_environments({e: 1 for e in config.environments}):
-            report = bootstrap(config, env)
-            for host in report.hosts:
-                progress(f"node {host.node}: {host.status} by host bootstrap "
-                         f"({len(host.changes)} change(s))")
-                if not host.ok:
-                    raise SandboxError(f"host bootstrap of {host.node}: {host.reason}")
+        bootstrap_all(config_path, progress)
 
     def undo(self) -> None:
         try:
@@ -328,6 +365,21 @@ class _World:
                                       for n, d in self.daemons.items()})
         finally:
             distserver.stop_server(self.pidfile)
+
+
+def bootstrap_all(config_path: Path, progress) -> None:
+    """Prepare every node with ``releaser host bootstrap``, as the CLI would (over SSH
+    in an SSH or LXC sandbox: proof that the login works before anyone relies on it)."""
+    from releaser.hosts.bootstrap import bootstrap
+
+    config = load_config(config_path)
+    for env in ordered_environments({e: 1 for e in config.environments}):
+        report = bootstrap(config, env)
+        for host in report.hosts:
+            progress(f"node {host.node}: {host.status} by host bootstrap "
+                     f"({len(host.changes)} change(s))")
+            if not host.ok:
+                raise SandboxError(f"host bootstrap of {host.node}: {host.reason}")
 
 
 def _close(runner: Runner) -> None:
@@ -362,7 +414,7 @@ class CentralHost:
 def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   central: CentralHost | None = None,
                   overlays: Mapping[str, str] | None = None,
-                  sync_uri: str | None = None) -> str:
+                  sync_uri: str | None = None, trust=None) -> str:
     """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses);
     ``overlays``: overlay repository names by environment (default ``releaser-ENV``);
     ``sync_uri``: ``[central] sync_uri``, where the nodes sync overlays from."""
@@ -376,8 +428,13 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
              f"tag_prefix = {q(app.tag_prefix)}", "",
              "[central]"]
     sync = [f"sync_uri = {q(sync_uri)}"] if sync_uri else []
+    remote_nodes = any(n.ssh_port is not None for n in nodes)
     if central is None:
         lines += ['path = "central"', f"distfiles_url = {q(distfiles_url)}", *sync, ""]
+        if remote_nodes:  # nodes reached by SSH from a local central repository
+            lines += ["[ssh]", f"known_hosts = {q(str(sandbox_ssh.KNOWN_HOSTS))}",
+                      f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
+                      f"user = {q(sandbox_ssh.USER)}", ""]
     else:
         # A path on the central host: absolute, as it is not relative to this file there.
         lines += [f"address = {q(central.address)}", f"port = {central.port}",
@@ -386,6 +443,8 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   f"identity_file = {q(str(sandbox_ssh.CLIENT_KEY))}",
                   f"user = {q(sandbox_ssh.USER)}", ""]
     lines += ["[build]", 'out = "out"', ""]
+    if trust is not None:
+        lines += ["[trust]", f"gnupghome = {q(str(trust.gnupghome))}", ""]
     present = ordered_environments({n.env: 1 for n in nodes})
     for env in present:
         name = (overlays or {}).get(env, default_overlay(env))
@@ -398,10 +457,23 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
         for n in (n for n in nodes if n.env == env):
             where = "" if n.ssh_port is None else \
                 f"address = {q(n.address)}, port = {n.ssh_port}, "
-            lines.append(f"  {{ name = {q(n.name)}, {where}root = {q(str(n.root))}, "
+            root = "" if n.root is None else f"root = {q(str(n.root))}, "
+            lines.append(f"  {{ name = {q(n.name)}, {where}{root}"
                          f"health_url = {q(n.health_url)} }},")
         lines += ["]", ""]
     return "\n".join(lines)
+
+
+def _sandbox_trust(directory: Path, nodes: dict[str, int]):
+    """A keyring in ``directory/gnupg`` with a release key for every environment."""
+    from releaser.config.trust import TrustConfig
+    from releaser.trust.keys import Keyring
+
+    home = directory / "gnupg"
+    keyring = Keyring(home)
+    for env in ordered_environments(nodes):
+        keyring.init(env)
+    return TrustConfig(gnupghome=home)
 
 
 def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
@@ -418,6 +490,15 @@ def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
     if not state_file.exists():
         raise UsageError(f"{directory} holds no sandbox ({STATE} not found)")
     state = json.loads(state_file.read_text())
+    if state.get("hosts") == "lxc":
+        from releaser.sandbox import lxc_world
+
+        try:
+            lxc_world.down(state, progress)  # the apps go with their containers
+        finally:
+            if distserver.stop_server(Path(state["distserver"]["pidfile"])):
+                progress("HTTP server stopped")
+        return
     try:
         cfg = load_config(directory / "releaser.toml")
         service = cfg.app.name
