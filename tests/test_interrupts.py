@@ -165,7 +165,7 @@ def test_ctrl_c_mid_batch_finishes_the_node_in_flight_and_exits_130(sb, capsys):
     # the ledger says so, and the lock was released
     state = ledger(sb)
     assert state.release("1.1.0")["state"] == INTERRUPTED and state.current == "1.0.0"
-    event = [e for e in state.data["events"] if e["kind"] == "interrupted"][-1]
+    event = state.events("interrupted")[-1]
     assert event["signal"] == "SIGINT" and event["command"] == "promote"
     assert event["done"] == {"staging-1": "installed"} and event["untouched"] == ["staging-2"]
     assert not (sb.central / "locks" / "staging.lock").exists()

@@ -71,7 +71,7 @@ def test_retention_failure_after_a_healthy_rollout_keeps_it_healthy(sb, capsys, 
     assert staging.release("1.0.0")["state"] == HEALTHY
     assert staging.current == "1.0.0"
     assert any(e["kind"] == "side-step-failed" and e["step"] == "retention"
-               for e in staging.data["events"])
+               for e in staging.events())
     # production takes what was healthy on staging
     assert cli(sb, "promote", "production") == 0
     assert installed(sb, "production-1") == "1.0.0"

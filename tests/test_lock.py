@@ -74,8 +74,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_recorded(central):
     dead = hold_and_die(central)
     lock = EnvironmentLock(central, "staging", "promote staging 1.0").acquire()
     assert lock.taken_over["pid"] == dead and lock.taken_over["command"] == "promote staging 0.9"
-    events = [e for e in Ledger.load(central, "staging").data["events"]
-              if e["kind"] == "lock-taken-over"]
+    events = Ledger.load(central, "staging").events("lock-taken-over")
     assert len(events) == 1 and events[0]["stale"]["pid"] == dead
     assert events[0]["command"] == "promote staging 1.0"
     lock.release()
@@ -100,8 +99,7 @@ def test_racing_takeovers_of_a_dead_run_s_lock_let_exactly_one_through(central):
     for t in threads:
         t.join()
     assert len(won) == 1 and len(held) == 7, held
-    events = [e for e in Ledger.load(central, "staging").data["events"]
-              if e["kind"] == "lock-taken-over"]
+    events = Ledger.load(central, "staging").events("lock-taken-over")
     assert len(events) == 1
     won[0].release()
     assert leftovers(central) == []
@@ -155,7 +153,7 @@ def test_an_unusable_locks_directory_is_an_error_not_a_held_lock(central):
 
 # --- the lease ------------------------------------------------------------------
 def _ledger_events(central, kind):
-    return [e for e in Ledger.load(central, "staging").data["events"] if e["kind"] == kind]
+    return Ledger.load(central, "staging").events(kind)
 
 
 def _until(condition, seconds=20.0):

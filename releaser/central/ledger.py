@@ -1,19 +1,34 @@
 """The release ledger of an environment: what was published, what each node
-runs, what was healthy, every event in order.
+runs, what was healthy, and every event in order.
 
-Stored on the central repository as ``ledger/ENV.json`` and rewritten
-atomically while the environment's lock is held, so every run sees the
-whole, consistent history of the runs before it.
+Two files on the central repository:
+
+- ``ledger/ENV.jsonl``, the audit log: every event, one JSON line each, only
+  ever appended (``releaser.central.audit``).  Each says who, when, what, why
+  and on which nodes; ``releaser history`` shows it.
+- ``ledger/ENV.json``, the current state: the releases and their state, each
+  node's last phase and the intent of an install under way (the journal a
+  killed run is finished from), the version the environment is on, the order
+  it went through versions.  Small (it holds no events) and rewritten
+  atomically while the environment's lock is held.
+
+Events are kept in memory until ``save`` (the outcome of a run is one save),
+except a node's journal and intents, which are written at once: a run killed
+after them leaves them for the next.  A save appends the events first, then
+rewrites the state only if it changed, so recording an event (a lock broken
+by an operator while the holder runs) never rewrites the state under the
+holder.  An older ledger, one JSON document holding its events, is migrated on
+first load: its events move to the log, a copy of it stays as ``ENV.v1.json``.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable
 
 from releaser.build import versions as versioning
+from releaser.central.audit import Actor, AuditLog, now
 from releaser.central.repository import CentralRepository
 from releaser.errors import ReleaserError
 
@@ -23,9 +38,11 @@ PUBLISHED, HEALTHY, FAILED, WITHDRAWN = "published", "healthy", "failed", "withd
 #: its ``interrupted`` event says which nodes were done.  The next promote finishes it.
 INTERRUPTED = "interrupted"
 
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+#: The state file's format: 2 keeps the events in the audit log beside it.
+STATE_FORMAT = 2
+#: The versions the environment was put on, newest last, kept in the state for
+#: rollback's "previous healthy version"; older ones stay in the audit log.
+HISTORY_KEPT = 200
 
 
 @dataclass
@@ -33,24 +50,68 @@ class Ledger:
     central: CentralRepository
     env: str
     data: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    actor: Actor = field(default_factory=Actor.here)
+    _pending: list = field(default_factory=list, repr=False)
+    _dirty: bool = field(default=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def path(self) -> str:
+        """The state file."""
         return self.central.path("ledger", f"{self.env}.json")
 
+    @property
+    def log(self) -> AuditLog:
+        return AuditLog(self.central, self.env)
+
     @classmethod
-    def load(cls, central: CentralRepository, env: str) -> "Ledger":
-        ledger = cls(central, env)
-        ledger.data = central.read_json(ledger.path, None) or {}
-        ledger.data.setdefault("releases", {})
-        ledger.data.setdefault("nodes", {})
-        ledger.data.setdefault("events", [])
+    def load(cls, central: CentralRepository, env: str, actor: Actor | None = None) -> "Ledger":
+        """The environment's state; ``actor`` (default: this user on this host) signs
+        every event recorded through it."""
+        ledger = cls(central, env, actor=actor or Actor.here())
+        data = central.read_json(ledger.path, None) or {}
+        if "events" in data:
+            data = ledger._migrate(data)
+        ledger.data = data
+        for key in ("releases", "nodes"):
+            data.setdefault(key, {})
+        data.setdefault("history", [])
+        data["format"] = STATE_FORMAT
         return ledger
 
+    def _migrate(self, old: dict) -> dict:
+        """An older ledger (one document with its events): the events go to the
+        audit log (unless a concurrent migration put them there first), the
+        document is kept as ``ENV.v1.json``, the state is rewritten without them."""
+        events = [{"env": self.env, **e} for e in old["events"] if isinstance(e, dict)]
+        self.central.write_json(self.central.path("ledger", f"{self.env}.v1.json"), old)
+        if self.log.create_from(events):
+            self.log.append([self._stamped("ledger-migrated", events=len(events))])
+        state = {k: v for k, v in old.items() if k != "events"}
+        state["history"] = [e["version"] for e in events if e.get("kind") == "current"
+                            and e.get("version")][-HISTORY_KEPT:]
+        state["format"] = STATE_FORMAT
+        self.central.write_json(self.path, state)
+        return state
+
     def save(self) -> None:
+        """Append the events recorded since the last save, then the state if it changed."""
         with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            self.log.append(pending)
+        except BaseException:
+            self._pending[:0] = pending  # kept for the next save: an event is never dropped
+            raise
+        if self._dirty:
             self.central.write_json(self.path, self.data)
+            self._dirty = False
+
+    def _changed(self) -> None:
+        self._dirty = True
 
     def journal(self, node: str, **info) -> None:
         """Record a node's phase and write the ledger at once (safe from worker threads).
@@ -60,9 +121,10 @@ class Ledger:
         """
         with self._lock:
             entry = self.data["nodes"].setdefault(node, {})
-            entry.update(info, at=now())
-            self.data["events"].append({"at": now(), "kind": "node", "node": node, **info})
-            self.central.write_json(self.path, self.data)
+            entry.update(info, at=now(), by=f"{self.actor.user}@{self.actor.host}")
+            self.event("node", node=node, **info)
+            self._changed()
+            self._flush()
 
     # --- releases ------------------------------------------------------------
     def spelling(self, version: str) -> str | None:
@@ -76,14 +138,18 @@ class Ledger:
     def _entry(self, version: str) -> dict:
         """The entry of ``version`` under the spelling already recorded, made if new."""
         key = self.spelling(version) or version
+        self._changed()
         return self.data["releases"].setdefault(key, {"first_seen": now()})
 
     def set_release(self, version: str, state: str, **info) -> None:
+        """A release's new state; ``nodes`` (the nodes concerned) goes to the event only."""
+        nodes = info.pop("nodes", None)
         entry = self._entry(version)
         entry.update(info, state=state, updated=now())
         if state == HEALTHY:
             entry["healthy_at"] = now()
-        self.event("release", version=version, state=state, **info)
+        self.event("release", version=version, state=state, **info,
+                   **({"nodes": nodes} if nodes is not None else {}))
 
     def note_release(self, version: str, **info) -> None:
         """Add facts to a release's entry without changing its state."""
@@ -95,9 +161,33 @@ class Ledger:
         """The version every node of the environment should run."""
         return self.data.get("current")
 
-    def set_current(self, version: str, reason: str) -> None:
+    def set_current(self, version: str, reason: str, nodes: list[str] | None = None) -> None:
+        """The environment is now on ``version`` (``reason``: promote, rollback)."""
         self.data["current"] = version
-        self.event("current", version=version, reason=reason)
+        self.data["history"] = (self.data["history"] + [version])[-HISTORY_KEPT:]
+        self.data.pop("interrupted", None)
+        self._changed()
+        self.event("current", version=version, via=reason,
+                   **({"nodes": nodes} if nodes is not None else {}))
+
+    def record_interrupted(self, command: str, signal: str, done: dict, untouched: list[str],
+                           **info) -> None:
+        """An operator stopped a run: which nodes were done, which never started.
+
+        Kept in the state until a run puts the environment on a version, so
+        ``releaser status`` shows the unfinished run and its nodes.
+        """
+        self.data["interrupted"] = {"command": command, "signal": signal, "done": done,
+                                    "untouched": untouched, "at": now(),
+                                    "by": f"{self.actor.user}@{self.actor.host}", **info}
+        self._changed()
+        self.event("interrupted", command=command, signal=signal, done=done,
+                   untouched=untouched, nodes=sorted([*done, *untouched]), **info)
+
+    @property
+    def interrupted(self) -> dict | None:
+        """The run an operator stopped since the environment was last put on a version."""
+        return self.data.get("interrupted")
 
     def record_schema(self, version: str, schema_version: int | None) -> None:
         """The schema version the app of ``version`` expects (rollback compares it)."""
@@ -116,7 +206,7 @@ class Ledger:
 
     def current_history(self) -> list[str]:
         """Every version the environment was put on, oldest first (promote and rollback)."""
-        return [e["version"] for e in self.data["events"] if e["kind"] == "current"]
+        return list(self.data["history"])
 
     def ever_healthy(self) -> list[str]:
         return sorted((v for v, e in self.data["releases"].items() if e.get("healthy_at")),
@@ -173,12 +263,24 @@ class Ledger:
     def _attempt_write(self, node: str, kind: str, info: dict, change: Callable[[dict], None]) -> None:
         with self._lock:
             change(self.data["nodes"].setdefault(node, {}))
-            self.data["events"].append({"at": now(), "kind": kind, "node": node, **info})
-            self.central.write_json(self.path, self.data)
+            self.event(kind, node=node, **info)
+            self._changed()
+            self._flush()
 
     # --- events --------------------------------------------------------------
     def event(self, kind: str, **info) -> None:
-        self.data["events"].append({"at": now(), "kind": kind, **info})
+        """Record an event (written by the next ``save``), signed by the ledger's actor."""
+        with self._lock:
+            self._pending.append(self._stamped(kind, **info))
+
+    def _stamped(self, kind: str, **info) -> dict:
+        return {"at": now(), "env": self.env, "kind": kind, **self.actor.stamp(), **info}
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        """Every event of the audit log (of ``kind``), oldest first, then the unsaved ones."""
+        with self._lock:
+            found = self.log.read() + list(self._pending)
+        return [e for e in found if kind is None or e.get("kind") == kind]
 
     def side_step(self, step: str, action: Callable[[], object]) -> str | None:
         """Run a step that comes after the outcome is saved (mask, retention).

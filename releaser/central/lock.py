@@ -120,6 +120,9 @@ class EnvironmentLock:
         try:
             if self.taken_over:
                 self._record_takeover()
+            if self.maintenance:
+                _record(self.central, self.env, "lock-acquired", why=self.message,
+                        lease=self.lease, command=self.command)
         except BaseException:
             self.release()
             raise

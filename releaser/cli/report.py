@@ -66,8 +66,30 @@ def print_status(status: EnvStatus) -> None:
                f"{status.current or 'nothing yet'}")
     rows = [[n.name, n.installed or "-",
              {True: "healthy", False: "UNHEALTHY", None: "-"}[n.healthy],
-             f"DRIFT: {n.drift}" if n.drift else "ok"] for n in status.nodes]
-    _table(["NODE", "INSTALLED", "HEALTH", "STATE"], rows)
+             f"DRIFT: {n.drift}" if n.drift else "ok", _last_change(n.last_change)]
+            for n in status.nodes]
+    _table(["NODE", "INSTALLED", "HEALTH", "STATE", "LAST CHANGE"], rows)
+    if status.interrupted:
+        i = status.interrupted
+        click.echo(f"INTERRUPTED: {i.get('command')} {i.get('version') or i.get('target') or ''} "
+                   f"by {i.get('signal')} at {i.get('at')} ({i.get('by')}); done: "
+                   f"{', '.join(f'{k} {v}' for k, v in (i.get('done') or {}).items()) or 'none'};"
+                   f" not started: {', '.join(i.get('untouched') or []) or 'none'}; run it "
+                   "again to finish")
+    for n in status.nodes:
+        if n.in_flight:
+            click.echo(f"UNFINISHED on {n.name}: an install of {n.in_flight.get('target')} "
+                       f"begun {n.in_flight.get('started')} was never settled (the run was "
+                       f"killed); the next promote or rollback of {status.env} finishes it")
+
+
+def _last_change(change: dict | None) -> str:
+    """A node's last journal entry: phase, version, when, by whom."""
+    if not change:
+        return "-"
+    version = change.get("version") or change.get("target") or ""
+    return " ".join(str(p) for p in (change.get("phase"), version, change.get("at"),
+                                       f"by {change['by']}" if change.get("by") else "") if p)
 
 
 def print_rollback_plan(plan: RollbackPlan) -> None:

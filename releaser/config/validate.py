@@ -122,6 +122,19 @@ def duration(value: "int | float | str") -> float:
     return positive(float(value))
 
 
+#: The longest operator's reason (``--reason``, ``--break``) a ledger event carries.
+MAX_REASON = 500
+
+
+def reason(value: str) -> str:
+    """An operator's why (``--reason``): one printable, non-empty line, recorded as given."""
+    text = value.strip()
+    if not text or not text.isprintable() or len(text) > MAX_REASON:
+        raise Invalid(f"a reason is one non-empty printable line of at most {MAX_REASON} "
+                      "characters")
+    return text
+
+
 def url(value: str, *, base: bool = False) -> str:
     """An http:// or https:// URL with a valid host (and port), no blank, quote or ``$``.
 

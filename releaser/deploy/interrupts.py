@@ -44,7 +44,6 @@ def record_interruption(ledger, command: str, reason: str, run, progress, **info
     started.  ``run`` is the fleet's ``FleetRun`` of node outcomes."""
     done = {outcome.node: outcome.status for _node, outcome in run.results}
     untouched = [node.name for node in run.untouched]
-    ledger.event("interrupted", command=command, signal=reason, done=done,
-                 untouched=untouched, **info)
+    ledger.record_interrupted(command, reason, done, untouched, **info)
     progress(f"interrupted by {reason}: {len(done)} node(s) done, {len(untouched)} never "
              f"started ({', '.join(untouched)}); run the same command again to finish")

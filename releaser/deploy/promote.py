@@ -33,6 +33,7 @@ from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
 from releaser.deploy.interrupts import interrupted_by, record_interruption
 from releaser.deploy.notify import Notifier
 from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
+from releaser.central.audit import Actor
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.deploy.reinstall import sync_nodes
@@ -101,10 +102,13 @@ def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
 
 def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
             dry_run: bool = False, progress: Progress = lambda _msg: None,
-            stop: threading.Event | None = None, **policy_overrides) -> PromoteReport:
+            stop: threading.Event | None = None, reason: str | None = None,
+            **policy_overrides) -> PromoteReport:
     """Build or take the release, publish it, roll it out; ``stop`` once set (an
-    operator's SIGINT, ``releaser.deploy.interrupts``) starts no further node."""
+    operator's SIGINT, ``releaser.deploy.interrupts``) starts no further node.
+    ``reason``: the operator's why, on every event the run records."""
     started = time.monotonic()
+    actor = Actor.here(reason)
     env = config.environment(env_name)
     policy = effective_policy(env, **policy_overrides)
     if not env.nodes:
@@ -150,7 +154,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
             progress(f"took over a stale lock left by {lock.taken_over.get('user')}@"
                      f"{lock.taken_over.get('host')} pid {lock.taken_over.get('pid')}: "
                      f"{lock.taken_over.get('why')}")
-        ledger = Ledger.load(central, env_name)
+        ledger = Ledger.load(central, env_name, actor)
+        ledger.event("promote-start", version=release.version, commit=release.commit,
+                     nodes=[n.name for n in env.nodes])
         outcome = _publish(central, env, release, files_from, tarball)
         progress(outcome.describe())
         if outcome.published or not ledger.release(release.version):
@@ -234,17 +240,19 @@ def _record_outcome(ledger: Ledger, report: PromoteReport) -> None:
     """
     release = report.release
     if report.ok:
-        ledger.set_release(release.version, ledger_mod.HEALTHY)
-        ledger.set_current(release.version, "promote")
+        nodes = [n.node for n in report.nodes]
+        ledger.set_release(release.version, ledger_mod.HEALTHY, nodes=nodes)
+        ledger.set_current(release.version, "promote", nodes=nodes)
     elif report.withdrawn:
         ledger.set_release(release.version, ledger_mod.WITHDRAWN, reason=_withdrawn_reason(report),
-                           masked=False)
+                           masked=False, nodes=[n.node for n in report.nodes
+                                                if n.status == ROLLED_BACK])
     elif report.interrupted:
         ledger.set_release(release.version, ledger_mod.INTERRUPTED,
                            interrupted_by=report.interrupted)
     else:
         failed = [n.node for n in report.nodes if n.failed]
-        ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed)
+        ledger.set_release(release.version, ledger_mod.FAILED, failed_nodes=failed, nodes=failed)
 
 
 def _withdrawn_reason(report: PromoteReport) -> str:

@@ -34,6 +34,7 @@ from releaser.central.repository import CentralRepository
 from releaser.config import AppConfig, Config, EnvironmentConfig
 from releaser.errors import ReleaseNotFound, ReleaserError, RollbackRefused, UsageError
 from releaser.deploy.fleet import RolloutPolicy, plan_stages, run_stages
+from releaser.central.audit import Actor
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
@@ -248,8 +249,11 @@ def _count(n: int, rows: str) -> str:
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
                      force_reason: str | None = None, progress: Progress = lambda _m: None,
                      concurrency: int | None = None,
-                     stop: threading.Event | None = None) -> RollbackReport:
+                     stop: threading.Event | None = None,
+                     reason: str | None = None) -> RollbackReport:
     """Carry out ``plan``, as shown to the user, under the environment's lock.
+
+    ``reason``: the operator's why, on every event the rollback records.
 
     ``stop``, once set (an operator's SIGINT), starts no further node: the
     nodes in flight finish, the interruption is recorded, and the version
@@ -275,9 +279,10 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
                                   "rollback again to see the new plan")
         _refuse_problems(plan, force_reason)
         report = RollbackReport(plan)
-        ledger = Ledger.load(central, plan.env)
+        ledger = Ledger.load(central, plan.env, Actor.here(reason or force_reason))
         ledger.event("rollback-start", target=plan.target, bad=plan.bad,
-                     restore_db=plan.restore_db, force=force_reason, user=getpass.getuser())
+                     restore_db=plan.restore_db, force=force_reason,
+                     nodes=[n.node for n in plan.nodes])
         notifier.send("start", f"rolling back {plan.bad or 'nothing'} to {plan.target}",
                       target=plan.target, bad=plan.bad, restore_db=plan.restore_db,
                       nodes=[n.node for n in plan.nodes])
@@ -307,14 +312,16 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         done = not run.untouched and all(o.status in (INSTALLED, UNCHANGED)
                                          for _n, o in run.results)
         withdraw = done and bool(plan.bad) and not versioning.same(plan.bad, plan.target)
-        reason = _reason(plan, force_reason)
+        why = _reason(plan, force_reason)
         if done:
+            nodes = [o.node for _n, o in run.results]
             if withdraw:
-                ledger.set_release(plan.bad, ledger_mod.WITHDRAWN, reason=reason, masked=False)
+                ledger.set_release(plan.bad, ledger_mod.WITHDRAWN, reason=why, masked=False,
+                                   nodes=nodes)
             if not skipped:
-                ledger.set_current(plan.target, "rollback")
+                ledger.set_current(plan.target, "rollback", nodes=nodes)
         ledger.save()  # the outcome first: the mask below may fail, this must not be lost
-        if withdraw and _mask_withdrawn(central, plan, reason, ledger, report):
+        if withdraw and _mask_withdrawn(central, plan, why, ledger, report):
             synced = [o.node for _n, o in run.results]
             report.warnings += sync_nodes(config, env, synced)
             ledger.event("mask-synced", version=plan.bad, nodes=synced)

@@ -1,0 +1,123 @@
+"""An environment's audit log on the central repository: one JSON event per line,
+only ever appended (``ledger/ENV.jsonl``).
+
+Why append-only: the log of a long-lived environment grows without bound, and an
+operator at night must be able to trust it.  Rewriting a whole document per
+event costs more with every event and loses history to any bug in the
+rewrite; an append writes only the new line.
+
+How a line is appended, on a local or an SSH central alike: one ``dd`` that
+opens the log with ``O_APPEND``, reads exactly the bytes sent on its stdin
+(``iflag=fullblock``) and writes them with a single ``write(2)``, then
+``fsync``s (``conv=fsync``).  One ``write`` with ``O_APPEND`` lands whole at the
+end even when two processes append at once (a lock broken by an operator while
+the holder still records), so lines never interleave.  Nothing is interpolated
+into a shell: the path is an argv element, the events travel on stdin.
+
+Every event says who (``user``, ``host``), when (``at``), what (``kind`` and
+its facts), why (``why``: the operator's ``--reason``, or what forced a takeover) and, where it
+concerns nodes, which (``node`` or ``nodes``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from releaser.central.repository import CentralRepository
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, in which run and why: stamped on every event the run records."""
+
+    user: str
+    host: str
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    reason: str | None = None
+
+    @classmethod
+    def here(cls, reason: str | None = None) -> "Actor":
+        """The operator running this process, on this machine."""
+        return cls(getpass.getuser(), socket.gethostname(), reason=reason)
+
+    def stamp(self) -> dict:
+        stamp = {"user": self.user, "host": self.host, "run": self.run}
+        if self.reason:
+            stamp["why"] = self.reason
+        return stamp
+
+
+def encode(event: dict) -> str:
+    """One event as one line: compact, ASCII only (a byte count is a character count)."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
+@dataclass
+class AuditLog:
+    central: CentralRepository
+    env: str
+
+    @property
+    def path(self) -> str:
+        return self.central.path("ledger", f"{self.env}.jsonl")
+
+    def append(self, events: list[dict]) -> int:
+        """Append ``events`` in one write; return the bytes written (0 for none)."""
+        data = "".join(encode(e) for e in events)
+        if not data:
+            return 0
+        self.central.runner.run(
+            ["dd", f"of={self.path}", "oflag=append", "conv=notrunc,fsync", f"bs={len(data)}",
+             "count=1", "iflag=fullblock", "status=none"], input=data)
+        return len(data)
+
+    def read(self, *, last: int | None = None) -> list[dict]:
+        """The events, oldest first (only the ``last`` N when given).
+
+        A line that does not parse (a torn write after a power loss) is
+        skipped, never fatal: the rest of the history stays readable.
+        """
+        if not self.central.exists(self.path):
+            return []
+        argv = ["cat", "--", self.path] if last is None else \
+            ["tail", "-n", str(int(last)), "--", self.path]
+        text = self.central.runner.run(argv).stdout
+        return [e for e in map(_parse, text.splitlines()) if e is not None]
+
+    def size(self) -> int:
+        """Bytes in the log (0 when there is none yet)."""
+        result = self.central.runner.run(["stat", "-c", "%s", "--", self.path], check=False)
+        return int(result.stdout.strip()) if result.ok else 0
+
+    def create_from(self, events: list[dict]) -> bool:
+        """Write a whole log at once (migrating an old ledger), only where none exists.
+
+        Placed under a temporary name, then hard-linked to the final name
+        (``ln`` never replaces): of two runs migrating at once, one wins and
+        the other's copy is dropped, so no event is written twice.
+        """
+        from releaser.hosts.transfer import temp_name
+
+        tmp = temp_name(self.path)
+        self.central.write_text(tmp, "".join(encode(e) for e in events))
+        try:
+            return self.central.runner.run(["ln", "-T", "--", tmp, self.path], check=False).ok
+        finally:
+            self.central.runner.run(["rm", "-f", "--", tmp], check=False)
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
