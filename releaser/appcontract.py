@@ -18,9 +18,13 @@ Install location
     ``/usr/lib/NAME``: the package and a ``VERSION`` file holding the PV,
     which the app reports as its version.
 Service
-    OpenRC's ``/etc/init.d/NAME``, driven with ``rc-service NAME ...``; it
-    keeps its pid in ``/run/NAME.pid`` (``releaser.hosts.services``) and
-    migrates the database before it starts.
+    OpenRC's ``/etc/init.d/NAME`` (``openrc/NAME.initd``), driven with
+    ``rc-service NAME ...``; it runs the app as the app's user, keeps its pid
+    in ``/run/NAME.pid`` (its ``pidfile``), appends the app's output to
+    ``/var/log/NAME/NAME.log`` (its ``output_log``) and migrates the database
+    before it starts.  ``releaser.hosts.services`` reads exactly these: the
+    exit status of ``rc-service``, the pidfile, and the log's last lines when
+    the service fails.
 Database (``[app] database_env``, ``database.path``, *configured*)
     the app reads its database path from one environment variable
     (``NAME_DATABASE`` by default); one path serves every environment, since
@@ -66,6 +70,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from releaser.errors import UsageError
+
+#: Where the init script keeps the service's pid, and appends its output (``{name}``: the app).
+PIDFILE = "/run/{name}.pid"
+SERVICE_LOG = "/var/log/{name}/{name}.log"
 
 #: ``[app] health_path`` when not configured.
 DEFAULT_HEALTH_PATH = "/health"
@@ -146,6 +154,16 @@ class AppContract:
     def service(self) -> str:
         """The OpenRC service (``/etc/init.d/SERVICE``)."""
         return self.name
+
+    @property
+    def pidfile(self) -> str:
+        """The init script's ``pidfile``: ``/run/NAME.pid``."""
+        return PIDFILE.format(name=self.service)
+
+    @property
+    def service_log(self) -> str:
+        """The init script's ``output_log``: ``/var/log/NAME/NAME.log``."""
+        return SERVICE_LOG.format(name=self.service)
 
     @property
     def install_dir(self) -> str:
@@ -245,6 +263,6 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-__all__ = ["AppContract", "DEFAULT_HEALTH_PATH", "DUMP", "HEALTHY", "HealthFacts",
-           "REPORT_FIELDS", "RESTORE", "STATS", "VERIFY_DUMP", "check_database_env",
+__all__ = ["AppContract", "DEFAULT_HEALTH_PATH", "DUMP", "HEALTHY", "HealthFacts", "PIDFILE",
+           "REPORT_FIELDS", "RESTORE", "SERVICE_LOG", "STATS", "VERIFY_DUMP", "check_database_env",
            "check_health_path", "default_database_env", "write_marks"]

@@ -362,3 +362,112 @@ def test_a_crashed_service_has_no_process(installed: Node):
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert manager.process(installed.runner, "notes", str(installed.root)) is None
+
+
+# --------------------------------------------------------------------------
+# What releaser reads on a host: rc-service's status, the pidfile, the log
+# --------------------------------------------------------------------------
+
+
+class _HostRunner:
+    """A host's runner at the seam: answers each argv from ``answers`` (first word match)."""
+
+    host = "web1"
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def run(self, argv, *, check=True, env=None, input=None, timeout=None):
+        from releaser.hosts.runner import CommandResult
+
+        self.calls.append(list(argv))
+        code, out, err = self.answers[(argv[0], argv[-1])]
+        return CommandResult(tuple(argv), code, out, err)
+
+
+def test_on_a_host_the_init_scripts_own_paths_are_read_at_the_real_root():
+    log = "serving\n--- start\nnotes: cannot open /var/lib/notes/notes.db: permission denied\n\n"
+    runner = _HostRunner({
+        ("rc-service", "status"): (0, " * status: started\n", ""),
+        ("cat", "/run/notes.pid"): (0, "4242\n", ""),
+        ("cat", "/proc/4242/stat"): (0, "4242 (python3) S " + " ".join(["1"] * 18) + " 777 0\n", ""),
+        ("rc-service", "restart"): (1, "", " * ERROR: notes failed to start\n"),
+        ("tail", "/var/log/notes/notes.log"): (0, log, ""),
+    })
+    assert OpenRC().process(runner, "notes") == ServiceProcess(4242, 777)
+    with pytest.raises(NodeError) as failed:
+        OpenRC().restart(runner, "notes")
+    assert str(failed.value) == (
+        "web1: rc-service notes restart failed (exit 1): * ERROR: notes failed to start; "
+        "/var/log/notes/notes.log ends: serving | --- start | notes: cannot open "
+        "/var/lib/notes/notes.db: permission denied")
+    assert ["tail", "-n", "12", "--", "/var/log/notes/notes.log"] in runner.calls
+
+
+def test_a_failed_start_quotes_the_apps_log(installed: Node):
+    (installed.root / "var/lib/notes/notes.db").mkdir(parents=True)  # not a database file
+    with pytest.raises(NodeError) as failed:
+        OpenRC().restart(installed.runner, "notes", str(installed.root))
+    message = str(failed.value)
+    assert "migrate failed" in message and "/var/log/notes/notes.log ends: " in message
+    tail = OpenRC().log_tail(installed.runner, "notes", str(installed.root))
+    assert tail and message.endswith(" | ".join(tail)) and "\n" not in message
+
+
+def _ids(pid: int, key: str) -> list[str]:
+    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if l.startswith(f"{key}:"))
+    return line.split()[1:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can become the app's user")
+def test_the_app_runs_as_the_nodes_own_user(installed: Node):
+    """As the init script's command_user: the node's ``notes`` (its etc/passwd, as
+    bootstrap makes it), and what the app writes is that user's."""
+    uid = gid = 4242
+    (installed.root / "etc").mkdir(exist_ok=True)
+    (installed.root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"notes:x:{uid}:{gid}:notes service (releaser):/var/lib/notes:/sbin/nologin\n")
+    OpenRC().start(installed.runner, "notes", str(installed.root))
+    process = OpenRC().process(installed.runner, "notes", str(installed.root))
+    assert _ids(process.pid, "Uid") == [str(uid)] * 4 and _ids(process.pid, "Gid") == [str(gid)] * 4
+    assert _ids(process.pid, "Groups") == []
+    assert check_health(installed.url, expect_version="1.2.3", timeout=15).ok
+    for path, mode in (("var/lib/notes", 0o750), ("var/log/notes", 0o750),
+                       ("var/lib/notes/notes.db", None), ("var/log/notes/notes.log", 0o640)):
+        st = (installed.root / path).stat()
+        assert (st.st_uid, st.st_gid) == (uid, gid), path
+        assert mode is None or st.st_mode & 0o777 == mode, path
+    assert f"as notes (uid {uid}, gid {gid})" in (installed.root / "var/log/notes/notes.log").read_text()
+    # the pidfile is the init system's, as start-stop-daemon writes it
+    assert (installed.root / "run/notes.pid").stat().st_uid == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can become the app's user")
+def test_without_the_user_the_app_runs_as_the_caller(installed: Node):
+    OpenRC().start(installed.runner, "notes", str(installed.root))
+    process = OpenRC().process(installed.runner, "notes", str(installed.root))
+    assert _ids(process.pid, "Uid") == ["0"] * 4
+
+
+def test_closed_folder_finds_where_the_user_cannot_search():
+    """pytest's tmp_path lies under a 0700 folder: a folder of /tmp of our own instead."""
+    import tempfile
+
+    from releaser.sandbox.rc import closed_folder
+
+    base = Path(tempfile.mkdtemp(prefix="releaser-rc-", dir="/tmp"))
+    try:
+        node = base / "node"
+        node.mkdir()
+        base.chmod(0o755)
+        other = (os.geteuid() + 1000, os.getegid() + 1000)
+        assert closed_folder(node, *other) is None
+        base.chmod(0o750)
+        assert closed_folder(node, *other) == base
+        assert closed_folder(node, other[0], os.getegid()) is None  # its group may
+        base.chmod(0o705)
+        assert closed_folder(node, other[0], os.getegid()) == base  # group bits, not other's
+    finally:
+        shutil.rmtree(base)

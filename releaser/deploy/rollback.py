@@ -453,5 +453,5 @@ class _NodeRollback:
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
         backup.verify_dump_on_node(node, dump, self.central, self.config.app.contract)
-        OpenRC().stop(node.runner, self.config.app.contract.service)
+        OpenRC().stop(node.runner, self.config.app.contract.service, node.root)
         backup.restore_database(node, self.config.app.contract, self.env.database.path, dump)

@@ -7,6 +7,13 @@ runs.  Gentoo hosts run OpenRC, so ``OpenRC`` is the implementation: it runs
 ``rc-service NAME ACTION`` as an argv list through the node's Runner (a
 ``LocalRunner`` or SSH).
 
+What it reads is what the app's own init script (``app/openrc/NAME.initd``,
+whose paths ``releaser.appcontract`` states) gives on an OpenRC host: the exit
+status of ``rc-service``, the ``pidfile`` (``/run/NAME.pid``), and, when the
+service fails to start or dies, the last lines of its ``output_log``
+(``/var/log/NAME/NAME.log``), which is where the app says why.  Both paths
+lie under the node's ``root``: ``/`` on a host, where nothing else is assumed.
+
 The sandbox uses the *same* class.  A sandbox node has no OpenRC, so its node
 root puts a stand-in ``rc-service`` first on PATH (``releaser.sandbox.rc``),
 which starts the installed app the way ``/etc/init.d/notes`` does.  The node
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Protocol, Sequence
 
+from releaser.appcontract import PIDFILE, SERVICE_LOG
 from releaser.errors import NodeError, UsageError, last_line
 from releaser.hosts.runner import CommandResult, Runner
 
@@ -47,8 +55,8 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
 STATUS_STOPPED = 3
 STATUS_CRASHED = 32
 
-#: Where an init script keeps its service's pid (``pidfile="/run/notes.pid"``).
-PIDFILE = "/run/{service}.pid"
+#: How many of the service log's last lines a failure reason quotes.
+LOG_LINES = 3
 
 
 @dataclass(frozen=True)
@@ -82,11 +90,11 @@ class ServiceManager(Protocol):
     reports failure; ``status`` is True when the service runs.
     """
 
-    def start(self, runner: Runner, service: str) -> None: ...
+    def start(self, runner: Runner, service: str, root: str = "/") -> None: ...
 
-    def restart(self, runner: Runner, service: str) -> None: ...
+    def restart(self, runner: Runner, service: str, root: str = "/") -> None: ...
 
-    def stop(self, runner: Runner, service: str) -> None: ...
+    def stop(self, runner: Runner, service: str, root: str = "/") -> None: ...
 
     def status(self, runner: Runner, service: str) -> bool: ...
 
@@ -99,11 +107,15 @@ class OpenRC:
     would use ``("sudo", "-n", "rc-service")`` (``-n``: fail rather than wait
     for a password nobody will type).  ``timeout`` bounds each command: the
     init script itself waits up to ~35 s for a clean stop (TERM/30/KILL/5).
+    ``pidfile`` and ``log`` are the init script's paths on the host
+    (``releaser.appcontract``; ``{name}``: the service), read under the
+    ``root`` each method is given.
     """
 
     command: Sequence[str] = ("rc-service",)
     timeout: float | None = 120.0
     pidfile: str = PIDFILE
+    log: str = SERVICE_LOG
 
     def _run(self, runner: Runner, service: str, action: str) -> CommandResult:
         argv = [*self.command, check_service_name(service), action]
@@ -113,23 +125,24 @@ class OpenRC:
             raise NodeError(f"{runner.host}: rc-service {service} {action} did not finish "
                             f"within {exc.timeout:g} s") from None
 
-    def _act(self, runner: Runner, service: str, action: str) -> None:
+    def _act(self, runner: Runner, service: str, action: str, root: str) -> None:
         result = self._run(runner, service, action)
         if not result.ok:
             raise NodeError(f"{runner.host}: rc-service {service} {action} failed "
-                            f"(exit {result.returncode}): {_last_line(result)}")
+                            f"(exit {result.returncode}): {_last_line(result)}"
+                            f"{self.log_excerpt(runner, service, root)}")
 
-    def start(self, runner: Runner, service: str) -> None:
+    def start(self, runner: Runner, service: str, root: str = "/") -> None:
         """Start ``service`` (OpenRC: a no-op with a warning if it already runs)."""
-        self._act(runner, service, "start")
+        self._act(runner, service, "start", root)
 
-    def restart(self, runner: Runner, service: str) -> None:
+    def restart(self, runner: Runner, service: str, root: str = "/") -> None:
         """Stop (if running) and start ``service``; raises NodeError if it does not come up."""
-        self._act(runner, service, "restart")
+        self._act(runner, service, "restart", root)
 
-    def stop(self, runner: Runner, service: str) -> None:
+    def stop(self, runner: Runner, service: str, root: str = "/") -> None:
         """Stop ``service`` (a no-op with a warning if already stopped)."""
-        self._act(runner, service, "stop")
+        self._act(runner, service, "stop", root)
 
     def status(self, runner: Runner, service: str) -> bool:
         """True if started, False if stopped or crashed; NodeError if the question fails."""
@@ -150,7 +163,7 @@ class OpenRC:
         """
         if not self.status(runner, service):
             return None
-        pidfile = str(PurePosixPath(root) / self.pidfile.format(service=service).lstrip("/"))
+        pidfile = _under(root, self.pidfile, service)
         text = runner.run(["cat", "--", pidfile], check=False)
         pid = _first_int(text.stdout) if text.ok else None
         if pid is None:
@@ -171,15 +184,34 @@ class OpenRC:
         said "restarted" but the old code still serves.
         """
         before = self.process(runner, service, root)
-        self.restart(runner, service)
+        self.restart(runner, service, root)
         after = self.process(runner, service, root)
         if after is None:
             raise NodeError(f"{runner.host}: rc-service {service} restart exited 0 but "
-                            f"{service} is not running")
+                            f"{service} is not running{self.log_excerpt(runner, service, root)}")
         if after == before:
             raise NodeError(f"{runner.host}: rc-service {service} restart exited 0 but the same "
                             f"process still runs ({after}): the service was not restarted")
         return after
+
+    def log_tail(self, runner: Runner, service: str, root: str = "/") -> list[str]:
+        """The last ``LOG_LINES`` non-blank lines of the service's log (empty if it cannot
+        be read): where the app says why it stopped or did not start."""
+        log = _under(root, self.log, check_service_name(service))
+        result = runner.run(["tail", "-n", str(LOG_LINES * 4), "--", log], check=False)
+        if not result.ok:
+            return []
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()][-LOG_LINES:]
+
+    def log_excerpt(self, runner: Runner, service: str, root: str = "/") -> str:
+        """``; /var/log/NAME/NAME.log ends: A | B | C`` to end a failure reason, or ``""``."""
+        lines = self.log_tail(runner, service, root)
+        return f"; {self.log.format(name=service)} ends: {' | '.join(lines)}" if lines else ""
+
+
+def _under(root: str, path: str, service: str) -> str:
+    """The init script's ``path`` (``{name}``: the service) under the node's ``root``."""
+    return str(PurePosixPath(root) / path.format(name=service).lstrip("/"))
 
 
 def _first_int(text: str) -> int | None:
@@ -207,5 +239,5 @@ def _last_line(result: CommandResult) -> str:
     return last_line(result.stderr, result.stdout)
 
 
-__all__ = ["OpenRC", "PIDFILE", "ServiceManager", "ServiceProcess", "check_service_name",
+__all__ = ["LOG_LINES", "OpenRC", "ServiceManager", "ServiceProcess", "check_service_name",
            "STATUS_CRASHED", "STATUS_STOPPED"]

@@ -24,6 +24,20 @@ process that serves, whose start time ``/proc`` gives.  The rollout counts a
 restart only when that (pid, start time) changed (``OpenRC.restart_process``),
 and a health answer only while it still runs.
 
+The app runs as its own user, as the init script's ``command_user`` runs it,
+when the node has that user (``releaser host bootstrap`` creates it in
+NODE/etc/passwd) and the stand-in runs as root: ``migrate`` and ``serve`` run
+under ``setpriv`` with that uid and gid and no other group, and, as the init
+script's ``checkpath`` does, the database and log folders are made the user's
+(mode 0750), and so is the log.  The node's uid is a number the kernel of
+this machine enforces like any other: the app can write only what that uid
+may.  A node directory is reached through folders of this machine (pytest's
+``/tmp/pytest-of-root`` is 0700) that a host's own user would never have to
+cross: only when one of them is closed to the uid does the app keep
+``CAP_DAC_READ_SEARCH`` (read and search anywhere, write nothing more),
+and the log says so.  Without the user, or when not root, the app runs as the
+caller.
+
 The installed app runs from NODE/usr/lib/notes with a clean environment, like
 a service started by OpenRC: ``PYTHONPATH``, ``NOTES_CONFIG`` (if the file
 exists), ``NOTES_DATABASE``, ``NOTES_HOST``, ``NOTES_PORT`` and little else.
@@ -81,6 +95,10 @@ MARKER = "RELEASER_SANDBOX_SERVICE"
 #: Variables a service inherits from the caller; everything else is dropped,
 #: as OpenRC starts services with a clean environment.
 INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+#: The mode the init script's ``checkpath`` gives the app's data and log folders.
+APP_DIR_MODE = 0o750
+#: The log's mode when the stand-in creates it.
+LOG_MODE = 0o640
 #: How long ``start`` waits for the port, and ``stop`` for SIGTERM to work
 #: (the init script's retry="TERM/30/KILL/5").
 START_TIMEOUT = 15.0
@@ -204,6 +222,54 @@ Emit = Callable[[str, bool], None]
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The app's user on the node, as the init script's ``command_user`` names it
+    (``NAME:NAME``), with its numbers from the node's own passwd."""
+
+    user: str
+    uid: int
+    gid: int
+    #: The node root lies behind a folder closed to ``uid`` (see the module docstring).
+    read_search: bool = False
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        """``command`` under ``setpriv``: the user's uid and gid, no other group."""
+        caps = (["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+                if self.read_search else [])
+        return ["setpriv", "--reuid", str(self.uid), "--regid", str(self.gid),
+                "--clear-groups", *caps, "--", *command]
+
+    def own(self, path: Path, mode: int) -> None:
+        """Make ``path`` the user's, with ``mode`` (``checkpath --owner --mode``)."""
+        os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
+
+
+def passwd_entry(root: Path, user: str) -> tuple[int, int] | None:
+    """``(uid, gid)`` of ``user`` in the node's ``etc/passwd``, or None."""
+    try:
+        lines = (root / "etc/passwd").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        fields_ = line.split(":")
+        if len(fields_) >= 4 and fields_[0] == user and fields_[2].isdigit() \
+                and fields_[3].isdigit():
+            return int(fields_[2]), int(fields_[3])
+    return None
+
+
+def closed_folder(path: Path, uid: int, gid: int) -> Path | None:
+    """The first folder from / down to ``path`` that ``uid``:``gid`` may not search, or None."""
+    for folder in [*reversed(path.parents), path]:
+        st = folder.stat()
+        bit = (0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001)
+        if not st.st_mode & bit:
+            return folder
+    return None
+
+
+@dataclass(frozen=True)
 class Service:
     """One named service of one node root, with the paths it uses."""
 
@@ -241,9 +307,33 @@ class Service:
         env[MARKER] = self.marker
         return env
 
-    def argv(self, command: str) -> list[str]:
+    def argv(self, command: str, run_as: "RunAs | None" = None) -> list[str]:
         # -P: the working directory never shadows the installed package (as /usr/bin/notes).
-        return [sys.executable, "-P", "-m", self.spec.module, command]
+        argv = [sys.executable, "-P", "-m", self.spec.module, command]
+        return run_as.argv(argv) if run_as is not None else argv
+
+    def run_as(self) -> RunAs | None:
+        """The app's user (named as the service, the init script's default), if the node
+        has it and the stand-in can become it (is root); None: run as the caller."""
+        ids = passwd_entry(self.root, self.name) if os.geteuid() == 0 else None
+        if ids is None:
+            return None
+        return RunAs(self.name, *ids, read_search=closed_folder(self.root, *ids) is not None)
+
+    def prepare(self, run_as: RunAs | None) -> None:
+        """The folders (and log) the app writes, as the init script's ``start_pre`` makes
+        them: created if missing, and the app user's, mode 0750, when it has one."""
+        for folder in (self.path(self.spec.database).parent, self.log.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+            if run_as is not None:
+                run_as.own(folder, APP_DIR_MODE)
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+        try:
+            if run_as is not None:
+                os.fchown(fd, run_as.uid, run_as.gid)
+        finally:
+            os.close(fd)
 
     # -- state -------------------------------------------------------------
 
@@ -305,19 +395,20 @@ def start(svc: Service, emit: Emit) -> int:
         emit(f" * ERROR: {name} cannot start: {svc.spec.host}:{svc.spec.port} is already "
              f"in use by another program", True)
         return 1
-    for d in (svc.path(svc.spec.database).parent, svc.log.parent, svc.pidfile.parent):
-        d.mkdir(parents=True, exist_ok=True)
+    run_as = svc.run_as()
+    svc.prepare(run_as)
     env = svc.environment()
 
     emit(f" * Migrating the {name} database ...", False)
     try:
-        migrate = subprocess.run(svc.argv("migrate"), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
+        migrate = subprocess.run(svc.argv("migrate", run_as), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
                                  capture_output=True, text=True, timeout=MIGRATE_TIMEOUT)
         code, out, err = migrate.returncode, migrate.stdout, migrate.stderr
     except subprocess.TimeoutExpired:
         code, out, err = -1, "", f"did not finish within {MIGRATE_TIMEOUT:g} s"
     with open(svc.log, "a", encoding="utf-8") as log:
-        log.write(f"--- rc-service {name} start: {time.strftime('%Y-%m-%dT%H:%M:%S%z')} migrate\n")
+        log.write(f"--- rc-service {name} start: {time.strftime('%Y-%m-%dT%H:%M:%S%z')} migrate"
+                  f"{_as_whom(run_as)}\n")
         log.write(out + err)
     if code != 0:
         reason = last_line(err, out, default=f"exit {code}")
@@ -326,7 +417,7 @@ def start(svc: Service, emit: Emit) -> int:
 
     emit(f" * Starting {name} ...", False)
     with open(svc.log, "ab") as log:
-        proc = subprocess.Popen(svc.argv("serve"), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(svc.argv("serve", run_as), env=env, cwd=svc.root, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
     _write_atomic(svc.pidfile, f"{proc.pid}\n", 0o644)
     deadline = time.monotonic() + START_TIMEOUT
@@ -347,6 +438,15 @@ def start(svc: Service, emit: Emit) -> int:
                  f"{START_TIMEOUT:g} s: {svc.log_tail()}", True)
             return 1
         time.sleep(0.1)
+
+
+def _as_whom(run_as: RunAs | None) -> str:
+    """How the log's start line names the user the app runs as."""
+    if run_as is None:
+        return f" as the caller (uid {os.geteuid()})"
+    extra = (" with CAP_DAC_READ_SEARCH (a folder above the node is closed to it)"
+             if run_as.read_search else "")
+    return f" as {run_as.user} (uid {run_as.uid}, gid {run_as.gid}){extra}"
 
 
 def stop(svc: Service, emit: Emit) -> int:
@@ -428,6 +528,7 @@ __all__ = [
     "ACTIONS",
     "MARKER",
     "RC_SERVICE",
+    "RunAs",
     "SERVICES_FILE",
     "Service",
     "ServiceSpec",
@@ -435,6 +536,7 @@ __all__ = [
     "install_rc_service",
     "load_services",
     "main",
+    "passwd_entry",
     "restart",
     "start",
     "status",
