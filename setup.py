@@ -46,6 +46,9 @@ setup(
         "sandbox": [
             "flask>=3.0,<4",
             "waitress>=3.0,<4",
+            # the app's drivers for PostgreSQL and MariaDB (app/notes/db.py)
+            "psycopg[binary]>=3.1,<4",
+            "PyMySQL>=1.1,<2",
         ],
         "test": [
             "pytest>=8",

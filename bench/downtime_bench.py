@@ -122,7 +122,7 @@ def next_release(sb: Sandbox, bad: bool) -> str:
         schema = sb.source / "app" / "notes" / "schema.py"
         text = schema.read_text()
         at = text.rindex("\n]")
-        schema.write_text(text[:at] + '\n    (2, """INSERT INTO no_such_table VALUES (1);"""),'
+        schema.write_text(text[:at] + '\n    (2, "additive", """INSERT INTO no_such_table VALUES (1);"""),'
                           + text[at:])
     else:
         (sb.source / "app" / "CHANGES").write_text("1.1.0: a release that changes nothing\n")

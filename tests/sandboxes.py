@@ -33,7 +33,7 @@ def add_migration(source: Path, tag: str, number: int = 2) -> None:
     text = schema.read_text()
     at = text.rindex("\n]")
     column = f"extra{number}"
-    text = (text[:at] + f'\n    ({number}, """ALTER TABLE notes ADD COLUMN {column} TEXT '
+    text = (text[:at] + f'\n    ({number}, "additive", """ALTER TABLE notes ADD COLUMN {column} TEXT '
             f"NOT NULL DEFAULT '';\"\"\"),{text[at:]}")
     schema.write_text(text)
     commit_all(source, f"migration {number}", when="2026-02-01T00:00:00+00:00")

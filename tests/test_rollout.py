@@ -44,7 +44,7 @@ def broken_release(source: Path, tag: str) -> None:
     schema = source / "app" / "notes" / "schema.py"
     text = schema.read_text()
     at = text.rindex("\n]")
-    schema.write_text(text[:at] + "\n    (2, \"\"\"INSERT INTO no_such_table VALUES (1);\"\"\"),"
+    schema.write_text(text[:at] + "\n    (2, \"additive\", \"\"\"INSERT INTO no_such_table VALUES (1);\"\"\"),"
                       + text[at:])
     commit_all(source, "broken", when="2026-03-01T00:00:00+00:00")
     git(source, "tag", tag)

@@ -11,16 +11,15 @@ import argparse
 import json
 import logging
 import signal
-import sqlite3
 import sys
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from . import create_app
-from .backup import dump, restore, verify_dump
+from .backup import dump, dump_backend, restore, verify_dump
 from .config import Config, load_config
-from .db import read_schema_version
+from .db import SQLITE, DatabaseError, read_schema_version
 from .errors import NotesError
 from .schema import SCHEMA_VERSION, migrate
 from .store import database_stats
@@ -65,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if args.command == "verify-dump":  # needs no config: works on any host
-            _print_json(verify_dump(args.file))
+        if args.command == "verify-dump":
+            _print_json(_verify_dump(args.file, args.config))
             return 0
         config = load_config(config_file=args.config)
         if args.command == "serve":
@@ -74,16 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             print(_migrate_message(config))
         elif args.command == "schema-version":
-            print(read_schema_version(config.database))
+            print(read_schema_version(config.target))
         elif args.command == "dump":
-            dump(config.database, args.out)
-            _print_json(verify_dump(args.out))
+            _print_json(dump(config.target, args.out))
         elif args.command == "restore":
-            _print_json(restore(args.file, config.database))
+            _print_json(restore(args.file, config.target))
         elif args.command == "stats":
-            _print_json(database_stats(config.database))
+            _print_json(database_stats(config.target))
         return 0
-    except (NotesError, sqlite3.Error) as exc:
+    except (NotesError, DatabaseError) as exc:
         print(f"notes: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -95,27 +93,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _verify_dump(file: str, config_file: str | None) -> dict[str, Any]:
+    """A SQLite dump needs no configuration (any host can verify it); a server dump is
+    restored on the configured database's server."""
+    if dump_backend(file) == SQLITE:
+        return verify_dump(file)
+    return verify_dump(file, load_config(config_file=config_file).target)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _migrate_message(config: Config) -> str:
-    before, after = migrate(config.database)
+    before, after = migrate(config.target)
     if before > SCHEMA_VERSION:
         return (
-            f"database {config.database}: schema {before} is ahead of this release "
+            f"database {config.target}: schema {before} is ahead of this release "
             f"({SCHEMA_VERSION}); left unchanged"
         )
     if before == after:
-        return f"database {config.database}: schema {after}, up to date"
-    return f"database {config.database}: migrated schema {before} -> {after}"
+        return f"database {config.target}: schema {after}, up to date"
+    return f"database {config.target}: migrated schema {before} -> {after}"
 
 
 def _serve(config: Config) -> int:
     """Migrate, then serve until SIGTERM/SIGINT; both stop cleanly with status 0."""
     import waitress  # only `serve` needs it; keeps the maintenance commands fast
 
-    before, after = migrate(config.database)
+    before, after = migrate(config.target)
     app = create_app(config)
     try:
         server = waitress.create_server(app, host=config.host, port=config.port, threads=SERVE_THREADS)
@@ -125,7 +131,7 @@ def _serve(config: Config) -> int:
     migrated = f", migrated from {before}" if before != after else ""
     log.info(
         "notes %s serving on http://%s:%s (database %s, schema %s%s)",
-        config.version, config.host, config.port, config.database, after, migrated,
+        config.version, config.host, config.port, config.target, after, migrated,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

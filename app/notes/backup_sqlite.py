@@ -1,4 +1,4 @@
-"""Consistent dumps of the live database, their verification, and restore.
+"""SQLite: consistent dumps of the live database, their verification, and restore.
 
 A release pipeline dumps before migrating and restores on a failed upgrade, so
 a dump is only worth something once it is proven restorable.  Hence:
@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .db import connect, user_version
+from .db import SQLITE, Connection, DatabaseError, Target, connect
 from .errors import DatabaseUnavailable, DumpError
-from .store import count_notes, write_marks
+from .store import snapshot
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -52,8 +52,8 @@ def dump(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> P
 
 
 def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Prove dump_path restorable; return {path, size, sha256, schema_version, notes, writes,
-    integrity} (``writes``: the dump's write high-water marks, ``store.write_marks``).
+    """Prove dump_path restorable; return {path, size, sha256, backend, schema_version, notes,
+    tables, writes, migrations, integrity} (``store.snapshot`` of the restored copy).
 
     Raises DumpError naming the file for a missing, truncated, corrupted or
     non-SQLite file, or an SQLite file that is not a notes database.
@@ -70,31 +70,20 @@ def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="notes-verify-") as scratch:
         scratch_db = Path(scratch) / "verify.db"
         _backup_copy(path, scratch_db, source_is_dump=True)
-        conn = connect(scratch_db, "ro")
+        raw = connect(scratch_db, "ro")
         try:
-            _check_integrity(conn, path, full=True)
-            schema_version = user_version(conn)
-            if schema_version < 1:
-                raise DumpError(f"dump {path}: not a notes database (schema version 0)")
-            try:
-                notes = count_notes(conn)
-                writes = write_marks(conn)
-            except sqlite3.Error as exc:
-                raise DumpError(f"dump {path}: not a notes database ({exc})") from None
+            _check_integrity(raw, path, full=True)
+            facts = snapshot(Connection(raw, Target(SQLITE, path=scratch_db)))
         except sqlite3.Error as exc:
             raise DumpError(f"dump {path}: unreadable: {exc}") from None
+        except DatabaseError as exc:
+            raise DumpError(f"dump {path}: not a notes database ({exc})") from None
         finally:
-            conn.close()
-
-    return {
-        "path": str(path.resolve()),
-        "size": size,
-        "sha256": digest,
-        "schema_version": schema_version,
-        "notes": notes,
-        "writes": writes,
-        "integrity": "ok",
-    }
+            raw.close()
+    if facts["schema_version"] < 1:
+        raise DumpError(f"dump {path}: not a notes database (schema version 0)")
+    return {"path": str(path.resolve()), "size": size, "sha256": digest, "backend": SQLITE,
+            **facts, "integrity": "ok"}
 
 
 def restore(

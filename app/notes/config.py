@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .db import Target, parse_database
 from .errors import ConfigError
 from .version import get_version
 
@@ -36,10 +37,18 @@ KNOWN_KEYS = ("database", "host", "port")
 class Config:
     """Everything the app needs to run; immutable once loaded."""
 
-    database: Path = DEFAULT_DATABASE
+    #: A SQLite file, or a server database's URL (``notes.db.parse_database``).
+    database: Path | str = DEFAULT_DATABASE
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     version: str = field(default_factory=get_version)
+    #: A server database's password: from ``NOTES_DATABASE_PASSWORD``, never from a file.
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def target(self) -> Target:
+        """The database this configuration names, with its password."""
+        return parse_database(self.database, self.password)
 
 
 def load_config(
@@ -67,7 +76,8 @@ def load_config(
     if env.get("NOTES_PORT"):
         values["port"] = _parse_port(env["NOTES_PORT"], f"{source_env} NOTES_PORT")
 
-    return Config(version=get_version(env), **values)
+    password = env.get("NOTES_DATABASE_PASSWORD") or None
+    return Config(version=get_version(env), password=password, **values)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -104,10 +114,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def _parse_database(value: object, where: str, relative_to: Path | None) -> Path:
-    """A non-empty path; relative paths in a file are relative to that file's directory."""
+def _parse_database(value: object, where: str, relative_to: Path | None) -> Path | str:
+    """A non-empty path (relative ones in a file are relative to that file's directory),
+    or a database URL (``notes.db.parse_database``), checked here so a bad one stops the start."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected a non-empty path string, got {value!r}")
+    if "://" in value:
+        try:
+            parse_database(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return value
     path = Path(value)
     if not path.is_absolute() and relative_to is not None:
         path = relative_to / path

@@ -18,12 +18,13 @@ from .schema import SCHEMA_VERSION
 
 def health_report(config: Config) -> tuple[dict[str, Any], int]:
     """Return (JSON body, HTTP status) for the current state of the database."""
-    result = probe(config.database)
+    result = probe(config.target)
     database: dict[str, Any] = {
         "reachable": result.reachable,
         "schema_version": result.schema_version,
         "app_schema_version": SCHEMA_VERSION,
-        "path": str(config.database),
+        "path": str(config.target),
+        "backend": config.target.backend,
     }
     if result.error is not None:
         database["error"] = result.error

@@ -12,13 +12,13 @@ since the dump, not only the dump's own row count.
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .db import connect, user_version
+from .db import POSTGRESQL, SQLITE, Connection, Target, as_target, open_database
 from .errors import InvalidNote
+from .schema import applied_migrations, schema_version
 
 MAX_TITLE_LENGTH = 200
 MAX_BODY_LENGTH = 100_000
@@ -44,8 +44,8 @@ _COLUMNS = "id, title, body, created_at"
 COUNTED_TABLES = ("notes",)
 
 
-def _from_row(row: sqlite3.Row) -> Note:
-    return Note(id=row["id"], title=row["title"], body=row["body"], created_at=row["created_at"])
+def _from_row(row: Any) -> Note:
+    return Note(id=int(row[0]), title=row[1], body=row[2], created_at=row[3])
 
 
 def parse_new_note(payload: object) -> tuple[str, str]:
@@ -68,54 +68,89 @@ def parse_new_note(payload: object) -> tuple[str, str]:
     return title.strip(), body
 
 
-def list_notes(conn: sqlite3.Connection) -> list[Note]:
+def list_notes(conn: Connection) -> list[Note]:
     """All notes, oldest first."""
-    return [_from_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM notes ORDER BY id")]
+    return [_from_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM notes ORDER BY id").fetchall()]
 
 
-def get_note(conn: sqlite3.Connection, note_id: int) -> Note | None:
+def get_note(conn: Connection, note_id: int) -> Note | None:
     """The note with this id, or None."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM notes WHERE id = ?", (note_id,)).fetchone()
     return None if row is None else _from_row(row)
 
 
-def create_note(conn: sqlite3.Connection, title: str, body: str) -> Note:
+def create_note(conn: Connection, title: str, body: str) -> Note:
     """Insert a note stamped with the current UTC time and return it as stored."""
     created_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # Connections are in autocommit mode (see notes.db.connect): one INSERT is one transaction.
-    cursor = conn.execute(
-        "INSERT INTO notes (title, body, created_at) VALUES (?, ?, ?)",
-        (title, body, created_at),
-    )
-    return Note(id=int(cursor.lastrowid), title=title, body=body, created_at=created_at)
+    # Connections are in autocommit mode (see notes.db): one INSERT is one transaction.
+    sql = "INSERT INTO notes (title, body, created_at) VALUES (?, ?, ?)"
+    if conn.backend == POSTGRESQL:
+        new_id = conn.execute(sql + " RETURNING id", (title, body, created_at)).fetchone()[0]
+    else:
+        new_id = conn.execute(sql, (title, body, created_at)).lastrowid
+    return Note(id=int(new_id), title=title, body=body, created_at=created_at)
 
 
-def count_notes(conn: sqlite3.Connection) -> int:
+def count_notes(conn: Connection) -> int:
     """Number of stored notes."""
-    return int(conn.execute("SELECT count(*) FROM notes").fetchone()[0])
+    return int(conn.scalar("SELECT count(*) FROM notes"))
 
 
-def write_marks(conn: sqlite3.Connection) -> dict[str, int]:
+def table_counts(conn: Connection) -> dict[str, int]:
+    """Rows per table of the database (what a dump's restore must reproduce)."""
+    return {table: int(conn.scalar(f"SELECT count(*) FROM {conn.quote(table)}"))
+            for table in conn.tables()}
+
+
+def write_marks(conn: Connection) -> dict[str, int]:
     """Per counted table, its write high-water mark: the highest row id ever issued.
 
-    The table is AUTOINCREMENT, so SQLite keeps that id in ``sqlite_sequence``,
-    updates it in the same transaction as the INSERT (a write that rolls
-    back leaves it as it was) and never lowers it (ids are not reused).  The
-    mark of the live database minus the mark of a dump is the number of rows
-    written since the dump was taken.  0 for a table never written to.
+    The number only grows and is kept by the database itself, so the mark of
+    the live database minus the mark of a dump is the number of rows written
+    since the dump was taken (0 for a table never written to):
+
+    * SQLite: the AUTOINCREMENT id in ``sqlite_sequence``, moved in the same
+      transaction as the INSERT and never lowered;
+    * PostgreSQL: the identity column's sequence (``last_value``; a sequence
+      is not transactional, so an INSERT that rolled back counts too: the
+      figure is an upper bound);
+    * MariaDB: InnoDB's next AUTO_INCREMENT value minus one (persistent since
+      10.2.4, kept by mariadb-dump; a rolled back INSERT counts too).
+
+    pg_dump and mariadb-dump carry these values, so a restored dump keeps its mark.
     """
-    seq = {name: int(value) for name, value in conn.execute("SELECT name, seq FROM sqlite_sequence")}
-    return {table: seq.get(table, 0) for table in COUNTED_TABLES}
+    return {table: _mark(conn, table) for table in COUNTED_TABLES}
 
 
-def database_stats(db_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"database", "schema_version", "notes", "writes"}`` of the database, read-only.
+def _mark(conn: Connection, table: str) -> int:
+    if conn.backend == SQLITE:
+        value = conn.scalar("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,))
+        return int(value or 0)
+    if conn.backend == POSTGRESQL:
+        seq = conn.scalar("SELECT pg_get_serial_sequence(?, 'id')", (table,))
+        row = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
+        return int(row[0]) if row[1] else 0
+    value = conn.scalar("SELECT AUTO_INCREMENT FROM information_schema.tables WHERE "
+                        "table_schema = DATABASE() AND table_name = ?", (table,))
+    return max(int(value or 1) - 1, 0)
+
+
+def snapshot(conn: Connection) -> dict[str, Any]:
+    """``{"schema_version", "notes", "tables", "writes", "migrations"}`` of an open database."""
+    return {"schema_version": schema_version(conn), "notes": count_notes(conn),
+            "tables": table_counts(conn), "writes": write_marks(conn),
+            "migrations": applied_migrations(conn)}
+
+
+def database_stats(database: "Target | str | os.PathLike[str]") -> dict[str, Any]:
+    """``{"database", "backend", "schema_version", "notes", "tables", "writes", "migrations"}``
+    of the database, read-only.
 
     What ``notes stats`` prints; a missing database is an error, never created.
     """
-    conn = connect(db_path, "ro")
+    target = as_target(database)
+    conn = open_database(target, "ro")
     try:
-        return {"database": str(db_path), "schema_version": user_version(conn),
-                "notes": count_notes(conn), "writes": write_marks(conn)}
+        return {"database": str(target), "backend": target.backend, **snapshot(conn)}
     finally:
         conn.close()

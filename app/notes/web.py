@@ -1,18 +1,17 @@
 """HTTP routes: health, version and the notes API, all JSON.
 
-One SQLite connection per request (opened lazily, closed at teardown): cheap
-for SQLite, safe across waitress threads, and a restored database file is
-picked up by the next request without restarting the service.
+One connection per request (opened lazily, closed at teardown): cheap for
+SQLite, safe across waitress threads, and a restored database is picked up
+by the next request without restarting the service.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
-from .db import connect
+from .db import Connection, DatabaseError, open_database
 from .errors import DatabaseUnavailable, InvalidNote
 from .health import health_report
 from .schema import SCHEMA_VERSION
@@ -26,10 +25,10 @@ def app_config() -> Config:
     return current_app.extensions["notes"]
 
 
-def get_db() -> sqlite3.Connection:
+def get_db() -> Connection:
     """This request's connection; opened read-write but never created (migrate does that)."""
     if "db" not in g:
-        g.db = connect(app_config().database, "rw")
+        g.db = open_database(app_config().target, "rw")
     return g.db
 
 
@@ -100,5 +99,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _on_http_error)
     app.register_error_handler(InvalidNote, _on_invalid_note)
     app.register_error_handler(DatabaseUnavailable, _on_database_error)
-    app.register_error_handler(sqlite3.Error, _on_database_error)
+    app.register_error_handler(DatabaseError, _on_database_error)
 

@@ -30,6 +30,7 @@ def test_health_ok(client, migrated_db: Path) -> None:
             "schema_version": SCHEMA_VERSION,
             "app_schema_version": SCHEMA_VERSION,
             "path": str(migrated_db),
+            "backend": "sqlite",
         },
     }
     assert response.headers["Cache-Control"] == "no-store"

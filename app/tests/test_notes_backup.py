@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from notes.backup import dump, restore, verify_dump
+from notes.backup import restore, verify_dump
+from notes.backup_sqlite import dump
+from notes.backup_sqlite import restore as restore_sqlite
 from notes.errors import DumpError
 from notes.schema import SCHEMA_VERSION
 
@@ -43,9 +45,12 @@ def test_dump_verify_round_trip(dumped: Path) -> None:
         "path": str(dumped.resolve()),
         "size": dumped.stat().st_size,
         "sha256": hashlib.sha256(dumped.read_bytes()).hexdigest(),
+        "backend": "sqlite",
         "schema_version": SCHEMA_VERSION,
         "notes": 3,
+        "tables": {"notes": 3, "schema_migrations": SCHEMA_VERSION},
         "writes": {"notes": 3},
+        "migrations": [{"version": 1, "kind": "additive"}],
         "integrity": "ok",
     }
     assert titles(dumped) == ["one", "two", "three"]
@@ -203,7 +208,7 @@ def test_restore_refuses_while_the_database_is_in_use(dumped: Path, migrated_db:
     writer.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(DumpError, match="in use"):
-            restore(dumped, migrated_db, lock_timeout=0.1)
+            restore_sqlite(dumped, migrated_db, lock_timeout=0.1)
     finally:
         writer.execute("ROLLBACK")
         writer.close()

@@ -75,8 +75,8 @@ def test_dump_verify_restore(capsys, env_db: Path, tmp_path: Path) -> None:
     code, out, _ = run(capsys, "dump", str(out_file))
     assert code == 0
     dumped = json.loads(out)
-    assert set(dumped) == {"path", "size", "sha256", "schema_version", "notes", "writes",
-                           "integrity"}
+    assert set(dumped) == {"path", "size", "sha256", "backend", "schema_version", "notes",
+                           "tables", "writes", "migrations", "integrity"}
     assert (dumped["notes"], dumped["integrity"], dumped["path"]) == (1, "ok", str(out_file))
     assert dumped["writes"] == {"notes": 1}
 
@@ -102,8 +102,10 @@ def test_stats(capsys, env_db: Path) -> None:
                          [("a",), ("b",)])
     conn.close()
     code, out, _ = run(capsys, "stats")
-    assert code == 0 and json.loads(out) == {"database": str(env_db), "schema_version": SCHEMA_VERSION,
-                                            "notes": 2, "writes": {"notes": 2}}
+    assert code == 0 and json.loads(out) == {
+        "database": str(env_db), "backend": "sqlite", "schema_version": SCHEMA_VERSION,
+        "notes": 2, "tables": {"notes": 2, "schema_migrations": 1}, "writes": {"notes": 2},
+        "migrations": [{"version": 1, "kind": "additive"}]}
 
 
 def test_config_flag_and_config_error(capsys, tmp_path: Path) -> None:

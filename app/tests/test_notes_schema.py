@@ -38,14 +38,14 @@ def test_migrate_is_idempotent(migrated_db: Path) -> None:
 
 
 def test_appending_a_migration_upgrades_an_existing_database(migrated_db: Path) -> None:
-    v2 = [*MIGRATIONS, (2, "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';")]
+    v2 = [*MIGRATIONS, (2, "additive", "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';")]
     assert migrate(migrated_db, v2) == (1, 2)
     assert "tags" in columns(migrated_db)
     assert read_schema_version(migrated_db) == 2
 
 
 def test_never_migrates_down(migrated_db: Path) -> None:
-    v2 = [*MIGRATIONS, (2, "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';")]
+    v2 = [*MIGRATIONS, (2, "additive", "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';")]
     migrate(migrated_db, v2)
     assert migrate(migrated_db) == (2, 2)  # the v1 code leaves a v2 database alone
     assert read_schema_version(migrated_db) == 2
@@ -55,8 +55,8 @@ def test_never_migrates_down(migrated_db: Path) -> None:
 def test_failed_migration_rolls_back_everything(migrated_db: Path) -> None:
     broken = [
         *MIGRATIONS,
-        (2, "ALTER TABLE notes ADD COLUMN tags TEXT;"),
-        (3, "CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);"),
+        (2, "additive", "ALTER TABLE notes ADD COLUMN tags TEXT;"),
+        (3, "additive", "CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);"),
     ]
     with pytest.raises(MigrationError, match="migration 3 failed.*left at schema 1"):
         migrate(migrated_db, broken)
@@ -105,7 +105,7 @@ def test_migrations_literal_can_be_extended_by_a_text_edit(tmp_path: Path) -> No
     source = (Path(__file__).resolve().parent.parent / "notes" / "schema.py").read_text()
     assert "\nMIGRATIONS = [\n" in source
     end = source.index("\n]\n", source.index("\nMIGRATIONS = [\n"))
-    edited = source[:end] + '\n    (2, """ALTER TABLE notes ADD COLUMN tags TEXT;"""),' + source[end:]
+    edited = source[:end] + '\n    (2, "additive", """ALTER TABLE notes ADD COLUMN tags TEXT;"""),' + source[end:]
     namespace: dict[str, object] = {"__name__": "notes.schema_v2", "__package__": "notes"}
     exec(compile(edited, "schema_v2.py", "exec"), namespace)
     assert namespace["SCHEMA_VERSION"] == 2

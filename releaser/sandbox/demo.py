@@ -60,7 +60,7 @@ def second_release(source: Path) -> None:
     text = schema.read_text()
     marker = "\n]"
     at = text.rindex(marker)
-    text = (text[:at] + '\n    (2, """ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT \'\';"""),'
+    text = (text[:at] + '\n    (2, "additive", """ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT \'\';"""),'
             + text[at:])
     schema.write_text(text)
     _git(source, "commit", "-q", "-am", "notes 1.1.0: tags column")
