@@ -170,7 +170,8 @@ def _log_tail(logfile: Path) -> str:
 
 
 def start_server(directory: Path, host: str = "127.0.0.1", port: int = 0, *,
-                 pidfile: Path, logfile: Path, timeout: float = START_TIMEOUT) -> ServerInfo:
+                 pidfile: Path, logfile: Path, timeout: float = START_TIMEOUT,
+                 git_root: Path | None = None) -> ServerInfo:
     """Start a detached server for ``directory`` and return once it listens.
 
     The server runs in its own session (a Ctrl-C in the starting terminal does
@@ -194,6 +195,8 @@ def start_server(directory: Path, host: str = "127.0.0.1", port: int = 0, *,
 
     argv = [sys.executable, "-m", MODULE, "--directory", str(directory), "--bind", host,
             "--port", str(int(port)), "--pidfile", str(pidfile)]
+    if git_root is not None:  # the overlays by git's smart HTTP at GIT_PREFIX
+        argv += ["--git-root", str(Path(git_root).absolute())]
     with open(logfile, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True, cwd="/")
@@ -328,6 +331,77 @@ class DistfilesHandler(SimpleHTTPRequestHandler):
         sys.stderr.write(f"{self.log_date_time_string()} {self.address_string()} {format % args}\n")
 
 
+#: Where the overlays are served by git's smart HTTP (``git http-backend``), read-only.
+GIT_PREFIX = "/git/"
+
+
+class GitAndDistfilesHandler(DistfilesHandler):
+    """Distfiles as above, and under ``GIT_PREFIX`` the central repository's bare overlay
+    repositories, fetched by git's smart HTTP protocol through ``git http-backend``.
+
+    What a central host with a web server does for nodes that sync over HTTP(S):
+    git's own CGI program answers, and only fetches (``git-upload-pack``):
+    http-backend refuses pushes from an unauthenticated client.
+    """
+
+    git_root: str = ""
+
+    def do_GET(self):  # noqa: N802 - stdlib hook
+        if self.path.startswith(GIT_PREFIX):
+            return self._git(b"")
+        return super().do_GET()
+
+    def do_POST(self):  # noqa: N802 - stdlib hook
+        if not self.path.startswith(GIT_PREFIX):
+            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+            return
+        return self._git(self._body())
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _git(self, body: bytes) -> None:
+        path, _, query = self.path[len(GIT_PREFIX) - 1:].partition("?")
+        if any(part.startswith(".") for part in unquote(path).split("/")):
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        env = {"PATH": os.environ.get("PATH", os.defpath), "GIT_PROJECT_ROOT": self.git_root,
+               "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": unquote(path), "QUERY_STRING": query,
+               "REQUEST_METHOD": self.command, "REMOTE_ADDR": self.client_address[0],
+               "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+               "CONTENT_LENGTH": str(len(body))}
+        for header, var in (("Git-Protocol", "GIT_PROTOCOL"),
+                            ("Content-Encoding", "HTTP_CONTENT_ENCODING")):
+            if self.headers.get(header):
+                env[var] = self.headers[header]
+        done = subprocess.run(["git", "http-backend"], input=body, capture_output=True,
+                              env=env, timeout=300)
+        head, _, payload = done.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = done.stdout.partition(b"\n\n")
+        headers = [line.split(b":", 1) for line in head.splitlines() if b":" in line]
+        status = next((int(v.split()[0]) for k, v in headers if k.lower() == b"status"), 200)
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() != b"status":
+                self.send_header(key.decode(), value.strip().decode())
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        if done.returncode != 0:
+            sys.stderr.write(f"git http-backend exited {done.returncode}: "
+                             f"{last_line(done.stderr.decode(errors='replace'))}\n")
+
+
 def _is_hidden(url_path: str) -> bool:
     """True if any component of the request's path starts with ``.``.
 
@@ -338,8 +412,13 @@ def _is_hidden(url_path: str) -> bool:
     return any(part.startswith(".") for part in path.split("/"))
 
 
-def _serve(directory: Path, host: str, port: int, pidfile: Path) -> int:
-    handler = partial(DistfilesHandler, directory=str(directory))
+def _serve(directory: Path, host: str, port: int, pidfile: Path,
+           git_root: Path | None = None) -> int:
+    if git_root is None:
+        handler = partial(DistfilesHandler, directory=str(directory))
+    else:
+        handler = partial(type("Handler", (GitAndDistfilesHandler,), {"git_root": str(git_root)}),
+                          directory=str(directory))
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
@@ -376,8 +455,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--pidfile", required=True, type=Path)
+    parser.add_argument("--git-root", type=Path, default=None,
+                        help="also serve the bare repositories under this folder by git's "
+                             "smart HTTP at /git/")
     args = parser.parse_args(argv)
-    return _serve(args.directory.absolute(), args.bind, args.port, args.pidfile.absolute())
+    return _serve(args.directory.absolute(), args.bind, args.port, args.pidfile.absolute(),
+                  args.git_root.absolute() if args.git_root else None)
 
 
 __all__ = [
