@@ -42,7 +42,8 @@ from releaser.build import versions as versioning
 from releaser.central import ledger as ledger_mod
 from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig, NodeConfig
-from releaser.errors import HookError, HostKeyError, NodeError, ReleaserError
+from releaser.errors import (HookError, HostKeyError, NodeError, OverlayTrustError,
+                             ReleaserError)
 from releaser.central.ledger import Ledger
 from releaser.deploy.hooks import PRE_NODE, POST_NODE, NodeHooks
 from releaser.deploy.reinstall import reinstall_version
@@ -150,6 +151,14 @@ class NodeRollout:
             # Not a network blip: the host may not be who it claims.  Nothing ran there.
             out.status = REFUSED
             out.detail = f"refused: {exc}"
+        except OverlayTrustError as exc:
+            # The node would not take what the central overlay offers (releaser.trust):
+            # its overlay and what it runs are as they were.
+            out.status = REFUSED
+            out.detail = f"overlay refused ({exc.kind}): {exc.reason}"
+            out.after = _installed_or_none(node, self.release.cp)
+            self.ledger.event("overlay_refused", node=out.node, attack=exc.kind,
+                              reason=exc.reason)
         except ReleaserError as exc:
             out.status = FAILED
             out.detail = f"{out.phase} failed: {exc}"

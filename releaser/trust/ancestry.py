@@ -64,16 +64,13 @@ def verified_sync(runner: Runner, root: str, repo: str, *, max_age_days: int | N
         portage_commands.sync(runner, repo)
     except PortageError as exc:
         refusal = refusal_of(exc)
-        if refusal is None:
-            raise
-        raise OverlayTrustError(host, *refusal) from None
+        if refusal is not None:
+            raise OverlayTrustError(host, *refusal) from None
+        # Portage cannot merge a rewritten history either ("git merge error"): say why.
+        _check_descends(git, host, base, git.rev("@{upstream}"))
+        raise
     head, offered = git.rev("HEAD"), git.rev("@{upstream}")
-    if base is not None and offered is not None and not git.is_ancestor(base, offered):
-        kind = "rollback" if git.is_ancestor(offered, base) else "diverged"
-        git.restore(base)
-        what = ("is older than" if kind == "rollback" else "does not descend from")
-        raise OverlayTrustError(host, kind, f"the central overlay's head {offered[:12]} {what} "
-                                            f"{base[:12]}, which this node last synced")
+    _check_descends(git, host, base, offered)
     if max_age_days is not None and offered is not None:
         stamp = git.timestamp(offered)
         limit = (now or datetime.now(timezone.utc)) - timedelta(days=max_age_days)
@@ -90,6 +87,17 @@ def verified_sync(runner: Runner, root: str, repo: str, *, max_age_days: int | N
                                                   f"not the synced head {str(offered)[:12]}")
     git.record(head)
     return head
+
+
+def _check_descends(git: "_Git", host: str, base: str | None, offered: str | None) -> None:
+    """Refuse (and put the overlay back on ``base``) a head ``offered`` not descending from it."""
+    if base is None or offered is None or git.is_ancestor(base, offered):
+        return
+    kind = "rollback" if git.is_ancestor(offered, base) else "diverged"
+    git.restore(base)
+    what = "is older than" if kind == "rollback" else "does not descend from"
+    raise OverlayTrustError(host, kind, f"the central overlay's head {offered[:12]} {what} "
+                                        f"{base[:12]}, which this node last synced")
 
 
 def refusal_of(exc: PortageError) -> tuple[str, str] | None:
