@@ -59,6 +59,7 @@ from releaser.hosts import portage_commands
 from releaser.hosts.portage_config import (ETC_PORTAGE, REPOS_DIR, ReleaserMakeConf, RepoSpec,
                                            render_releaser_make_conf, render_repo_file)
 from releaser.hosts.transfer import place_file
+from releaser.trust.keys import NODE_KEYS_DIR
 from releaser.hosts.host_probe import (Account, Facts, Host, HostSetup, account_ids, group_id,
                                        probe)
 
@@ -71,9 +72,6 @@ LOCAL_PART = "00-local.conf"
 APP_DIR_MODE = 0o750
 #: The login shell of the app's user: none (acct-user's default).
 NOLOGIN = "/sbin/nologin"
-#: Where a host keeps the public release keys its overlay is verified with:
-#: ``ENV.asc`` holds only that environment's keys (Portage trusts every key it is given).
-KEYS_DIR = "/etc/portage/releaser/keys"
 #: Seconds the overlay's first clone may take.
 SYNC_TIMEOUT = 600.0
 
@@ -335,7 +333,7 @@ def steps_for(host: Host, setup: HostSetup) -> list[Step]:
     repo_file = f"{repos_dir}/{setup.repo}.conf"
     make_file = f"{make_dir}/{RELEASER_MAKE_CONF}"
     location = f"{REPOS_DIR}/{setup.repo}"
-    key_file = f"{KEYS_DIR}/{setup.env}.asc"
+    key_file = f"{NODE_KEYS_DIR}/{setup.env}.asc"
     repo = RepoSpec(setup.repo, location=Path(host.path(location)), sync_type="git",
                     sync_uri=setup.sync_uri,
                     openpgp_key=host.path(key_file) if setup.release_keys else None)

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.portage_config import portage_env
 from releaser.config import Config, NodeConfig
-from releaser.config.trust import TrustConfig
 from releaser.errors import NodeError
 from releaser.hosts.health import FROM_OPERATOR, OPERATOR, HealthResult, NodeTransport, check_health
 from releaser.hosts.runner import LocalRunner, Runner
 from releaser.hosts.services import OpenRC, ServiceProcess
-from releaser.trust.ancestry import verified_sync
+from releaser.trust.ancestry import OverlayTrust, verified_sync
 
 
 @dataclass
@@ -27,7 +26,7 @@ class Node:
     config: NodeConfig
     runner: Runner
     root: str
-    trust: TrustConfig | None = None  # [trust]: the ancestry and age checks after every sync
+    trust: OverlayTrust | None = None  # [trust]: keys delivered, ancestry and age checked
 
     @property
     def name(self) -> str:
@@ -40,7 +39,7 @@ class Node:
         """Sync ``repo``; with ``[trust]`` also refuse a head older than or diverged from the
         last one this node synced (``OverlayTrustError``, the overlay left as it was)."""
         if self.trust is not None:
-            verified_sync(self.runner, self.root, repo, max_age_days=self.trust.max_age_days)
+            verified_sync(self.runner, self.root, repo, trust=self.trust)
         else:
             portage_tools.sync(self.runner, repo)
 
@@ -99,10 +98,10 @@ def connect(config: Config, node: NodeConfig) -> Node:
     """The Node for ``node``: local sandbox root, or an SSH host with pinned keys."""
     if node.is_local:
         return Node(node, LocalRunner(host=node.name, env=portage_env(node.root)),
-                    str(node.root), trust=getattr(config, "trust", None))
+                    str(node.root), trust=OverlayTrust.of(config, node.name, str(node.root)))
     from releaser.hosts.ssh import HostSpec, SSHRunner
 
     spec = HostSpec.configured(config.ssh, address=node.address, port=node.port,
                                name=node.name, where=str(config.path))
-    return Node(node, SSHRunner(spec), str(node.root or "/"),
-                trust=getattr(config, "trust", None))
+    root = str(node.root or "/")
+    return Node(node, SSHRunner(spec), root, trust=OverlayTrust.of(config, node.name, root))

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import posixpath
 import re
+import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from releaser.central.overlay import parse_timestamp
 from releaser.errors import OverlayTrustError, PortageError, UsageError
 from releaser.hosts import portage_commands
 from releaser.hosts.portage_config import REPOS_DIR
 from releaser.hosts.runner import Runner
+from releaser.hosts.transfer import place_file
+from releaser.trust.keys import NODE_KEYS_DIR, Keyring
 
 #: The ref of a node's overlay clone naming the commit the node last synced and accepted.
 SYNCED_REF = "refs/releaser/synced"
@@ -44,8 +49,45 @@ def overlay_location(root: str, repo: str) -> str:
     return posixpath.join(root, REPOS_DIR.lstrip("/"), portage_commands.validate_repo(repo))
 
 
+@dataclass(frozen=True)
+class OverlayTrust:
+    """What one node verifies its overlay with: the environment's public release keys
+    (written to ``key_path``, as the runner reaches it, before every sync) and the
+    freeze limit."""
+
+    key_path: str
+    keys: str
+    max_age_days: int
+
+    @classmethod
+    def of(cls, config, node: str, root: str) -> "OverlayTrust | None":
+        """The trust of node ``node`` (ROOT ``root``); None when ``config`` has no ``[trust]``."""
+        if getattr(config, "trust", None) is None:
+            return None
+        env = next(e.name for e in config.environments.values()
+                   if any(n.name == node for n in e.nodes))
+        path = posixpath.join(root, NODE_KEYS_DIR.lstrip("/"), f"{env}.asc")
+        return cls(path, Keyring(config.trust.gnupghome).export(env), config.trust.max_age_days)
+
+    def deliver(self, runner: Runner) -> bool:
+        """Make the node's key file hold exactly these keys (True if it changed).
+
+        Delivered before every sync from the operator's keyring, never from the
+        central repository: after ``keys rotate`` the next promote gives nodes
+        both keys, after ``keys retire`` only the new one.
+        """
+        current = runner.run(["cat", "--", self.key_path], check=False)
+        if current.returncode == 0 and current.stdout == self.keys:
+            return False
+        with tempfile.TemporaryDirectory(prefix="releaser-keys-") as tmp:
+            local = Path(tmp) / "keys.asc"
+            local.write_text(self.keys, encoding="utf-8")
+            place_file(runner, local, self.key_path, mode="0644")
+        return True
+
+
 def verified_sync(runner: Runner, root: str, repo: str, *, max_age_days: int | None = None,
-                  now: datetime | None = None) -> str:
+                  now: datetime | None = None, trust: OverlayTrust | None = None) -> str:
     """Sync ``repo`` with Portage, then refuse a head that does not descend from the last
     one, or whose ``metadata/timestamp.chk`` is older than ``max_age_days`` (a frozen overlay).
 
@@ -58,6 +100,9 @@ def verified_sync(runner: Runner, root: str, repo: str, *, max_age_days: int | N
     failure of the sync.
     """
     host = getattr(runner, "host", "?")
+    if trust is not None:
+        trust.deliver(runner)
+        max_age_days = trust.max_age_days
     git = _Git(runner, overlay_location(root, repo))
     base = git.rev(SYNCED_REF) or git.rev("HEAD")
     try:

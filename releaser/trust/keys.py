@@ -30,6 +30,9 @@ from releaser.config import validate
 from releaser.errors import KeyringError, UsageError
 
 STATE_FILE = "releaser-keys.json"
+#: Where a host keeps the public release keys its overlay is verified with:
+#: ``ENV.asc`` holds only that environment's keys (Portage trusts every key it is given).
+NODE_KEYS_DIR = "/etc/portage/releaser/keys"
 ACTIVE, VERIFY, RETIRED = "active", "verify", "retired"
 
 
