@@ -189,6 +189,18 @@ def test_refusal_during_promote_keeps_the_node_and_is_recorded(fleet, good, v101
     assert '"overlay_refused"' in history and '"diverged"' in history
 
 
+def test_releaser_never_signs_on_top_of_an_unsigned_head(fleet, good, v101, tmp_path, capsys):
+    """Portage checks only the top commit: a publish signing on top of someone else's
+    unsigned commit would vouch for it.  Promote refuses before touching any node."""
+    planted = push(fleet, tmp_path)
+    capsys.readouterr()
+    assert main(["-c", str(fleet.config_path), "promote", "staging", "--ref", v101]) == 1
+    err = capsys.readouterr().err
+    assert f"has a head ({planted[:12]}) not signed by its release key (no signature)" in err
+    assert git(fleet_bare(fleet), "rev-parse", "main") == planted  # nothing pushed on top
+    assert installed(fleet) == "1.0.0" and overlay_head(fleet) == good
+
+
 def test_tampered_distfile_refused_by_the_manifest(fleet, good, v101, tmp_path):
     """A distfile changed on the central repository after publishing: Portage's Manifest
     check on the node refuses it, and the node keeps 1.0.0."""
