@@ -29,15 +29,24 @@ Database (``[app] database_env``, ``database.path``, *configured*)
     the app reads its database path from one environment variable
     (``NAME_DATABASE`` by default); one path serves every environment, since
     the ebuild carries it (``/var/lib/NAME/NAME.db`` by default).  Dumps go to
-    ``backups/`` beside the database (the ebuild keeps that folder).
+    ``backups/`` beside the database (the ebuild keeps that folder).  A server
+    database (PostgreSQL, MariaDB) is given as its URL in the same variable,
+    its password in ``NAME_DATABASE_PASSWORD``; its dumps go to
+    ``/var/lib/NAME/backups``.
 Maintenance commands
     ``dump OUT`` writes a consistent backup of the live database;
-    ``verify-dump FILE`` proves a dump restorable and needs no database;
+    ``verify-dump FILE`` proves a dump restorable by restoring it into a
+    scratch database (a SQLite dump needs no database; a server dump is
+    restored on the configured database's server) and reports its schema
+    version and rows per table (``tables``), which must match the dump's;
     ``restore FILE`` verifies, then replaces the database (service stopped).
     Each exits 0 and prints one JSON object on stdout with ``REPORT_FIELDS``
     (``integrity`` ``"ok"``; ``restore`` adds ``database``), or exits
     non-zero with its reason as the last line on stderr.  ``stats`` prints
-    the live database's ``schema_version`` and ``writes`` (read-only).  The ebuild's
+    the live database's ``schema_version``, ``writes``, ``tables`` and
+    ``migrations`` (``[{"version", "kind"}]``, kind ``additive`` or
+    ``breaking``: what the rollback plan reads, ``releaser.backup.compat``)
+    (read-only).  The ebuild's
     ``pkg_preinst`` runs the new version's ``dump`` before it replaces files.
 Write high-water marks (optional)
     ``writes`` in those reports: per table, a number that only grows, moved
@@ -144,6 +153,11 @@ class AppContract:
             check_health_path(self.health_path)
         except ValueError as exc:
             raise UsageError(f"app {self.name}: {exc}") from None
+
+    @property
+    def password_env(self) -> str:
+        """The variable the app reads a server database's password from (``NAME_DATABASE_PASSWORD``)."""
+        return f"{self.database_env}_PASSWORD"
 
     @property
     def module(self) -> str:

@@ -367,7 +367,7 @@ def test_list_backups_shows_what_is_kept(world):
     assert table[1].split()[:3] == ["binpkg", NODE, "1.0.1"]
     assert table[1].endswith("www-apps/notes-1.0.1")
     last = world.dumps[-1]
-    assert table[2].split()[:6] == ["dump", NODE, "1.0.1", "12.0K", last.created,
+    assert table[2].split()[:6] == ["dump", NODE, "1.0.1", "16.0K", last.created,
                                     last.central_path]
     assert table[2].endswith(f"schema {last.schema_version}, {last.notes} notes")
     assert backup.format_backups([]) == "no backups"

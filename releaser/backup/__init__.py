@@ -35,8 +35,9 @@ from releaser.backup.binpkg import index_path as binpkg_index_path
 from releaser.backup.binpkg import node_binpkg_paths
 from releaser.backup.common import BinpkgBackup, DumpBackup
 from releaser.errors import BackupError
-from releaser.backup.dump import (app_command, database_writes, dump_database, latest_dump,
-                                  list_dumps, restore_database, verify_dump_on_node)
+from releaser.backup.dump import (app_command, database_stats, database_writes, dump_database,
+                                  dump_dir, latest_dump, list_dumps, restore_database,
+                                  verify_dump_on_node)
 from releaser.backup.dump import index_path as dump_index_path
 from releaser.backup.retention import apply_retention, format_backups, list_backups
 
@@ -49,8 +50,10 @@ __all__ = [
     "backup_package",
     "binpkg_index_path",
     "central_path",
+    "database_stats",
     "database_writes",
     "dump_database",
+    "dump_dir",
     "dump_index_path",
     "ensure_binpkg_on_node",
     "find_binpkg",

@@ -12,6 +12,7 @@ could later trust.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import subprocess
@@ -89,7 +90,9 @@ class DumpBackup:
     ``notes`` and ``writes`` (the write high-water marks, None if the app
     gave none: ``releaser.appcontract``) are what the app's ``verify-dump``
     reported; ``app`` is the app whose commands made it (and can verify and
-    restore it).
+    restore it).  ``backend`` and ``tables`` (rows per table of the scratch
+    restore) too; ``database``: a server database's URL (a server dump is
+    verified by a restore on that server), "" for a SQLite file.
     """
 
     node: str
@@ -103,6 +106,9 @@ class DumpBackup:
     created: str
     app: str = ""
     writes: dict[str, int] | None = None
+    backend: str = "sqlite"
+    tables: dict[str, int] | None = None
+    database: str = ""
 
     @property
     def name(self) -> str:
@@ -145,6 +151,19 @@ def on_node(root: str, path: str) -> str:
     if not path.startswith("/") or "\0" in path or "\n" in path or ".." in path.split("/"):
         raise UsageError(f"not an absolute path without '..': {path!r}")
     return posixpath.normpath(posixpath.join(root, path.lstrip("/")))
+
+
+def is_url(database: str) -> bool:
+    """True for a server database's URL, False for a SQLite file's path."""
+    return "://" in database
+
+
+def database_password(database) -> str | None:
+    """The password of a server database (a ``DatabaseConfig``) from releaser's own
+    environment (its ``password_env``); None for SQLite or when unset."""
+    if not database.is_server or not database.password_env:
+        return None
+    return os.environ.get(database.password_env) or None
 
 
 def reason(exc: BaseException) -> str:

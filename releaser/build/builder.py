@@ -157,15 +157,19 @@ def _reusable(out: Path, pv: str, source: gitsource.SourceCommit, ebuild_text: s
 
 
 def _database_for(config: Config) -> DatabaseConfig:
-    """The database settings baked into the ebuild: the same in every environment."""
-    paths = {env.database.path for env in config.environments.values()}
+    """The database settings baked into the ebuild: the same in every environment.
+
+    Only a SQLite file is baked in (pkg_preinst dumps it); a server database
+    is each environment's own URL, given to the app at run time.
+    """
+    files = [env.database for env in config.environments.values() if not env.database.is_server]
+    paths = {db.path for db in files}
     if len(paths) > 1:
         from releaser.errors import ConfigError
 
         raise ConfigError(f"{config.path}: environments use different database paths "
                           f"{sorted(paths)}; one ebuild serves them all")
-    return next(iter(config.environments.values())).database if config.environments \
-        else DatabaseConfig(path=config.app.contract.default_database_path)
+    return files[0] if files else DatabaseConfig(path=config.app.contract.default_database_path)
 
 
 def _package_files(scratch: Path, category: str, name: str, version: str, ebuild_text: str,

@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from releaser.appcontract import DEFAULT_HEALTH_PATH, AppContract, default_database_env
 from releaser.config import validate
+from releaser.config.exceptions import SecurityException, parse_exceptions
 from releaser.config.trust import TrustConfig, parse_trust
 from releaser.errors import ConfigError
 
@@ -125,10 +126,35 @@ class HostsConfig:
     pkgdir: str = "/var/cache/binpkgs"
 
 
+#: The databases the app runs on (``[environments.NAME.database] backend``).
+DATABASE_BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
+    """``[environments.NAME.database]``: where the app's database is.
+
+    ``path`` is what the app is given in its database variable: the SQLite
+    file (``path``), or the server database's URL (``url``,
+    ``postgresql://USER@HOST:PORT/NAME`` or ``mariadb://...``, never with a
+    password).  A server database's password is read from releaser's own
+    environment variable ``password_env`` (default ``NAME_DATABASE_PASSWORD``)
+    and handed to the app's maintenance commands in theirs.  ``dump_dir``:
+    where the nodes keep dumps.  ``refresh_hook``: the masking command
+    ``releaser db refresh`` runs on a restored copy before it goes live
+    (``releaser.db.refresh``).
+    """
+
     backend: str = "sqlite"
     path: str = "/var/lib/notes/notes.db"
+    password_env: str = ""
+    dump_dir: str = "/var/lib/notes/backups"
+    refresh_hook: tuple[str, ...] = ()
+    hook_timeout: float = 600.0
+
+    @property
+    def is_server(self) -> bool:
+        return self.backend != "sqlite"
 
 
 @dataclass(frozen=True)
@@ -218,6 +244,11 @@ class Config:
     build_out: Path
     hosts: HostsConfig = field(default_factory=HostsConfig)
     trust: TrustConfig | None = None  # None: overlays unsigned, nodes verify nothing
+    exceptions: tuple[SecurityException, ...] = ()  # [[exceptions]], none expired
+
+    def exception_for(self, setting: str, env: str) -> SecurityException | None:
+        """The documented exception that lowers ``setting`` in ``env``, or None."""
+        return next((e for e in self.exceptions if e.covers(setting, env)), None)
 
     def environment(self, name: str) -> EnvironmentConfig:
         from releaser.errors import UsageError
@@ -326,7 +357,8 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     """Validate every value once, here: nothing later runs with a value not checked."""
     base = file.parent.resolve()
     top = _Reader(file, raw, "")
-    top.unknown({"app", "central", "ssh", "environments", "build", "hosts", "trust"})
+    top.unknown({"app", "central", "ssh", "environments", "build", "hosts", "trust",
+                 "exceptions"})
     app = _parse_app(top.table_of("app"), base)
     central = _parse_central(top.table_of("central"), base) if "central" in raw else None
     ssh = _parse_ssh(top.table_of("ssh"), base)
@@ -348,13 +380,16 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     _check_unique_nodes(file, environments)
     _check_ssh_keys(file, central, ssh, environments)
     _check_sync_uri(file, central, environments)
+    exceptions = parse_exceptions(top, environments)
     trust = None
     if "trust" in raw:
         local_central = central.path if central and central.address is None else None
+        unsigned = {env for e in exceptions if e.setting == "unsigned-overlay"
+                    for env in e.environments}
         trust = parse_trust(top.table_of("trust"), base, local_central,
-                            app.source / app.subdir)
+                            app.source / app.subdir, unsigned)
     return Config(file, app, central, ssh, environments, build_out,
-                  _parse_hosts(top.table_of("hosts")), trust)
+                  _parse_hosts(top.table_of("hosts")), trust, exceptions)
 
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:
@@ -437,11 +472,7 @@ def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> Env
                "allow_dirty", "health_check"})
     contract = app.contract
     health_check = r.get("health_check", str, app.health_check, check=validate.health_check)
-    db = r.table_of("database")
-    db.unknown({"backend", "path"})
-    backend = db.get("backend", str, "sqlite")
-    if backend != "sqlite":
-        raise db.fail("backend", f"{backend!r} is not supported yet (supported: sqlite)")
+    database = _parse_database(r.table_of("database"), contract)
     nodes_raw = r.get("nodes", list, [])
     nodes = tuple(_parse_node(r.file, f"environments.{name}.nodes[{i}]", n, base, contract,
                               health_check) for i, n in enumerate(nodes_raw))
@@ -449,8 +480,7 @@ def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> Env
         name=name,
         overlay=r.get("overlay", str, default_overlay(name), check=validate.repo_name),
         nodes=nodes,
-        database=DatabaseConfig(backend=backend, path=db.get(
-            "path", str, contract.default_database_path, check=validate.absolute_path)),
+        database=database,
         policy=_parse_policy(r.table_of("policy")),
         hooks=_parse_hooks(r.table_of("hooks")),
         notify=_parse_notify(r.table_of("notify")),
@@ -492,6 +522,33 @@ def _parse_policy(pol: _Reader) -> PolicyConfig:
     if policy.concurrency < 1:
         raise pol.fail("concurrency", "must be at least 1")
     return policy
+
+
+def _parse_database(db: _Reader, contract: AppContract) -> DatabaseConfig:
+    """``backend`` with its ``path`` (sqlite) or ``url`` and ``password_env`` (servers)."""
+    db.unknown({"backend", "path", "url", "password_env", "refresh_hook", "hook_timeout"})
+    backend = db.get("backend", str, "sqlite")
+    if backend not in DATABASE_BACKENDS:
+        raise db.fail("backend", f"{backend!r} is not one of {', '.join(DATABASE_BACKENDS)}")
+    home = contract.default_database_path
+    common = dict(
+        backend=backend,
+        refresh_hook=tuple(db.get("refresh_hook", list, [], check=validate.command)),
+        hook_timeout=db.get("hook_timeout", float, DatabaseConfig.hook_timeout,
+                            check=validate.positive))
+    if backend == "sqlite":
+        for key in ("url", "password_env"):
+            if key in db.table:
+                raise db.fail(key, "is for a server database (backend postgresql or mariadb)")
+        path = db.get("path", str, home, check=validate.absolute_path)
+        return DatabaseConfig(path=path, dump_dir=contract.dump_dir(path), **common)
+    if "path" in db.table:
+        raise db.fail("path", f"a {backend} database is named by url, not path")
+    url = db.get("url", str, required=True, check=lambda v: validate.database_url(v, backend))
+    password_env = db.get("password_env", str, f"{contract.database_env}_PASSWORD",
+                          check=validate.database_env)
+    return DatabaseConfig(path=url, password_env=password_env,
+                          dump_dir=contract.dump_dir(home), **common)
 
 
 def _parse_hooks(h: _Reader) -> HooksConfig:

@@ -312,6 +312,32 @@ def database_env(value: str) -> str:
         raise Invalid(str(exc)) from None
 
 
+#: A database or user name in a database URL: it reaches commands and SQL identifiers.
+_DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_DB_SCHEMES = {"postgresql": ("postgresql", "postgres"), "mariadb": ("mariadb", "mysql")}
+
+
+def database_url(value: str, backend: str) -> str:
+    """A server database's URL ``SCHEME://USER@HOST[:PORT]/NAME`` of ``backend``: no
+    password (that comes from the environment), no query, plain names."""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise Invalid(f"{value!r} has an invalid port") from None
+    if parts.scheme not in _DB_SCHEMES.get(backend, ()):
+        raise Invalid(f"{value!r} is not a {backend} URL ({backend}://USER@HOST[:PORT]/NAME)")
+    if parts.password is not None:
+        raise Invalid("the URL must not hold a password: set password_env's variable instead")
+    name = parts.path[1:]
+    if parts.query or parts.fragment or not parts.hostname or port == 0 \
+            or not _DB_NAME.fullmatch(parts.username or "") or not _DB_NAME.fullmatch(name):
+        raise Invalid(f"{value!r} is not {backend}://USER@HOST[:PORT]/NAME (user and database "
+                      "names of letters, digits and '_')")
+    host(parts.hostname)
+    return value
+
+
 def health_path(value: str) -> str:
     """The URL path of the app's health endpoint (``/health``)."""
     try:

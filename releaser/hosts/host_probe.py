@@ -89,8 +89,8 @@ class HostSetup:
                 '"ssh://git@central.example/srv/releaser/overlays/{env}.git")')
         contract = config.app.contract
         account = Account.of(contract)
-        db_dir = posixpath.dirname(env.database.path)
-        dirs = tuple(dict.fromkeys([account.home, db_dir, contract.dump_dir(env.database.path)]))
+        db_dir = posixpath.dirname(env.database.dump_dir)
+        dirs = tuple(dict.fromkeys([account.home, db_dir, env.database.dump_dir]))
         return cls(env=env.name, repo=env.overlay, sync_uri=uri, account=account,
                    app_dirs=dirs, distdir=config.hosts.distdir, pkgdir=config.hosts.pkgdir,
                    rdepend=tuple(config.app.rdepend), min_portage=config.hosts.min_portage,
@@ -104,7 +104,7 @@ class HostSetup:
 
 def _trust_of(config, env: str) -> dict:
     """The ``HostSetup`` fields of ``[trust]``: the public keys ``env``'s nodes verify with."""
-    if getattr(config, "trust", None) is None:
+    if getattr(config, "trust", None) is None or not config.trust.signs(env):
         return {}
     from releaser.trust.keys import Keyring
 
