@@ -117,7 +117,9 @@ def signer_of(central: CentralRepository, env: str) -> Signer | None:
     """The signer of ``env``'s overlay commits: its release key when ``central`` carries
     ``[trust]`` (KeyringError if the environment has no key yet), else None."""
     trust = getattr(central, "trust", None)
-    return None if trust is None else Signer.for_env(Keyring(trust.gnupghome), env)
+    if trust is None or not trust.signs(env):
+        return None
+    return Signer.for_env(Keyring(trust.gnupghome), env)
 
 
 def _prepare_clone(repo: git.Repo, central: CentralRepository, signer: Signer | None) -> None:

@@ -28,6 +28,9 @@ class _Context:
 
         if self._config is None:
             self._config = load_config(self.config_path)
+            # Every run shows the protections it runs without (releaser.config.exceptions).
+            for exception in self._config.exceptions:
+                click.echo(f"releaser: security exception: {exception.describe()}", err=True)
         return self._config
 
 
@@ -434,9 +437,11 @@ def demo(obj: _Context, directory: Path | None, keep: bool) -> None:
     run_demo(directory, project=Path.cwd(), keep=keep, echo=click.echo)
 
 
-from releaser.cli.history import history  # noqa: E402  (a command module of its own)
+from releaser.cli.doctor import doctor  # noqa: E402  (command modules of their own)
+from releaser.cli.history import history  # noqa: E402
 
 cli.add_command(history)
+cli.add_command(doctor)
 
 from releaser.cli.keys import keys  # noqa: E402  (the release keys, releaser.trust)
 

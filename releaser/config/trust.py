@@ -32,9 +32,17 @@ class TrustConfig:
     gnupghome: Path
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     operators: tuple[str, ...] = ()  # fingerprints secrets are also encrypted to
+    #: Environments whose overlay stays unsigned by a documented ``unsigned-overlay``
+    #: exception (releaser.config.exceptions).
+    unsigned: frozenset[str] = frozenset()
+
+    def signs(self, env: str) -> bool:
+        """Whether ``env``'s overlay commits are signed and verified by its nodes."""
+        return env not in self.unsigned
 
 
-def parse_trust(r, base: Path, central_path: Path | None, source: Path | None) -> TrustConfig:
+def parse_trust(r, base: Path, central_path: Path | None, source: Path | None,
+                unsigned: set[str] = frozenset()) -> TrustConfig:
     """Read ``[trust]`` with the config reader ``r`` (a ``releaser.config._Reader``).
 
     ``central_path``: a local central repository's folder; ``source``: the app's
@@ -54,4 +62,5 @@ def parse_trust(r, base: Path, central_path: Path | None, source: Path | None) -
         if not isinstance(fpr, str) or not _FINGERPRINT.fullmatch(fpr):
             raise r.fail("operators", f"{fpr!r} is not an OpenPGP fingerprint (40 upper-case "
                                       "hex digits)")
-    return TrustConfig(gnupghome=home, max_age_days=age, operators=tuple(operators))
+    return TrustConfig(gnupghome=home, max_age_days=age, operators=tuple(operators),
+                       unsigned=frozenset(unsigned))

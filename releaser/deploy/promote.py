@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from releaser.backup.compat import promote_warning
 from releaser.central import ledger as ledger_mod
 from releaser.central import overlay_git
 from releaser.build import versions as versioning
@@ -34,6 +35,7 @@ from releaser.deploy.interrupts import interrupted_by, record_interruption
 from releaser.deploy.notify import Notifier
 from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
 from releaser.central.audit import Actor
+from releaser.doctor import fast_check
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.deploy.reinstall import sync_nodes
@@ -114,12 +116,18 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
     if not env.nodes:
         raise UsageError(f"environment {env_name} has no nodes configured")
     central = CentralRepository.from_config(config)
+    if not dry_run:
+        fast_check(config, env_name)  # central writable, room, lock: before building anything
+    breaking = None  # a breaking migration this promote brings (promote_from only)
     if env.promote_from:
         if ref != "HEAD":
             raise UsageError(f"{env_name} takes releases from {env.promote_from}: "
                              "give --version, not --ref")
         release, files_from = _release_from_source(config, central, env, version, progress)
         tarball = None
+        breaking = promote_warning(config, env_name, release.version)
+        if breaking:
+            progress(f"warning: {breaking}")
     else:
         if version is not None:
             raise UsageError(f"{env_name} builds from git: give --ref, not --version")
@@ -142,7 +150,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
                          f"({withdrawn.get('reason', 'no reason recorded')}); release a new version")
 
     if dry_run:
-        return _plan(config, central, env, release, files_from, tarball, progress, started)
+        planned = _plan(config, central, env, release, files_from, tarball, progress, started)
+        planned.warnings += [breaking] if breaking else []
+        return planned
 
     with EnvironmentLock(central, env_name, f"promote {env_name} {release.version}",
                          lease=config.central.lock_lease) as lock, \
@@ -164,6 +174,7 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
                                overlay_commit=outcome.commit)
         ledger.save()
         report = PromoteReport(env_name, release, outcome)
+        report.warnings += [breaking] if breaking else []
         work = NodeRollout(config, env, release, central, ledger, progress)
         run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
                          failed=lambda o: o.failed,
@@ -312,9 +323,13 @@ def _release_from_source(config: Config, central, env: EnvironmentConfig, versio
         if version in withdrawn:
             raise UsageError(f"{config.app.name}-{version} was rolled back in {source} "
                              f"({ledger.release(version).get('reason', 'no reason recorded')})")
-        if version not in healthy:
+        skip = config.exception_for("skip-staging", env.name)
+        if version not in healthy and skip is None:
             raise UsageError(f"{config.app.name}-{version} was never healthy on {source}; "
                              f"promote it there first")
+        if version not in healthy:
+            progress(f"warning: {config.app.name}-{version} was never healthy on {source}; "
+                     f"taken anyway under the exception: {skip.describe()}")
     elif not healthy:
         raise UsageError(f"nothing has been healthy on {source} yet: promote {source} first")
     else:
@@ -326,7 +341,8 @@ def _release_from_source(config: Config, central, env: EnvironmentConfig, versio
     if release.dirty:
         raise UsageError(f"{release.cpv} is a dirty build (uncommitted changes); "
                          f"{env.name} never takes one")
-    progress(f"{release.cpv} was healthy on {source}; promoting it to {env.name}")
+    if version in healthy:
+        progress(f"{release.cpv} was healthy on {source}; promoting it to {env.name}")
     return release, source
 
 

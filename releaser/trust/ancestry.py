@@ -66,6 +66,8 @@ class OverlayTrust:
             return None
         env = next(e.name for e in config.environments.values()
                    if any(n.name == node for n in e.nodes))
+        if not config.trust.signs(env):
+            return None
         path = posixpath.join(root, NODE_KEYS_DIR.lstrip("/"), f"{env}.asc")
         return cls(path, Keyring(config.trust.gnupghome).export(env), config.trust.max_age_days)
 
