@@ -208,6 +208,11 @@ class UnreachableError(ReleaserError):
     """A host could not be reached over SSH."""
 
 
+class NotReady(ReleaserError):
+    """``releaser doctor``'s fast checks found the environment not ready (central
+    unreachable, unwritable or full): refused before anything was built or changed."""
+
+
 class LockHeld(ReleaserError):
     """Another releaser run holds the environment's lock."""
 

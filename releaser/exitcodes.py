@@ -8,6 +8,7 @@
 4       a node failed its health check and was rolled back automatically
 5       the environment's lock is held by another run
 6       status found drift: a node does not run the environment's version
+7       doctor found the environment not ready
 130     interrupted
 ======  ==============================================================
 """
@@ -19,4 +20,5 @@ PROMOTE_FAILED = 3
 ROLLED_BACK = 4
 LOCK_HELD = 5
 DRIFT = 6
+NOT_READY = 7
 INTERRUPTED = 130

@@ -8,7 +8,8 @@ Layout under ``[central] path``::
     binpkgs/ENV/CAT/PF.gpkg.tar     binary packages kept for rollback (+ index.json)
     dumps/ENV/NODE/...              verified database dumps
     releases/PN-PV.json             records of published releases
-    ledger/ENV.json                 what happened in each environment
+    ledger/ENV.json                 each environment's state (releases, nodes, current)
+    ledger/ENV.jsonl                its audit log: every event, appended (releaser history)
     locks/ENV.lock                  held while a run changes ENV (its owner record)
 
 Every operation is an argv run through a ``Runner`` (local here, SSH for a
@@ -209,10 +210,16 @@ class CentralRepository:
         upload to the same distfiles/ at the same time, and their fresh
         temporaries must stay.  Housekeeping never fails the caller.
         """
+        return self.stale_temporaries(minutes, remove=True)
+
+    def stale_temporaries(self, minutes: int = STALE_TEMPORARY_MINUTES, *,
+                          remove: bool = False) -> list[str]:
+        """The temporaries killed runs left (``releaser doctor`` lists them), removed
+        with ``remove``."""
         result = self.runner.run(
             ["find", *(self.path(d) for d in TEMPORARY_DIRS), "-maxdepth", "1", "-type", "f",
-             "-name", ".*.partial-*", "-mmin", f"+{int(minutes)}", "-print", "-delete"],
-            check=False)
+             "-name", ".*.partial-*", "-mmin", f"+{int(minutes)}", "-print",
+             *(["-delete"] if remove else [])], check=False)
         return result.stdout.splitlines()
 
     def fetch_file(self, path: str, local: Path) -> None:
