@@ -9,6 +9,7 @@ own) is refused by doctor and by promote's fast check before anything is built.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -139,3 +140,26 @@ def test_a_full_central_is_refused_by_doctor_and_by_promote_before_any_build(tmp
     assert "releaser: error: staging is not ready: central" in done.stderr, done.stderr
     assert done.stderr.count("releaser: error:") == 1
     assert not (tmp_path / "out").exists()  # refused before building anything
+
+
+def test_a_missing_signing_key_and_an_expiring_or_expired_exception(tmp_path, app_repo,
+                                                                    capsys):
+    from .test_trust_exceptions import YESTERDAY, config_with, unsigned_dev
+
+    soon = (datetime.date.today() + datetime.timedelta(days=3)).isoformat()
+    path = config_with(tmp_path, app_repo, unsigned_dev(soon))
+    assert main(["-c", str(path), "central", "init"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(path), "doctor", "--fast"]) == NOT_READY
+    out = capsys.readouterr().out
+    assert ("NOT READY: signing key: environment staging has no release key in "
+            f"{tmp_path / 'gnupg'}") in out and "fix: `releaser keys init staging`" in out
+    assert "warning: exceptions: unsigned-overlay in dev" in out
+    assert "expires in 3 day(s)" in out and "fix: renew it" in out
+    assert "dev: ready" in out  # unsigned by its exception: no key needed
+
+    expired = config_with(tmp_path, app_repo, unsigned_dev(YESTERDAY))
+    assert main(["-c", str(expired), "doctor"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("NOT READY: configuration: ") and f"expired on {YESTERDAY}" in out
+    assert "fix: correct it" in out

@@ -8,7 +8,9 @@ earlier runs leave behind); ``promote`` runs them before it builds anything
 checks reach every node (``releaser.doctor.nodes``): reachable with its pinned
 key, a changed host key being its own finding; prepared by ``host bootstrap``
 (its read-only probe: Portage version, free disk, the app's dependencies);
-no process of the app that its init system does not know.
+no process of the app that its init system does not know.  With ``[trust]``:
+the environment's release key is in the keyring; security exceptions that
+expire soon are warned of (an expired one fails loading the configuration).
 
 A finding is blocking (the environment is not ready) or a warning (worth
 fixing, nothing fails because of it).  ``releaser doctor`` exits non-zero
@@ -68,10 +70,12 @@ class Diagnosis:
 def diagnose(config: "Config", env_name: str, *, nodes: bool = True) -> Diagnosis:
     """Every check of ``env_name`` (only the fast ones without ``nodes``)."""
     from releaser.doctor.central import central_checks
+    from releaser.doctor.trust import trust_checks
 
     config.environment(env_name)  # an unknown environment is a UsageError, not a finding
     diagnosis = Diagnosis(env_name)
     central = central_checks(config, env_name, diagnosis)
+    trust_checks(config, env_name, diagnosis)
     if nodes:
         from releaser.doctor.nodes import node_checks
 
