@@ -148,3 +148,26 @@ def _parse_port(value: object, where: str) -> int:
     if port is None or not 1 <= port <= 65535:
         raise ConfigError(f"{where}: expected an integer port between 1 and 65535, got {value!r}")
     return port
+
+
+#: Where releaser installs the app's secrets (``releaser secrets``): one file per
+#: secret, mode 0600, owned by the app's user, outside the package.
+DEFAULT_SECRETS_DIR = Path("/etc/notes/secrets")
+
+
+def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of secret ``name`` (its file's text, without the final newline), or None.
+
+    The folder is ``$NOTES_SECRETS_DIR`` or /etc/notes/secrets.  Values are never
+    logged: a missing or unreadable secret is reported by name only.
+    """
+    env = os.environ if environ is None else environ
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"secret name {name!r}: not a file name")
+    folder = Path(env.get("NOTES_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+    try:
+        return (folder / name).read_text(encoding="utf-8").removesuffix("\n")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"secret {name}: cannot read {folder / name}: {exc.strerror}") from None

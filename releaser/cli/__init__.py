@@ -386,15 +386,26 @@ def sandbox() -> None:
 @click.option("--hosts", type=click.Choice(["dir", "lxc"]), default="dir", show_default=True,
               help="dir: every node a folder of this machine; lxc: every node an LXC "
                    "container (OpenRC, sshd, its own address), prepared by host bootstrap.")
+@click.option("--db", type=click.Choice(["sqlite", "postgresql", "mariadb"]), default="sqlite",
+              show_default=True,
+              help="The app's database: a SQLite file per node, or a server of the sandbox's "
+                   "own with a database per environment (stopped by `sandbox down`).")
 @click.pass_obj
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
-                 ssh: bool, hosts: str) -> None:
+                 ssh: bool, hosts: str, db: str) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
     from releaser.sandbox.world import init_sandbox, ordered_environments, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
-    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh, hosts=hosts)
+    path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh, hosts=hosts,
+                        db=db)
+    if db != "sqlite":
+        from releaser.sandbox.dbserver import PASSWORD_FILE
+
+        click.echo(f"the database password is releaser's {app.contract.password_env}: "
+                   f"export {app.contract.password_env}=\"$(cat "
+                   f"{path.parent / PASSWORD_FILE})\"")
     click.echo(f"sandbox ready: releaser -c {path} promote {ordered_environments(nodes)[0]}")
 
 
@@ -446,6 +457,10 @@ cli.add_command(doctor)
 from releaser.cli.keys import keys  # noqa: E402  (the release keys, releaser.trust)
 
 cli.add_command(keys)
+
+from releaser.cli.secrets import secrets  # noqa: E402  (releaser.trust.secrets)
+
+cli.add_command(secrets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,12 +38,14 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, TypeVar
 
 from releaser import backup
+from releaser.backup.common import database_password
 from releaser.build import versions as versioning
 from releaser.central import ledger as ledger_mod
 from releaser.central.repository import CentralRepository
 from releaser.config import Config, EnvironmentConfig, NodeConfig
 from releaser.errors import (HookError, HostKeyError, NodeError, OverlayTrustError,
                              ReleaserError)
+from releaser.trust.secrets import deliver_for as deliver_secrets
 from releaser.central.ledger import Ledger
 from releaser.deploy.hooks import PRE_NODE, POST_NODE, NodeHooks
 from releaser.deploy.reinstall import reinstall_version
@@ -205,6 +207,8 @@ class NodeRollout:
             self._check_running(node, out)
         else:
             self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
+            self._phase(node, out, "secrets",
+                        lambda: deliver_secrets(self.config, self.env.name, node))
             backups = (self._phase(node, out, "backup", lambda: self._backup(node, out.before))
                        if out.before is not None else {})
             self._attempt(node, out, backups)
@@ -426,7 +430,8 @@ class NodeRollout:
         cpv = f"{self.release.cp}-{version}"
         package = backup.backup_package(node, self.central, self.env.name, cpv)
         dump = backup.dump_database(node, self.central, self.env.name, self.config.app.contract,
-                                    self.env.database.path, version)
+                                    self.env.database.path, version,
+                                    password=database_password(self.env.database))
         return {"binpkg": package.central_path, "binpkg_sha512": package.sha512,
                 "dump": dump.central_path, "dump_sha256": dump.sha256}
 
