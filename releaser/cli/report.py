@@ -98,10 +98,14 @@ def print_rollback_plan(plan: RollbackPlan) -> None:
     rows = [[n.node, n.current or "-", n.target, n.binpkg or "MISSING",
              f"{n.db_schema if n.db_schema is not None else '?'} vs "
              f"{n.target_schema if n.target_schema is not None else '?'}",
+             n.verdict or "-",
              "nothing to do" if n.noop and not plan.restore_db else
              ("CANNOT: " + "; ".join(n.problems) if n.problems else "ok")] for n in plan.nodes]
-    _table(["NODE", "CURRENT", "TARGET", "PACKAGE", "SCHEMA db vs target", "STATE"], rows)
+    _table(["NODE", "CURRENT", "TARGET", "PACKAGE", "SCHEMA db vs target", "DATABASE", "STATE"],
+           rows)
     for n in plan.nodes:
+        if n.compat:
+            click.echo(f"  database: {n.node}: {n.compat}")
         for w in n.warnings:
             click.echo(f"  warning: {n.node}: {w}")
 

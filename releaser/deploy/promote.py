@@ -36,6 +36,7 @@ from releaser.deploy.notify import Notifier
 from releaser.deploy.fleet import STOPPED, RolloutPolicy, plan_stages, run_stages
 from releaser.central.audit import Actor
 from releaser.doctor import fast_check
+from releaser.deploy.policy import check_policy
 from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.deploy.reinstall import sync_nodes
@@ -140,6 +141,7 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         if release.dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
 
+    check_policy(env, release)
     known = Ledger.load(central, env_name)
     _refuse_downgrade(known, release)
     withdrawn = known.release(release.version) or {}

@@ -28,6 +28,10 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from releaser import backup
+from releaser.backup import compat
+from releaser.backup.common import database_password
+from releaser.backup.compat import restore_loss, writes_since
+from releaser.appcontract import write_marks
 from releaser.central import ledger as ledger_mod
 from releaser.build import versions as versioning
 from releaser.central.repository import CentralRepository
@@ -61,6 +65,13 @@ class NodePlan:
     dump: dict | None = None
     #: Rows written since the dump, per table (what restoring it loses); None: unknown.
     loses: dict[str, int] | None = None
+    #: ``releaser.backup.compat``: "safe without restore", "needs --restore-db", "no dump:
+    #: cannot restore" or "unknown"; None when the node is not rolled back.
+    verdict: str | None = None
+    #: The migrations since the target's schema, ``{"version", "kind"}``.
+    since: list[dict] = field(default_factory=list)
+    #: The verdict in words (schemas, why, what a restore loses).
+    compat: str | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -91,6 +102,14 @@ class RollbackPlan:
     def problems(self) -> list[str]:
         return [f"{n.node}: {p}" for n in self.nodes for p in n.problems]
 
+    @property
+    def unsafe(self) -> list[str]:
+        """Nodes whose database the target cannot run on as it is, and this plan does not
+        restore: a rollback refuses them unless forced."""
+        return [f"{n.node}: {n.compat}" for n in self.nodes
+                if n.verdict == compat.NO_DUMP
+                or (n.verdict == compat.NEEDS_RESTORE and not self.restore_db)]
+
     def changes_since(self, shown: "RollbackPlan") -> list[str]:
         """What differs from the plan ``shown`` in what the rollback would do."""
         changes = [f"{what} is now {now or 'nothing'}, was {then or 'nothing'}"
@@ -112,6 +131,7 @@ class RollbackPlan:
     def to_dict(self) -> dict:
         return {"env": self.env, "from": self.bad, "to": self.target,
                 "restore_db": self.restore_db, "problems": self.problems,
+                "unsafe": self.unsafe,
                 "nodes": [n.to_dict() for n in self.nodes]}
 
 
@@ -201,6 +221,10 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
         np.problems.append(f"no binary package of {target_cpv} on the node or the central store")
     health = node.health(None, timeout=3.0)
     np.db_schema = health.db_schema_version
+    password = database_password(env.database)
+    stats = backup.database_stats(node, app.contract, env.database.path, password=password)
+    if stats and isinstance(stats.get("schema_version"), int):
+        np.db_schema = stats["schema_version"]  # the database's own word, even when down
     if np.db_schema is not None and np.target_schema is not None:
         if np.db_schema > np.target_schema:
             np.warnings.append(
@@ -211,39 +235,16 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
     dump = backup.latest_dump(central, env.name, node.name, version=np.target)
     if dump is not None:
         np.dump = dump.to_dict()
-        np.loses = writes_since(dump, backup.database_writes(node, app.contract,
-                                                             env.database.path))
+        np.loses = writes_since(dump, write_marks(stats))
         np.warnings.append(restore_loss(dump, np.loses))
     elif env.database and np.current is not None:
         np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
     if np.dump is None and restore_db:
         np.problems.append("--restore-db asked, but there is no verified dump to restore")
-
-
-def writes_since(dump: backup.DumpBackup, live: dict[str, int] | None) -> dict[str, int] | None:
-    """Rows written to each table since ``dump`` (the app's write high-water marks,
-    ``releaser.appcontract``), or None when the app did not count them, or the live
-    marks are below the dump's (the database was replaced since: counting is moot)."""
-    if not dump.writes or not live:
-        return None
-    lost = {table: live[table] - mark for table, mark in dump.writes.items() if table in live}
-    return lost if lost and min(lost.values()) >= 0 else None
-
-
-def restore_loss(dump: backup.DumpBackup, lost: dict[str, int] | None) -> str:
-    """What restoring ``dump`` loses, in words an on-call engineer can act on."""
-    taken = f"{dump.created[:19].replace('T', ' ')} UTC"
-    held = f"it holds {_count(dump.notes, 'notes')}, schema {dump.schema_version}"
-    if lost is None:
-        return (f"restoring the dump of {taken} ({held}) loses every write made after it "
-                "(the app did not say how many)")
-    counts = ", ".join(_count(n, table) for table, n in lost.items())
-    return f"restoring the dump of {taken} loses {counts} written since ({held})"
-
-
-def _count(n: int, rows: str) -> str:
-    """``1 note``, ``2 notes``: a table name read as a plural noun."""
-    return f"{n} {rows[:-1] if n == 1 and rows.endswith('s') else rows}"
+    if not np.noop:
+        verdict = compat.assess(stats, np.db_schema, np.target_schema, dump, write_marks(stats))
+        np.verdict, np.since, np.compat = verdict.verdict, verdict.since, \
+            verdict.describe(np.target)
 
 
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
@@ -338,6 +339,10 @@ def _refuse_problems(plan: RollbackPlan, force_reason: str | None) -> None:
     if plan.problems and not force_reason:
         raise RollbackRefused("cannot roll back: " + "; ".join(plan.problems)
                               + " (fix it, or --force REASON to roll back the other nodes)")
+    if plan.unsafe and not force_reason:
+        raise RollbackRefused("unsafe without a database restore: " + "; ".join(plan.unsafe)
+                              + " (--restore-db to restore the dump, or --force REASON to run "
+                              f"{plan.target} on the database as it is)")
 
 
 def _mask_withdrawn(central: CentralRepository, plan: RollbackPlan, reason: str, ledger: Ledger,
@@ -452,6 +457,9 @@ class _NodeRollback:
                                   version=self.plan.target)
         if dump is None:
             raise UsageError(f"{node.name}: no verified dump of {self.plan.target}'s database")
-        backup.verify_dump_on_node(node, dump, self.central, self.config.app.contract)
+        password = database_password(self.env.database)
+        backup.verify_dump_on_node(node, dump, self.central, self.config.app.contract,
+                                   password=password)
         OpenRC().stop(node.runner, self.config.app.contract.service, node.root)
-        backup.restore_database(node, self.config.app.contract, self.env.database.path, dump)
+        backup.restore_database(node, self.config.app.contract, self.env.database.path, dump,
+                                password=password)
