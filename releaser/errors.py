@@ -195,6 +195,11 @@ class RollbackRefused(ReleaserError):
     exit_code = 2
 
 
+class RefreshError(ReleaserError):
+    """``releaser db refresh`` could not copy the database: the message says what was put
+    back (the target's own database, restored from the dump taken first)."""
+
+
 class HookError(ReleaserError):
     """A configured hook (``[environments.NAME.hooks]``) failed, timed out or could not
     start; the node it was run for counts as failed."""
@@ -206,6 +211,13 @@ class HostKeyError(ReleaserError):
 
 class UnreachableError(ReleaserError):
     """A host could not be reached over SSH."""
+
+
+class PolicyRefused(ReleaserError):
+    """The environment's ``allow`` policy does not take this release (not built from a
+    release tag, say): nothing was changed."""
+
+    exit_code = 2
 
 
 class NotReady(ReleaserError):

@@ -68,7 +68,8 @@ def resolve(repo: git.Repo, ref: str, subdir: str, *, allow_dirty: bool = False)
             raise GitError(f"{ref}: no directory {subdir!r} in commit {commit.hexsha[:12]}") from None
         if tree.type != "tree":
             raise GitError(f"{ref}: {subdir!r} is not a directory in commit {commit.hexsha[:12]}")
-    return SourceCommit(commit=commit, tree=tree, branch=_branch_of(repo, ref), dirty=dirty)
+    return SourceCommit(commit=commit, tree=tree, branch=_branch_of(repo, ref, commit),
+                        dirty=dirty)
 
 
 def _is_head(repo: git.Repo, commit: git.Commit, ref: str) -> bool:
@@ -83,14 +84,18 @@ def _app_dirty(repo: git.Repo, subdir: str) -> bool:
     return repo.is_dirty(index=True, working_tree=True, untracked_files=False, path=path)
 
 
-def _branch_of(repo: git.Repo, ref: str) -> str | None:
-    """The branch the ref names, or that HEAD is on, or None (detached / tag)."""
+def _branch_of(repo: git.Repo, ref: str, commit: git.Commit) -> str | None:
+    """The branch the ref names, or that HEAD is on; for a detached HEAD (a CI
+    checkout) the one local branch whose head is this very commit; else None."""
     if ref in repo.heads:
         return ref
     if ref == "HEAD" and not repo.head.is_detached:
         return repo.active_branch.name
     if ref.startswith("refs/heads/"):
         return ref[len("refs/heads/"):]
+    if ref == "HEAD":
+        at = [h.name for h in repo.heads if h.commit == commit]
+        return at[0] if len(at) == 1 else None
     return None
 
 

@@ -8,10 +8,17 @@ so that promote, status and rollback all speak of the same thing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from releaser.errors import ReleaseNotFound
+
+#: What a release was built from (``Release.kind``): exactly a release tag
+#: (``v1.2.3``), exactly a pre-release tag (``v2.0.0-rc1``: alpha, beta, pre, rc), or
+#: anything else (commits after a tag, no tag, uncommitted changes).
+RELEASE, RC, SNAPSHOT = "release", "rc", "snapshot"
+_PRE_RELEASE = re.compile(r"_(alpha|beta|pre|rc)\d*")
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,10 @@ class Release:
     schema_version: int | None = None
     extra: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)  # sha512 of metadata.xml
+    #: The name that moves with the branch (``notes:main``), like a container
+    #: image's branch tag next to its digest: the newest build of that branch.
+    #: None when built from a tag or a detached commit no branch points at.
+    moving_name: str | None = None
 
     @property
     def cp(self) -> str:
@@ -45,6 +56,13 @@ class Release:
     @property
     def pv(self) -> str:
         return f"{self.name}-{self.version}"
+
+    @property
+    def kind(self) -> str:
+        """RELEASE, RC or SNAPSHOT: what an environment's ``allow`` policy judges."""
+        if self.dirty or not self.tag or self.distance:
+            return SNAPSHOT
+        return RC if _PRE_RELEASE.search(self.version) else RELEASE
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -232,6 +232,12 @@ class EnvironmentConfig:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     promote_from: str | None = None  # production: "staging"
     allow_dirty: bool = False  # builds from uncommitted changes may reach it (never production)
+    #: What it takes (releaser.deploy.policy): "release" (a vX.Y.Z tag), "rc" (also
+    #: release-candidate tags), "any"; default "release" for production, else "any".
+    allow: str = "any"
+    #: Versions kept in its overlay and the distfile store beyond the running one,
+    #: the rollback target and what nodes have installed (0: keep every version).
+    keep_versions: int = 0
 
 
 @dataclass(frozen=True)
@@ -469,7 +475,7 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
 
 def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> EnvironmentConfig:
     r.unknown({"overlay", "nodes", "database", "policy", "hooks", "notify", "promote_from",
-               "allow_dirty", "health_check"})
+               "allow_dirty", "health_check", "allow", "keep_versions"})
     contract = app.contract
     health_check = r.get("health_check", str, app.health_check, check=validate.health_check)
     database = _parse_database(r.table_of("database"), contract)
@@ -486,6 +492,8 @@ def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> Env
         notify=_parse_notify(r.table_of("notify")),
         promote_from=r.get("promote_from", str, None, check=validate.env_name),
         allow_dirty=r.get("allow_dirty", bool, False),
+        allow=r.get("allow", str, validate.default_allow(name), check=validate.allow_policy),
+        keep_versions=r.get("keep_versions", int, 0, check=validate.non_negative),
     )
 
 

@@ -122,6 +122,28 @@ def duration(value: "int | float | str") -> float:
     return positive(float(value))
 
 
+#: What an environment may take (``[environments.NAME] allow``): only releases built
+#: from a release tag, also release-candidate tags, or any build.
+ALLOW_POLICIES = ("release", "rc", "any")
+
+
+def default_allow(env: str) -> str:
+    """Production takes only release tags unless configured otherwise; others anything."""
+    return "release" if env == "production" else "any"
+
+
+def allow_policy(value: str) -> str:
+    if value not in ALLOW_POLICIES:
+        raise Invalid(f"{value!r} is not a policy (give one of {', '.join(ALLOW_POLICIES)})")
+    return value
+
+
+def non_negative(value: int) -> int:
+    if isinstance(value, bool) or value < 0:
+        raise Invalid(f"{value!r} must be 0 or more")
+    return value
+
+
 #: The longest operator's reason (``--reason``, ``--break``) a ledger event carries.
 MAX_REASON = 500
 
