@@ -43,18 +43,21 @@ def add_migration(source: Path, tag: str, number: int = 2) -> None:
 class Sandbox:
     """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd;
     ``stock_binpkgs=True``: nodes keep Portage's default binpkg-multi-instance;
-    ``overlays``: overlay repository names by environment (default releaser-ENV)."""
+    ``overlays``: overlay repository names by environment (default releaser-ENV);
+    ``hosts="lxc"``: every node an LXC container (releaser.sandbox.lxc_world)."""
 
     def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False,
                  stock_binpkgs: bool = False, overlays: dict[str, str] | None = None,
-                 trust: bool = False):
+                 trust: bool = False, hosts: str = "dir"):
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")
         app = default_app(self.source)
+        self.init_lines: list[str] = []  # what init said, in order
         self.config_path = init_sandbox(base / "sandbox", app, nodes, ssh=ssh,
                                         stock_binpkgs=stock_binpkgs, overlays=overlays,
-                                        trust=trust)
+                                        trust=trust, hosts=hosts,
+                                        progress=self.init_lines.append)
         self.config = load_config(self.config_path)
 
     @property

@@ -52,7 +52,7 @@ INCLUDE = ("openrc", "openssh-server", "python3", "python3-pip", "python3-flask"
            "python3-waitress", "git", "curl", "zstd", "bzip2", "procps", "iproute2", "pax-utils",
            "ca-certificates")
 #: Raised whenever what the steps below put in the image changes (part of the key).
-IMAGE_REVISION = 2
+IMAGE_REVISION = 3
 #: The Debian packages the stand-in profile declares as provided, by Gentoo name.
 PROVIDED = {"dev-python/flask": "python3-flask", "dev-python/waitress": "python3-waitress"}
 #: The stand-in ``::gentoo`` profile a host's make.profile points at.
@@ -151,6 +151,9 @@ def ensure_image(progress=lambda _m: None) -> Path:
         partial = tarball.with_suffix(".tar.partial")
         _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], "tar")
         partial.rename(tarball)
+    for old in cache.glob("rootfs-*.tar"):  # images of other contents: never used again
+        if old != tarball:
+            old.unlink(missing_ok=True)
     progress(f"base root filesystem: built {tarball} in {time.monotonic() - started:.0f} s")
     return tarball
 
@@ -231,8 +234,9 @@ def _debian_version(rootfs: Path, package: str) -> str:
 def _configure(rootfs: Path) -> None:
     """The host's own configuration: Portage's, OpenRC's, sshd's (see the module docstring)."""
     _gentoo_standin(rootfs)
+    # Portage's stock binary package layout (binpkg-multi-instance), as on a Gentoo host.
     spec = NodeRootSpec(root=Path("/"), repos=[RepoSpec("gentoo")],
-                        profile=ProfileSpec("gentoo", PROFILE))
+                        profile=ProfileSpec("gentoo", PROFILE), stock_binpkgs=True)
     etc = rootfs / "etc/portage"
     (etc / "repos.conf").mkdir(parents=True, exist_ok=True)
     (etc / "make.conf").write_text(render_host_make_conf(spec))

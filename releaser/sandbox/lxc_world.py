@@ -25,6 +25,7 @@ known_hosts file pinning every container's host key.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from releaser.central import overlay_git
@@ -36,8 +37,10 @@ from releaser.sandbox import distserver, lxc, lxc_image
 from releaser.sandbox import ssh as sandbox_ssh
 from releaser.sandbox.sshd import write_known_hosts
 
-#: Where the app answers on a node (its own /etc/notes/notes.toml default), asked on the node.
-APP_URL = "http://127.0.0.1:8080"
+#: Where the app answers on a host (its own /etc/notes/notes.toml default), asked on the host.
+APP_PORT = 8080
+#: Containers made, booted or destroyed at once.
+PARALLEL = 4
 HOSTS_KEY = "lxc"
 
 
@@ -77,21 +80,30 @@ def build(directory: Path, app: AppConfig, nodes: dict[str, int], overlays: dict
              f"{distserver.GIT_PREFIX})")
 
     key = sandbox_ssh.client_key(directory)
-    made, pinned, index = [], [], 0
+    boxes = []
     for env in ordered(nodes):
         for i in range(1, nodes[env] + 1):
-            index += 1
             name = f"{env}-{i}"
-            box = lxc.Container(lxc.container_name(directory, name), name,
-                                bridge.host_address(index))
-            state[HOSTS_KEY]["containers"].append(box.to_state())
-            save()
-            pinned.append((box.address, 22, lxc.create_container(image, box, bridge, key)))
-            lxc.start(box)
-            made.append(SandboxNode(name, env, None, 8080, box.address, ssh_port=22))
-            state["nodes"][name] = {"env": env, "address": box.address, "container": box.name}
-            save()
-            progress(f"host {name}: container {box.name} at {box.address}, sshd on port 22")
+            boxes.append((env, lxc.Container(lxc.container_name(directory, name), name,
+                                             bridge.host_address(len(boxes) + 1))))
+    state[HOSTS_KEY]["containers"] = [box.to_state() for _env, box in boxes]
+    save()  # before any is made: down removes whichever exist
+
+    def make(box: lxc.Container) -> str:
+        host_key = lxc.create_container(image, box, bridge, key)
+        lxc.start(box)
+        progress(f"host {box.hostname}: container {box.name} at {box.address}, sshd on port 22")
+        return host_key
+
+    # Unpacking and booting are mostly waiting on the disk and on init: a few at once.
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="lxc") as pool:
+        host_keys = list(pool.map(make, [box for _env, box in boxes]))
+    made = [SandboxNode(box.hostname, env, None, APP_PORT, box.address, ssh_port=22)
+            for env, box in boxes]
+    state["nodes"] = {box.hostname: {"env": env, "address": box.address, "container": box.name}
+                      for env, box in boxes}
+    save()
+    pinned = [(box.address, 22, host_key) for (_env, box), host_key in zip(boxes, host_keys)]
     write_known_hosts(directory / sandbox_ssh.KNOWN_HOSTS, pinned)
 
     config_path = directory / "releaser.toml"
@@ -112,12 +124,16 @@ def down(state: dict, progress) -> None:
     """Destroy the containers and the bridge ``state`` records (the HTTP server is the caller's)."""
     mine = state.get(HOSTS_KEY) or {}
     errors = []
-    for box in mine.get("containers", []):
+
+    def destroy(box: dict) -> None:
         try:
             if lxc.destroy(box["name"]):
                 progress(f"host {box['hostname']}: container {box['name']} destroyed")
         except SandboxError as exc:
             errors.append(str(exc))
+
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="lxc") as pool:
+        list(pool.map(destroy, mine.get("containers", [])))
     bridge = mine.get("bridge")
     if bridge:
         try:
