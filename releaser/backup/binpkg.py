@@ -48,6 +48,7 @@ from releaser.central.repository import CentralRepository
 from releaser.errors import BackupError, NodeError
 from releaser.hosts.node import Node
 from releaser.hosts.transfer import host_size
+from releaser.trust import packages
 
 #: Nodes backed up in parallel threads often run the same version: one of
 #: them stores the central copy, the others find it there and only add their
@@ -106,10 +107,10 @@ def backup_package(node: Node, central: CentralRepository, env: str, cpv: str) -
 def _store_centrally(node: Node, central: CentralRepository, env: str, cpv: str, mine: dict,
                      made: bool) -> BinpkgBackup:
     entry = _packages(central, env).get(cpv)
-    uploaded = not _central_copy_verifies(central, entry)
+    uploaded = not _central_copy_verifies(central, entry, env)
     if uploaded:
         target = central_path(central, env, cpv)
-        _upload(node, central, mine["node_path"], target, mine["sha512"])
+        _upload(node, central, env, mine["node_path"], target, mine["sha512"])
         entry = {"cpv": cpv, "node": node.name, "central_path": target, **mine,
                  "nodes": (entry or {}).get("nodes", {})}
     elif not made and _node_record(entry, node.name) == mine:
@@ -147,7 +148,7 @@ def ensure_binpkg_on_node(node: Node, central: CentralRepository, env: str, cpv:
     kept = _keep_only_vouched(node, cpv, known)
     if kept:
         return kept[0]
-    node_path = _place_from_central(node, central, cpv, entry)
+    node_path = _place_from_central(node, central, env, cpv, entry)
     if node_path not in _keep_only_vouched(node, cpv, known):
         raise BackupError(f"{node.name}: Portage does not list {node_path} as a package of "
                           f"{cpv} after emaint binhost --fix")
@@ -231,19 +232,23 @@ def _is_valid_gpkg(node: Node, path: str, cpv: str) -> bool:
                for m in _GPKG_MEMBERS)
 
 
-def _central_copy_verifies(central: CentralRepository, entry: dict | None) -> bool:
+def _central_copy_verifies(central: CentralRepository, entry: dict | None, env: str) -> bool:
     if entry is None:
         return False
-    return host_digest(central.runner, entry["central_path"], "sha512") == entry["sha512"]
+    return (host_digest(central.runner, entry["central_path"], "sha512") == entry["sha512"]
+            and packages.is_signed(central, env, entry["central_path"]))
 
 
-def _upload(node: Node, central: CentralRepository, node_path: str, target: str,
+def _upload(node: Node, central: CentralRepository, env: str, node_path: str, target: str,
             sha512: str) -> None:
-    """Node -> local temporary file -> central, the digest checked at both hops."""
+    """Node -> local temporary file -> central, the digest checked at both hops; with
+    ``[trust]`` the local bytes are signed here, on the operator's side
+    (``releaser.trust.packages``)."""
     with local_scratch() as tmp:
         local = tmp / posixpath.basename(node_path)
         pull(node.runner, node_path, local, "sha512", sha512)
         push(central.runner, local, target, "sha512", sha512)
+        packages.sign_package(central, env, local, target)
 
 
 def _keep_only_vouched(node: Node, cpv: str, known: set[str]) -> list[str]:
@@ -275,8 +280,10 @@ def _set_aside(node: Node, path: str) -> None:
                           f"{reason(exc)}") from exc
 
 
-def _place_from_central(node: Node, central: CentralRepository, cpv: str, entry: dict) -> str:
-    """Copy the central package of ``cpv`` to where Portage allocates a new one; refresh the index."""
+def _place_from_central(node: Node, central: CentralRepository, env: str, cpv: str,
+                        entry: dict) -> str:
+    """Copy the central package of ``cpv`` to where Portage allocates a new one; refresh the
+    index.  With ``[trust]`` only a package signed by the environment's release key."""
     try:
         node_path = str(portage_tools.allocate_binpkg_path(node.runner, cpv))
     except NodeError as exc:
@@ -290,6 +297,7 @@ def _place_from_central(node: Node, central: CentralRepository, cpv: str, entry:
         with local_scratch() as tmp:
             local = tmp / posixpath.basename(node_path)
             pull(central.runner, entry["central_path"], local, "sha512", entry["sha512"])
+            packages.verify_package(central, env, local, entry["central_path"])
             push(node.runner, local, node_path, "sha512", entry["sha512"], mode="0640")
     except BaseException:
         # Portage reserves a new build id with an empty file: give it back.

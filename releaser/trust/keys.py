@@ -140,6 +140,13 @@ class Keyring:
         self.active(env)
         return list(self._state()[env][VERIFY])
 
+    def env_keys(self, env: str) -> list[str]:
+        """Every key ``env`` ever had (active, still given to nodes, retired): what
+        binary packages made before a rotation were signed with."""
+        self.active(env)
+        entry = self._state()[env]
+        return list(dict.fromkeys([*entry[VERIFY], *entry.get(RETIRED, [])]))
+
     def export(self, env: str) -> str:
         """The ASCII-armoured public keys ``env``'s nodes verify with, and nothing else."""
         fprs = self.verify_keys(env)
