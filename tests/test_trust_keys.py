@@ -135,3 +135,32 @@ def test_rotation_on_a_fleet(tmp_path):
         assert key_ids(key_file.read_text(), tmp_path) == {new}
     finally:
         sb.down()
+
+
+def test_bootstrap_gives_a_gentoo_host_only_its_environment_s_key(tmp_path):
+    """At the Runner seam: the key file holds the production key(s) alone, and the
+    repos.conf entry makes Portage verify every synced head against it."""
+    from dataclasses import replace
+
+    from releaser.hosts.bootstrap import Host, prepare_host
+
+    from .test_bootstrap import RecordingHost, gentoo_facts, production_setup
+
+    ring = Keyring(tmp_path / "gnupg")
+    ring.init("staging")
+    production = ring.init("production")
+    setup = replace(production_setup(), release_keys=ring.export("production"))
+    host = RecordingHost(gentoo_facts(gemato=True))
+    report = prepare_host(Host("web1", host, "/"), setup)
+    assert report.status == "changed", report.reason
+    placed = {path.rsplit("/", 1)[0]: text for path, text in host.files.items()}
+    assert key_ids(placed["/etc/portage/releaser/keys"], tmp_path) == {production}
+    repos = placed["/etc/portage/repos.conf"]
+    assert ("sync-git-verify-commit-signature = yes\n"
+            "sync-openpgp-key-path = /etc/portage/releaser/keys/production.asc\n"
+            "sync-openpgp-key-refresh = false-nowarn\nclone-depth = 0\nsync-depth = 0\n") in repos
+
+    without = RecordingHost(gentoo_facts(gemato=False))
+    report = prepare_host(Host("web1", without, "/"), setup)
+    assert (report.status, without.commands) == ("refused", [])
+    assert report.reason.startswith("gemato is not installed for the host's Portage")

@@ -381,6 +381,9 @@ def preflight(host: Host, setup: HostSetup, facts: Facts,
                 f"/etc/portage, adds users and owns folders")
     if facts["portage"] is None:
         return f"Portage is not installed: python3 cannot import portage ({facts['portage_error']})"
+    if setup.release_keys and not facts["gemato"]:
+        return ("gemato is not installed for the host's Portage: with [trust] it verifies the "
+                "overlay's signed commits (emerge app-portage/gemato)")
     if vercmp(facts["portage"], setup.min_portage) < 0:
         return (f"Portage {facts['portage']} is older than {setup.min_portage} "
                 f"([hosts] min_portage)")

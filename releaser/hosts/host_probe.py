@@ -227,6 +227,11 @@ if req.get("atoms") is not None:
     try:
         import portage
         out["portage"] = portage.VERSION
+        try:  # what Portage verifies signed overlay commits with (sync-openpgp-key-path)
+            import gemato.openpgp
+            out["gemato"] = True
+        except Exception:
+            out["gemato"] = False
     except Exception as exc:
         out["portage"] = None
         out["portage_error"] = "%s: %s" % (type(exc).__name__, exc)
