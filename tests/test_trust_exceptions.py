@@ -81,3 +81,39 @@ def test_every_exception_needs_a_known_setting_reason_owner_and_date(tmp_path, a
                                                                     exception, message):
     with pytest.raises(ConfigError, match=message):
         load_config(config_with(tmp_path, app_repo, exception))
+
+
+def test_skip_staging_takes_a_release_never_healthy_on_the_source_only_under_it(
+        tmp_path, app_repo):
+    from releaser.build.builder import build_release
+    from releaser.central.ledger import Ledger
+    from releaser.central.publish import release_record_path
+    from releaser.deploy.promote import _release_from_source
+    from releaser.errors import UsageError
+
+    def production(exception: str):
+        extra = ('[environments.staging]\nnodes = []\n'
+                 '[environments.production]\nnodes = []\npromote_from = "staging"\n'
+                 + (f"[[exceptions]]\n{exception}\n" if exception else ""))
+        return load_config(write_config(tmp_path / "releaser.toml", app_repo, extra=extra))
+
+    config = production("")
+    central = CentralRepository.from_config(config, must_exist=False)
+    central.init()
+    release = build_release(config, out=tmp_path / "out").release
+    central.write_json(release_record_path(central, release), release.to_dict())
+    ledger = Ledger.load(central, "staging")
+    ledger.set_release(release.version, "published")
+    ledger.save()
+    with pytest.raises(UsageError, match="was never healthy on staging"):
+        _release_from_source(config, central, config.environment("production"),
+                             release.version, lambda _m: None)
+    config = production('setting = "skip-staging"\nenvironments = ["production"]\n'
+                        'reason = "hotfix for an outage, staging is down"\n'
+                        f'owner = "oncall@example.com"\nexpires = {TOMORROW}')
+    said: list[str] = []
+    taken, source = _release_from_source(config, central, config.environment("production"),
+                                         release.version, said.append)
+    assert (taken.version, source) == (release.version, "staging")
+    assert any("taken anyway under the exception: skip-staging in production" in line
+               for line in said), said
