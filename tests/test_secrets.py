@@ -156,3 +156,26 @@ def test_secrets_set_refuses_an_unknown_environment_and_an_empty_value(tmp_path,
     err = capsys.readouterr().err
     assert "empty value" in err and "unknown environment 'qa'" in err
     assert SecretStore(load_config(path)).names("staging") == []
+
+
+def test_secrets_edit_reencrypts_only_a_change(tmp_path, app_repo):
+    from releaser.config import load_config
+    from releaser.trust.keys import Keyring
+
+    from .conftest import write_config
+
+    extra = '[environments.staging]\nnodes = []\n[trust]\ngnupghome = "gnupg"\n'
+    config = load_config(write_config(tmp_path / "releaser.toml", app_repo, extra=extra))
+    Keyring(config.trust.gnupghome).init("staging")
+    store = SecretStore(config)
+    new_value = tmp_path / "typed"
+    new_value.write_text(API_KEY)
+    editor = f"cp {new_value}"  # an editor that "types" the new value over the file
+    assert store.edit("staging", "api_key", editor) is True
+    assert store.get("staging", "api_key") == API_KEY
+    encrypted = store.path("staging", "api_key").read_bytes()
+    assert not leaks(encrypted) and b"BEGIN PGP MESSAGE" in encrypted
+    assert store.edit("staging", "api_key", editor) is False  # same value: nothing written
+    assert store.path("staging", "api_key").read_bytes() == encrypted
+    assert git(app_repo, "log", "--format=%s", "-1") == "secrets: staging/api_key (encrypted)"
+    assert git(app_repo, "status", "--porcelain") == ""

@@ -64,8 +64,11 @@ class OverlayTrust:
         """The trust of node ``node`` (ROOT ``root``); None when ``config`` has no ``[trust]``."""
         if getattr(config, "trust", None) is None:
             return None
-        env = next(e.name for e in config.environments.values()
-                   if any(n.name == node for n in e.nodes))
+        env = next((e.name for e in config.environments.values()
+                    if any(n.name == node for n in e.nodes)), None)
+        if env is None:
+            raise UsageError(f"node {node} is in no environment of {config.path}: its "
+                             "overlay's keys are unknown")
         if not config.trust.signs(env):
             return None
         path = posixpath.join(root, NODE_KEYS_DIR.lstrip("/"), f"{env}.asc")
