@@ -50,12 +50,18 @@ setup(
             "psycopg[binary]>=3.1,<4",
             "PyMySQL>=1.1,<2",
         ],
+        # releaser gate: Gentoo's QA on the generated ebuild (releaser.gate.pkgcheck)
+        "gate": [
+            "pkgcheck==0.10.37",
+            "pkgcore==0.12.30",
+        ],
         "test": [
             "pytest>=8",
             "wheel",  # tests/test_architecture.py builds releaser offline (pip install .)
             "pkgcheck==0.10.37",
             "pkgcore==0.12.30",
             "pkgdev==0.2.13",
+            "PyYAML>=6,<7",  # tests/test_ci_files.py parses the GitHub Actions workflow
         ],
     },
     entry_points={"console_scripts": ["releaser = releaser.cli:main"]},

@@ -220,6 +220,13 @@ class PolicyRefused(ReleaserError):
     exit_code = 2
 
 
+class GateFailed(ReleaserError):
+    """The quality gate (``releaser gate``, ``promote --gate``) failed: the app's tests,
+    pkgcheck or a linter; nothing was published."""
+
+    exit_code = 8
+
+
 class NotReady(ReleaserError):
     """``releaser doctor``'s fast checks found the environment not ready (central
     unreachable, unwritable or full): refused before anything was built or changed."""

@@ -9,6 +9,7 @@
 5       the environment's lock is held by another run
 6       status found drift: a node does not run the environment's version
 7       doctor found the environment not ready
+8       the quality gate failed: nothing was published
 130     interrupted
 ======  ==============================================================
 """
@@ -21,4 +22,5 @@ ROLLED_BACK = 4
 LOCK_HELD = 5
 DRIFT = 6
 NOT_READY = 7
+GATE_FAILED = 8
 INTERRUPTED = 130

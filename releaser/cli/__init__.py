@@ -108,10 +108,13 @@ def _progress(quiet: bool):
 @click.option("--max-fail", help="Failures tolerated: a count in all (2), or a share of each "
               "batch (25%); exceeding it halts.")
 @click.option("--reason", metavar="WHY", help="Why: recorded with every event of the run.")
+@click.option("--gate", "gate", is_flag=True,
+              help="Hold the build to the quality gate ([gate]) before publishing it.")
 @click.pass_obj
 def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: bool,
             as_json: bool, quiet: bool, concurrency: int | None, canary: int | None,
-            batch_size: str | None, max_fail: str | None, reason: str | None) -> None:
+            batch_size: str | None, max_fail: str | None, reason: str | None,
+            gate: bool) -> None:
     """Publish a release to ENV and install it on every node of ENV."""
     from releaser.exitcodes import INTERRUPTED, PROMOTE_FAILED, ROLLED_BACK
     from releaser.deploy.promote import promote as run_promote
@@ -122,7 +125,7 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
         report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
                              progress=_progress(quiet or as_json), concurrency=concurrency,
                              canary=canary, batch_size=batch_size, max_fail=max_fail,
-                             stop=stop, reason=_reason(reason))
+                             stop=stop, reason=_reason(reason), gate=gate)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -449,10 +452,12 @@ def demo(obj: _Context, directory: Path | None, keep: bool) -> None:
 
 
 from releaser.cli.doctor import doctor  # noqa: E402  (command modules of their own)
+from releaser.cli.gate import gate  # noqa: E402
 from releaser.cli.history import history  # noqa: E402
 
 cli.add_command(history)
 cli.add_command(doctor)
+cli.add_command(gate)
 
 from releaser.cli.keys import keys  # noqa: E402  (the release keys, releaser.trust)
 

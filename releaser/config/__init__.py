@@ -44,6 +44,7 @@ from typing import Any, Callable
 from releaser.appcontract import DEFAULT_HEALTH_PATH, AppContract, default_database_env
 from releaser.config import validate
 from releaser.config.exceptions import SecurityException, parse_exceptions
+from releaser.config.gate import GateConfig, parse_gate
 from releaser.config.trust import TrustConfig, parse_trust
 from releaser.errors import ConfigError
 
@@ -251,6 +252,7 @@ class Config:
     hosts: HostsConfig = field(default_factory=HostsConfig)
     trust: TrustConfig | None = None  # None: overlays unsigned, nodes verify nothing
     exceptions: tuple[SecurityException, ...] = ()  # [[exceptions]], none expired
+    gate: GateConfig = field(default_factory=GateConfig)  # [gate]: before publishing
 
     def exception_for(self, setting: str, env: str) -> SecurityException | None:
         """The documented exception that lowers ``setting`` in ``env``, or None."""
@@ -364,7 +366,7 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     base = file.parent.resolve()
     top = _Reader(file, raw, "")
     top.unknown({"app", "central", "ssh", "environments", "build", "hosts", "trust",
-                 "exceptions"})
+                 "exceptions", "gate"})
     app = _parse_app(top.table_of("app"), base)
     central = _parse_central(top.table_of("central"), base) if "central" in raw else None
     ssh = _parse_ssh(top.table_of("ssh"), base)
@@ -395,7 +397,8 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
         trust = parse_trust(top.table_of("trust"), base, local_central,
                             app.source / app.subdir, unsigned)
     return Config(file, app, central, ssh, environments, build_out,
-                  _parse_hosts(top.table_of("hosts")), trust, exceptions)
+                  _parse_hosts(top.table_of("hosts")), trust, exceptions,
+                  gate=parse_gate(top.table_of("gate")))
 
 
 def _parse_app(r: _Reader, base: Path) -> AppConfig:

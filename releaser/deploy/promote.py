@@ -106,10 +106,11 @@ def effective_policy(env: EnvironmentConfig, **overrides) -> RolloutPolicy:
 def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | None = None,
             dry_run: bool = False, progress: Progress = lambda _msg: None,
             stop: threading.Event | None = None, reason: str | None = None,
-            **policy_overrides) -> PromoteReport:
+            gate: bool = False, **policy_overrides) -> PromoteReport:
     """Build or take the release, publish it, roll it out; ``stop`` once set (an
     operator's SIGINT, ``releaser.deploy.interrupts``) starts no further node.
-    ``reason``: the operator's why, on every event the run records."""
+    ``reason``: the operator's why, on every event the run records; ``gate``: the
+    build passes the quality gate (``releaser.gate``) before anything is published."""
     started = time.monotonic()
     actor = Actor.here(reason)
     env = config.environment(env_name)
@@ -121,9 +122,9 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         fast_check(config, env_name)  # central writable, room, lock: before building anything
     breaking = None  # a breaking migration this promote brings (promote_from only)
     if env.promote_from:
-        if ref != "HEAD":
-            raise UsageError(f"{env_name} takes releases from {env.promote_from}: "
-                             "give --version, not --ref")
+        if ref != "HEAD" or gate:
+            raise UsageError(f"{env_name} takes releases from {env.promote_from}: give "
+                             "--version, not --ref or --gate (the gate runs where it is built)")
         release, files_from = _release_from_source(config, central, env, version, progress)
         tarball = None
         breaking = promote_warning(config, env_name, release.version)
@@ -140,6 +141,8 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
                  f"{': reusing the identical release already built' if built.reused else ''}")
         if release.dirty:
             progress(f"  note: a dirty build can reach {env_name} but never production")
+        if gate:
+            _gate(config, ref, built.release_dir, env.allow_dirty, progress)
 
     check_policy(env, release)
     known = Ledger.load(central, env_name)
@@ -209,6 +212,17 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         report.warnings.append(f"lock: {lock.lost}")
     report.seconds = time.monotonic() - started
     return report
+
+
+def _gate(config: Config, ref: str, release_dir: Path, allow_dirty: bool,
+          progress: Progress) -> None:
+    """The quality gate on the build; GateFailed (nothing published) when it fails."""
+    from releaser.gate import check_gate, run_gate
+
+    report = run_gate(config, ref=ref, release_dir=release_dir, allow_dirty=allow_dirty)
+    for line in report.lines():
+        progress(line)
+    check_gate(report)
 
 
 def _stage(progress: Progress, notifier: Notifier, index: int, stage, version: str) -> None:
