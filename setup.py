@@ -61,7 +61,9 @@ setup(
             "pkgcheck==0.10.37",
             "pkgcore==0.12.30",
             "pkgdev==0.2.13",
-            "PyYAML>=6,<7",  # tests/test_ci_files.py parses the GitHub Actions workflow
+            # tests/test_ci_files.py parses the GitHub Actions workflow and the Jenkinsfile
+            "PyYAML>=6,<7",
+            "groovy-parser==0.2.2",
         ],
     },
     entry_points={"console_scripts": ["releaser = releaser.cli:main"]},
