@@ -467,6 +467,10 @@ from releaser.cli.secrets import secrets  # noqa: E402  (releaser.trust.secrets)
 
 cli.add_command(secrets)
 
+from releaser.cli.db import db  # noqa: E402  (releaser.db: refresh)
+
+cli.add_command(db)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, mapping releaser errors to one line and an exit code."""

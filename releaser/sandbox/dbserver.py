@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,3 +293,95 @@ def _create_app_user(server: DatabaseServer) -> None:
                  f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{user}'@'127.0.0.1'; "
                  f"GRANT ALL PRIVILEGES ON `{db}\\_%`.* TO '{user}'@'127.0.0.1'; "
                  f"GRANT PROCESS ON *.* TO '{user}'@'127.0.0.1'")
+
+
+# --------------------------------------------------- a sandbox's server (sandbox init --db)
+
+#: The app's driver of each server backend: (Python distribution, Gentoo package).
+DRIVERS = {"postgresql": ("psycopg", "dev-python/psycopg"),
+           "mariadb": ("PyMySQL", "dev-python/pymysql")}
+#: In a sandbox folder: the server's cluster, and the app user's password (0600).
+SANDBOX_FOLDER, PASSWORD_FILE = "db", "db.password"
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if ``sandbox init --db`` takes it, else UsageError (before anything is made)."""
+    from releaser.errors import UsageError
+
+    if backend not in BACKENDS:
+        raise UsageError(f"--db: {backend!r} is not one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def driver_atoms(backend: str) -> tuple[str, ...]:
+    """The RDEPEND atom the app needs for ``backend`` (none for SQLite: the standard library)."""
+    return (DRIVERS[backend][1],) if backend in DRIVERS else ()
+
+
+def driver_provided(backend: str) -> list[str]:
+    """package.provided entries for the driver, from this Python (the sandbox runs the app
+    with it); SandboxError when the ``sandbox`` extra is not installed."""
+    import importlib.metadata
+
+    if backend not in DRIVERS:
+        return []
+    dist, package = DRIVERS[backend]
+    try:
+        return [f"{package}-{importlib.metadata.version(dist)}"]
+    except importlib.metadata.PackageNotFoundError:
+        raise SandboxError(f"--db {backend}: the app's driver {dist} is not installed: pip "
+                           "install 'releaser[sandbox]' (scripts/bootstrap does)") from None
+
+
+@dataclass(frozen=True)
+class SandboxDatabases:
+    """A sandbox's server with one database per environment (``NAME_ENV``), the app user's
+    password in ``password_file``."""
+
+    server: DatabaseServer
+    urls: dict
+    password_file: str
+
+    def to_state(self) -> dict:
+        return {"backend": self.server.backend, "folder": self.server.folder,
+                "pid": self.server.pid, "urls": self.urls, "password_file": self.password_file}
+
+
+def start_sandbox_databases(directory: Path, backend: str, envs: list[str]) -> SandboxDatabases:
+    """Start the sandbox's server and make each environment's database.
+
+    The cluster lives in a folder of its own under the system's temporary
+    folder, not in ``directory``: the server runs as its own user, who must
+    reach it, and a sandbox's folders (a home, pytest's) may be closed to
+    others or closed again while the server runs.  ``down`` removes it.
+    """
+    server = start_server(backend, Path(tempfile.mkdtemp(prefix="releaser-sandbox-db-"))
+                          / SANDBOX_FOLDER)
+    try:
+        password_file = Path(directory) / PASSWORD_FILE
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(server.password + "\n")
+        urls = {}
+        for env in envs:
+            name = f"{server.database}_{env.replace('-', '_')}"
+            server.admin(f"CREATE DATABASE {name} OWNER {server.user}"
+                         if backend == "postgresql" else f"CREATE DATABASE `{name}`")
+            urls[env] = server.url.rsplit("/", 1)[0] + "/" + name
+    except BaseException:
+        server.stop()
+        raise
+    return SandboxDatabases(server, urls, str(password_file))
+
+
+def stop_sandbox_databases(state: dict | None, progress=lambda _m: None) -> None:
+    """Stop the server a sandbox state records (by its pid); nothing if none."""
+    if not state:
+        return
+    folder = Path(state["folder"])
+    server = from_folder(folder)
+    if server is not None and pid_alive(server.pid):
+        server.stop()
+        progress(f"{server.backend} server stopped")
+    if folder.name == SANDBOX_FOLDER and folder.parent.name.startswith("releaser-sandbox-db-"):
+        shutil.rmtree(folder.parent, ignore_errors=True)

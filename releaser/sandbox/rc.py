@@ -71,7 +71,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -118,6 +118,11 @@ class ServiceSpec:
     host: str
     port: int
     log: str
+    #: A server database (``sandbox init --db``): its URL replaces ``database`` in the
+    #: app's environment, its password is read from ``password_file`` (absolute, 0600)
+    #: at each start, never written into services.json.
+    database_url: str = ""
+    password_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.module or not all(p.isidentifier() for p in self.module.split(".")):
@@ -142,10 +147,10 @@ class ServiceSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> "ServiceSpec":
         known = {f.name for f in fields(cls)}
-        missing = known - set(data)
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
         if missing:
             raise UsageError(f"service settings lack {sorted(missing)}")
-        return cls(**{k: data[k] for k in known})
+        return cls(**{k: data[k] for k in known if k in data})
 
 
 # --------------------------------------------------------------------------
@@ -301,7 +306,9 @@ class Service:
         config = self.path(self.spec.config)
         if config.is_file():
             env[f"{prefix}_CONFIG"] = str(config)
-        env[f"{prefix}_DATABASE"] = str(self.path(self.spec.database))
+        env[f"{prefix}_DATABASE"] = self.spec.database_url or str(self.path(self.spec.database))
+        if self.spec.password_file:
+            env[f"{prefix}_DATABASE_PASSWORD"] = Path(self.spec.password_file).read_text().strip()
         env[f"{prefix}_HOST"] = self.spec.host
         env[f"{prefix}_PORT"] = str(self.spec.port)
         env[MARKER] = self.marker

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from releaser.sandbox import distserver
+from releaser.sandbox import dbserver, distserver
 from releaser.sandbox import noderoot
 from releaser.central import overlay, overlay_git
 from releaser.sandbox import rc as sandbox_rc
@@ -139,8 +139,12 @@ def free_port(address: str = "127.0.0.1") -> int:
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
                  progress=lambda _m: None, *, ssh: bool = False,
                  stock_binpkgs: bool = False, overlays: Mapping[str, str] | None = None,
-                 trust: bool = False, hosts: str = "dir") -> Path:
+                 trust: bool = False, hosts: str = "dir", db: str = "sqlite") -> Path:
     """Create a sandbox under ``directory``; returns its releaser.toml.
+
+    ``db``: the app's database, "sqlite" (a file per node) or a server of the
+    sandbox's own ("postgresql", "mariadb", ``releaser.sandbox.dbserver``) with
+    one database per environment, stopped by ``down_sandbox``.
 
     ``hosts``: "dir" (every node a folder of this machine, the fast default)
     or "lxc" (every node an LXC container, ``releaser.sandbox.lxc_world``;
@@ -173,6 +177,7 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     if hosts not in HOSTS:
         raise UsageError(f"--hosts: {hosts!r} is not one of {', '.join(HOSTS)}")
     _check_nodes(nodes, ssh)
+    dbserver.check_backend(db)
     names = overlay_names(nodes, overlays or {})
     if hosts == "lxc":
         if ssh or stock_binpkgs or trust:
@@ -180,9 +185,14 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
                              "their image's Portage; --ssh, stock binpkgs and trust are for "
                              "--hosts dir")
         return _init_lxc(directory, app, nodes, names, progress)
-    provided = provided_packages()
+    if db != "sqlite" and hosts != "dir":
+        raise UsageError(f"--db {db}: a database server is for --hosts dir")
+    provided = provided_packages() + dbserver.driver_provided(db)
+    app = dataclasses.replace(app, rdepend=tuple(dict.fromkeys(
+        app.rdepend + dbserver.driver_atoms(db))))
     directory.mkdir(parents=True, exist_ok=True)
     world = _World(directory, ssh, stock_binpkgs, provided, names)
+    world.db = db
     world.trust = _sandbox_trust(directory, nodes) if trust else None
     try:
         return world.build(app, nodes, progress)
@@ -256,6 +266,8 @@ class _World:
         self.pidfile = directory / "distserver.pid"
         self.client_key = sandbox_ssh.client_key(directory) if ssh else ""
         self.trust = None  # a TrustConfig when the sandbox signs its overlays
+        self.db = "sqlite"
+        self.databases: dbserver.SandboxDatabases | None = None
 
     def build(self, app: AppConfig, nodes: dict[str, int], progress) -> Path:
         directory = self.directory
@@ -275,6 +287,11 @@ class _World:
                                          0, pidfile=self.pidfile,
                                          logfile=directory / "logs" / "distserver.log")
         progress(f"HTTP distfile server: {server.url} (pid {server.pid})")
+        if self.db != "sqlite":
+            self.databases = dbserver.start_sandbox_databases(directory, self.db,
+                                                              ordered_environments(nodes))
+            progress(f"{self.db} server: {self.databases.server.folder} port "
+                     f"{self.databases.server.port} (pid {self.databases.server.pid})")
 
         made: list[SandboxNode] = []
         for env in ordered_environments(nodes):
@@ -294,12 +311,15 @@ class _World:
         config_path.write_text(render_config(app, server.url, made, central=self._central(),
                                              overlays=self.overlays,
                                              sync_uri=central.overlay_repo("{env}"),
-                                             trust=self.trust))
+                                             trust=self.trust,
+                                             databases=self.databases))
         self._bootstrap(config_path, progress)
         state = {"distserver": {"pidfile": str(self.pidfile), "url": server.url},
                  "nodes": {n.name: {"env": n.env, "root": str(n.root), "port": n.port,
                                     "address": n.address, "ssh_port": n.ssh_port}
                            for n in made}}
+        if self.databases is not None:
+            state["db"] = self.databases.to_state()
         if self.ssh:
             state["ssh"] = {"client_key": str(directory / sandbox_ssh.CLIENT_KEY),
                             "known_hosts": str(directory / sandbox_ssh.KNOWN_HOSTS),
@@ -347,9 +367,11 @@ class _World:
             stock_binpkgs=self.stock_binpkgs,
         )
         noderoot.create_bare_root(spec)
-        sandbox_rc.install_rc_service(
-            node.root, {app.name: sandbox_rc.ServiceSpec.for_app(app.name, node.port,
-                                                                 host=node.address)})
+        spec = sandbox_rc.ServiceSpec.for_app(app.name, node.port, host=node.address)
+        if self.databases is not None:
+            spec = dataclasses.replace(spec, database_url=self.databases.urls[node.env],
+                                       password_file=self.databases.password_file)
+        sandbox_rc.install_rc_service(node.root, {app.name: spec})
         if not self.ssh:
             return node
         daemon = self._start(node.name, node.address, noderoot.portage_env(node.root))
@@ -359,6 +381,8 @@ class _World:
         bootstrap_all(config_path, progress)
 
     def undo(self) -> None:
+        if self.databases is not None:
+            dbserver.stop_sandbox_databases(self.databases.to_state())
         try:
             if self.daemons:
                 sandbox_ssh.stop_all({n: sandbox_ssh.to_state(d)
@@ -414,7 +438,7 @@ class CentralHost:
 def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                   central: CentralHost | None = None,
                   overlays: Mapping[str, str] | None = None,
-                  sync_uri: str | None = None, trust=None) -> str:
+                  sync_uri: str | None = None, trust=None, databases=None) -> str:
     """releaser.toml text; ``central`` given: an SSH sandbox (``[ssh]``, addresses);
     ``overlays``: overlay repository names by environment (default ``releaser-ENV``);
     ``sync_uri``: ``[central] sync_uri``, where the nodes sync overlays from."""
@@ -452,7 +476,11 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
         source = promote_from(env, present)
         if source is not None:
             lines.append(f"promote_from = {q(source)}")
-        lines.append(f'database = {{ path = "/var/lib/{app.name}/{app.name}.db" }}')
+        if databases is None:
+            lines.append(f'database = {{ path = "/var/lib/{app.name}/{app.name}.db" }}')
+        else:
+            lines.append(f"database = {{ backend = {q(databases.server.backend)}, url = "
+                         f"{q(databases.urls[env])} }}")
         lines.append("nodes = [")
         for n in (n for n in nodes if n.env == env):
             where = "" if n.ssh_port is None else \
@@ -510,5 +538,6 @@ def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
         progress(f"node {name}: {service} {'stopped' if result.ok else 'was not running'}")
     if state.get("ssh"):
         sandbox_ssh.stop_all(state["ssh"].get("sshd", {}), progress)
+    dbserver.stop_sandbox_databases(state.get("db"), progress)
     if distserver.stop_server(Path(state["distserver"]["pidfile"])):
         progress("HTTP distfile server stopped")
