@@ -11,6 +11,7 @@ node's overlay stays on the commit it had and the node keeps running 1.0.0.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -47,11 +48,13 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture
 def good(fleet):
-    """The bare overlay's signed head after the first promote; put back after each test."""
+    """The bare overlay's signed head after the first promote; put back after each test,
+    with the keyring's record of it (the head releaser pushed last)."""
     bare = fleet.central / "overlays" / "staging.git"
     head = git(bare, "rev-parse", "main")
     yield head
     git(bare, "update-ref", "refs/heads/main", head)
+    Keyring(fleet.config.trust.gnupghome).record_head("staging", head)
 
 
 def node_of(sb: Sandbox):
@@ -173,9 +176,27 @@ def v101(fleet) -> str:
     return "v1.0.1"
 
 
+def test_promote_refuses_a_central_overlay_rolled_back(fleet, good, v101, capsys):
+    """The keyring remembers the head releaser pushed last: an older signed head
+    force-pushed back is refused before anything is built on it."""
+    older = git(fleet_bare(fleet), "rev-parse", f"{good}~1")
+    git(fleet_bare(fleet), "update-ref", "refs/heads/main", older)
+    capsys.readouterr()
+    assert main(["-c", str(fleet.config_path), "promote", "staging", "--ref", v101]) == 1
+    assert (f"its head {older[:12]} does not descend from {good[:12]}, which releaser "
+            "pushed last") in capsys.readouterr().err
+    assert git(fleet_bare(fleet), "rev-parse", "main") == older  # nothing pushed on top
+    assert installed(fleet) == "1.0.0" and overlay_head(fleet) == good
+
+
 def test_refusal_during_promote_keeps_the_node_and_is_recorded(fleet, good, v101, capsys):
-    """Central rolled back to an older signed overlay: releaser's next publish builds on
-    it and signs, but the node refuses the result as a rewritten history."""
+    """Central rolled back, and releaser run from a keyring with no record of the
+    overlay (another operator's copy): it builds on the old head and signs, but the
+    node refuses the result as a rewritten history."""
+    state_file = fleet.config.trust.gnupghome / "releaser-keys.json"
+    state = json.loads(state_file.read_text())
+    state["staging"].pop("head")
+    state_file.write_text(json.dumps(state))
     git(fleet_bare(fleet), "update-ref", "refs/heads/main", f"{good}~1")
     capsys.readouterr()
     rc = main(["-c", str(fleet.config_path), "promote", "staging", "--ref", v101, "--json"])

@@ -132,6 +132,7 @@ def _prepare_clone(repo: git.Repo, central: CentralRepository, signer: Signer | 
             section, option = key.split(".", 1)
             cfg.set_value(section, option, value)
     repo.git.update_environment(**git_env(central), **(signer.env() if signer else {}))
+    repo.releaser_signer = signer  # commit_and_push records the head it pushes
 
 
 @contextlib.contextmanager
@@ -205,7 +206,11 @@ def commit_and_push(repo: git.Repo, message: str) -> str:
     except git.GitCommandError as exc:
         raise PublishError(f"pushing the overlay commit failed (someone else pushed? "
                            f"re-run): {git_reason(exc)}") from None
-    return repo.head.commit.hexsha
+    head = repo.head.commit.hexsha
+    signer = getattr(repo, "releaser_signer", None)
+    if signer is not None:
+        signer.keyring.record_head(signer.environment, head)
+    return head
 
 
 def check_head(repo: git.Repo, signer: Signer) -> None:
@@ -214,15 +219,32 @@ def check_head(repo: git.Repo, signer: Signer) -> None:
     Portage verifies only the top commit: were releaser to sign a commit on top
     of one pushed by someone else, that commit's content would reach the nodes
     under the release key.  So the head releaser builds on must carry a good
-    signature from one of the keys the environment's nodes accept.
+    signature from one of the keys the environment's nodes accept, and descend
+    from the head releaser pushed last (recorded in the keyring, on the
+    operator's side): an older signed head force-pushed back is refused here,
+    before the nodes would refuse the result.
     """
     status, fpr = signature(repo, "HEAD", signer)
     accepted = signer.keyring.verify_keys(signer.environment)
+    head = repo.head.commit.hexsha
     if status not in ("G", "U") or fpr not in accepted:
         raise PublishError(f"the {signer.environment} overlay on the central repository has a head "
-                           f"({repo.head.commit.hexsha[:12]}) not signed by its release key "
+                           f"({head[:12]}) not signed by its release key "
                            f"({describe_signature(status, fpr)}): someone pushed to it "
                            "directly; not building on it")
+    last = signer.keyring.last_head(signer.environment)
+    if last and last != head and not _descends(repo, last, head):
+        raise PublishError(f"the {signer.environment} overlay on the central repository was "
+                           f"rolled back or rewritten: its head {head[:12]} does not descend "
+                           f"from {last[:12]}, which releaser pushed last; not building on it")
+
+
+def _descends(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+    except git.GitCommandError:
+        return False  # not an ancestor, or not in this history at all
+    return True
 
 
 def signature(repo: git.Repo, rev: str, signer: Signer) -> tuple[str, str]:

@@ -10,7 +10,8 @@ The keyring is a GnuPG home of its own (``[trust] gnupghome``), on the
 operator's side.  Beside the keys it holds ``releaser-keys.json``: per
 environment the ``active`` key (the one that signs) and the ``verify`` keys
 (what nodes are given: the active one, plus the previous one during a
-rotation until ``keys retire`` ends it).
+rotation until ``keys retire`` ends it), and the ``head`` of the overlay
+releaser last pushed (the next one must descend from it).
 
 Keys have no passphrase: releaser signs unattended; the folder is mode 0700
 and the secret never leaves it (only public keys are exported).
@@ -33,7 +34,7 @@ STATE_FILE = "releaser-keys.json"
 #: Where a host keeps the public release keys its overlay is verified with:
 #: ``ENV.asc`` holds only that environment's keys (Portage trusts every key it is given).
 NODE_KEYS_DIR = "/etc/portage/releaser/keys"
-ACTIVE, VERIFY, RETIRED = "active", "verify", "retired"
+ACTIVE, VERIFY, RETIRED, HEAD = "active", "verify", "retired", "head"
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,17 @@ class Keyring:
         """The fingerprints ``env``'s nodes accept (the active key first)."""
         self.active(env)
         return list(self._state()[env][VERIFY])
+
+    def last_head(self, env: str) -> str | None:
+        """The overlay commit releaser last pushed for ``env`` from this keyring."""
+        return (self._state().get(_env_name(env)) or {}).get(HEAD)
+
+    def record_head(self, env: str, commit: str) -> None:
+        """Remember ``commit`` as ``env``'s overlay head: the next commit must descend from it."""
+        state = self._state()
+        self.active(env)
+        state[env][HEAD] = commit
+        self._save(state)
 
     def env_keys(self, env: str) -> list[str]:
         """Every key ``env`` ever had (active, still given to nodes, retired): what
