@@ -393,16 +393,19 @@ def sandbox() -> None:
               show_default=True,
               help="The app's database: a SQLite file per node, or a server of the sandbox's "
                    "own with a database per environment (stopped by `sandbox down`).")
+@click.option("--trust", is_flag=True,
+              help="Signed overlays: a [trust] keyring in DIRECTORY/gnupg with a release key "
+                   "per environment, verified by every node (README: Trust).")
 @click.pass_obj
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
-                 ssh: bool, hosts: str, db: str) -> None:
+                 ssh: bool, hosts: str, db: str, trust: bool) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
     from releaser.sandbox.world import init_sandbox, ordered_environments, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
     path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh, hosts=hosts,
-                        db=db)
+                        db=db, trust=trust)
     if db != "sqlite":
         from releaser.sandbox.dbserver import PASSWORD_FILE
 
