@@ -471,3 +471,21 @@ def test_closed_folder_finds_where_the_user_cannot_search():
         assert closed_folder(node, other[0], os.getegid()) == base  # group bits, not other's
     finally:
         shutil.rmtree(base)
+
+
+def test_the_init_script_keeps_what_releaser_reads():
+    """app/openrc/notes.initd, sourced as openrc-run sources it: its pidfile, output_log
+    and command_user are the app contract's, which releaser reads on a host."""
+    from releaser.appcontract import AppContract
+    from releaser.hosts.host_probe import Account
+
+    initd = Path(__file__).resolve().parent.parent / "app/openrc/notes.initd"
+    shown = subprocess.run(
+        ["sh", "-c", '. "$1" && printf "%s\\n" "$pidfile" "$output_log" "$error_log" '
+                     '"$command_user" "$command"', "sh", str(initd)],
+        env={"PATH": os.defpath}, capture_output=True, text=True, check=True)
+    contract = AppContract("notes")
+    account = Account.of(contract)
+    assert shown.stdout.splitlines() == [contract.pidfile, contract.service_log,
+                                         contract.service_log,
+                                         f"{account.user}:{account.group}", "/usr/bin/notes"]
