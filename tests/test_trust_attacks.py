@@ -208,6 +208,11 @@ def test_refusal_during_promote_keeps_the_node_and_is_recorded(fleet, good, v101
     assert ledger_events == 0
     history = capsys.readouterr().out
     assert '"overlay_refused"' in history and '"diverged"' in history
+    main(["-c", str(fleet.config_path), "status", "staging", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    node = next(n for e in status for n in e["nodes"] if n["name"] == NODE)
+    assert node["installed"] == "1.0.0"
+    assert "overlay refused (diverged)" in node["last_change"]["detail"]
 
 
 def test_releaser_never_signs_on_top_of_an_unsigned_head(fleet, good, v101, tmp_path, capsys):
