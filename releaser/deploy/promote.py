@@ -43,7 +43,7 @@ from releaser.deploy.reinstall import sync_nodes
 from releaser.central.lock import EnvironmentLock
 from releaser.hosts.node import connect
 from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
-                      NodeRollout)
+                      NodeRollout, still_on_withdrawn)
 from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
 from releaser.build.release import Release
 
@@ -198,8 +198,13 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         previous = ledger.current
         _notify_outcome(notifier, report)
         _record_outcome(ledger, report)
+        stranded = report.withdrawn and still_on_withdrawn(report.nodes, release.version,
+                                                           env_name, previous)
+        if stranded:
+            report.warnings.append(stranded)
+            progress(f"warning: {stranded}")
         ledger.save()
-        _side_steps(central, env, report, ledger, previous, progress)
+        _side_steps(config, central, env, report, ledger, previous, progress)
         if report.withdrawn and (ledger.release(release.version) or {}).get("masked"):
             report.warnings += sync_nodes(config, env, [n.node for n in report.nodes
                                                         if n.status != SKIPPED])
@@ -288,9 +293,10 @@ def _withdrawn_reason(report: PromoteReport) -> str:
             "health check) and was rolled back automatically")
 
 
-def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: PromoteReport,
-                ledger: Ledger, previous: str | None, progress: Progress) -> None:
-    """Mask a withdrawn release, or prune old backups after a healthy one.
+def _side_steps(config: Config, central: CentralRepository, env: EnvironmentConfig,
+                report: PromoteReport, ledger: Ledger, previous: str | None,
+                progress: Progress) -> None:
+    """Mask a withdrawn release, or prune old backups and versions after a healthy one.
 
     The outcome is already saved: a failure here is reported (and recorded in
     the ledger's events), never allowed to undo it.
@@ -307,8 +313,11 @@ def _side_steps(central: CentralRepository, env: EnvironmentConfig, report: Prom
             failure += (f"; {release.cpv} is withdrawn in the ledger but still offered by the "
                         "overlay: mask it by hand")
     elif report.ok:
-        failure = ledger.side_step("retention", lambda: _retain(
-            central, env, {release.version, previous} - {None}, progress))
+        failures = [ledger.side_step("retention", lambda: _retain(
+            central, env, {release.version, previous} - {None}, progress)),
+            ledger.side_step("version retention", lambda: _retain_versions(
+                config, central, env.name, ledger, progress))]
+        failure = "; ".join(f for f in failures if f) or None
     else:
         return
     if failure is not None:
@@ -388,6 +397,17 @@ def _plan(config, central, env, release, files_from, tarball, progress, started)
                                         after=release.version, detail=action))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retain_versions(config: Config, central: CentralRepository, env: str, ledger: Ledger,
+                     progress: Progress) -> None:
+    """Old versions leave the overlay and the distfile store (``keep_versions``)."""
+    from releaser.deploy.version_retention import retain_versions
+
+    done = retain_versions(config, central, env, ledger)
+    if done.removed:
+        progress(f"retention: removed {', '.join(done.removed)} from the {env} overlay"
+                 + (f" and {len(done.distfiles)} tarball(s)" if done.distfiles else ""))
 
 
 def _retain(central: CentralRepository, env: EnvironmentConfig, protect: set[str],
