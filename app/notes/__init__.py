@@ -1,9 +1,10 @@
-"""notes: a small Flask service that stores text notes in SQLite.
+"""notes: a small Flask service that stores text notes in SQLite, PostgreSQL or MariaDB.
 
 It exists as the demo payload of releaser: packaged into a tarball and ebuild,
 installed by Portage into /usr/lib/notes, run by OpenRC, with schema
 migrations, health reporting and verified backups that a release pipeline can
-rely on.  Runtime dependencies: the standard library, flask and waitress.
+rely on.  Runtime dependencies: the standard library, flask and waitress;
+psycopg 3 or PyMySQL for a PostgreSQL or MariaDB database (imported only then).
 """
 
 from __future__ import annotations
