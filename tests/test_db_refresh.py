@@ -1,7 +1,8 @@
 """``releaser db refresh staging --from production`` on a sandbox whose environments each have
 their own database on a real PostgreSQL server: a complete copy through a verified dump,
 masked by the refresh hook before staging serves it, independent of production afterwards,
-and refused in the other direction."""
+and refused in the other direction; and promote's warning before a breaking migration
+reaches production."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from releaser.errors import UsageError
 from releaser.sandbox.dbserver import PASSWORD_FILE
 from releaser.sandbox.world import default_app, down_sandbox, init_sandbox
 
+from .conftest import commit_all, git
 from .sandboxes import make_source
 
 pytestmark = pytest.mark.slow
@@ -96,3 +98,21 @@ def test_refresh_copies_production_into_staging_masked_and_independent(world):
     post(world, "production", "production only", "y")
     assert [t for t, _ in notes(world, "staging")] == ["customer", "staging only"]
     assert [t for t, _ in notes(world, "production")] == ["customer", "production only"]
+
+
+def test_promote_warns_before_a_breaking_migration_reaches_production(world):
+    source = world.app.source
+    schema = source / "app" / "notes" / "schema.py"
+    text = schema.read_text()
+    at = text.rindex("\n]")
+    migration = '\n    (2, "breaking", "UPDATE notes SET title = upper(title);"),'
+    schema.write_text(text[:at] + migration + text[at:])
+    commit_all(source, "a breaking migration", when="2026-03-01T00:00:00+00:00")
+    git(source, "tag", "v1.1.0")
+    staged = promote(world, "staging")
+    assert staged.ok and not staged.warnings  # staging takes releases from no one
+    planned = promote(world, "production", version="1.1.0", dry_run=True)
+    [warning] = [w for w in planned.warnings if "breaking migration" in w]
+    assert warning.startswith("1.1.0 brings breaking migration 2 (as staging's database "
+                              "recorded it): once it runs in production, 1.0.0 (schema 1) "
+                              "becomes un-rollbackable there without --restore-db")

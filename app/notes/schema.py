@@ -34,7 +34,6 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .db import (MARIADB, POSTGRESQL, SQLITE, Connection, DatabaseError, Target, as_target,
                  open_database)
