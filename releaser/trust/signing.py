@@ -35,9 +35,3 @@ class Signer:
     def env(self) -> Mapping[str, str]:
         return self.keyring.env()
 
-
-def signer_for(config, env: str) -> Signer | None:
-    """The signer of ``env``'s overlay commits; None when ``config`` has no ``[trust]``."""
-    if config is None or config.trust is None:
-        return None
-    return Signer.for_env(Keyring(config.trust.gnupghome), env)
