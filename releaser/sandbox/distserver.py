@@ -27,6 +27,12 @@ Hidden names (a path component starting with ``.``) are neither listed nor
 served: they are the central repository's temporaries (``.NAME.partial-*``,
 an upload not yet checked), never a published file.
 
+With ``--git-root`` (the LXC sandbox, ``releaser.sandbox.lxc_world``) it also
+serves the central repository's bare overlay repositories under ``/git/`` by
+git's smart HTTP protocol (``GitAndDistfilesHandler``: ``git http-backend``,
+fetch only), what a central host's web server does for nodes that sync over
+HTTP(S).
+
 The small process helpers (``pid_alive``, ``process_cmdline``,
 ``terminate_pid``) are shared with ``releaser.sandbox.rc``.
 """
@@ -179,6 +185,7 @@ def start_server(directory: Path, host: str = "127.0.0.1", port: int = 0, *,
     DistServerError if a server already runs under ``pidfile``, or if the
     child exits or does not listen within ``timeout`` seconds (the message
     carries the log's last line, e.g. "Address already in use").
+    ``git_root``: also serve the bare repositories under it at ``GIT_PREFIX``.
     """
     directory = Path(directory).absolute()
     pidfile = Path(pidfile).absolute()

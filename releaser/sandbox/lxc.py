@@ -168,10 +168,13 @@ def create_container(image: Path, container: Container, bridge: Bridge,
     if home.exists():
         raise SandboxError(f"container {container.name} already exists ({home})")
     rootfs = home / "rootfs"
-    lxc_image.unpack(image, rootfs)
+    home.mkdir(parents=True)
+    # The config first: from then on LXC knows the container, and ``destroy`` removes it
+    # even if unpacking stops part way.
     (home / "config").write_text(CONFIG.format(
         hostname=container.hostname, rootfs=rootfs, bridge=bridge.name,
         address=container.address, gateway=bridge.gateway))
+    lxc_image.unpack(image, rootfs)
     (rootfs / "etc/hostname").write_text(container.hostname + "\n")
     (rootfs / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{container.address}\t"
                                       f"{container.hostname}\n")
