@@ -96,3 +96,27 @@ def test_shipped_default_config_matches_defaults() -> None:
     shipped = Path(__file__).resolve().parent.parent / "etc" / "notes.toml"
     config = load_config({"NOTES_CONFIG": str(shipped)})
     assert (config.database, config.host, config.port) == (DEFAULT_DATABASE, "127.0.0.1", 8080)
+
+
+def test_a_server_database_is_a_url_its_password_from_the_environment(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "notes.toml", '[notes]\ndatabase = "postgresql://notes@db1:5433/notes"\n')
+    config = load_config({"NOTES_CONFIG": str(cfg), "NOTES_DATABASE_PASSWORD": "s3cret"})
+    target = config.target
+    assert (target.backend, target.host, target.port, target.user, target.name, target.password) \
+        == ("postgresql", "db1", 5433, "notes", "notes", "s3cret")
+    assert str(target) == "postgresql://notes@db1:5433/notes" and "s3cret" not in repr(config)
+    mysql = load_config({"NOTES_DATABASE": "mysql://app@db2/shop"}).target
+    assert (mysql.backend, mysql.port, mysql.password) == ("mariadb", 3306, None)
+
+
+@pytest.mark.parametrize(("url", "needle"), [
+    ("oracle://a@b/c", "unknown database scheme 'oracle'"),
+    ("postgresql://a:pw@b/c", "must not hold a password"),
+    ("postgresql://b/c", "USER@HOST"),
+    ("mariadb://a@b/c-d", "invalid database name"),
+    ("mariadb://a@b/c?ssl=1", "no query"),
+])
+def test_a_bad_database_url_names_the_variable(url: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="NOTES_DATABASE") as info:
+        load_config({"NOTES_DATABASE": url})
+    assert needle in str(info.value)
