@@ -436,6 +436,32 @@ class NodeRollout:
                 "dump": dump.central_path, "dump_sha256": dump.sha256}
 
 
+def still_on_withdrawn(nodes: list[NodeOutcome], version: str, env: str,
+                       previous: str | None) -> str | None:
+    """Say which nodes still run ``version`` after the rollout withdrew it, or None.
+
+    Nodes of a batch run at once: when one of them fails past ``max_fail``,
+    the others may already be healthy on the release, which the run then
+    withdraws and masks.  They are left running it, on purpose: they are
+    healthy, and taking them down too would trade a known-good service for a
+    second, unplanned change on every one of them.  But nothing may hide it:
+    each such node's detail says so, and the warning returned names them and
+    the way back: ``releaser rollback ENV --to PREVIOUS`` (planned and
+    confirmed like any rollback; the environment's current version is still
+    PREVIOUS, so a plain ``rollback`` would go further back), or, when the
+    environment ran nothing before, a fixed release.
+    """
+    running = [n for n in nodes if n.status == INSTALLED]
+    for outcome in running:
+        outcome.detail += f"; but {version} was withdrawn after: this node still runs it"
+    if not running:
+        return None
+    back = (f"`releaser rollback {env} --to {previous}` puts them back on it" if previous
+            else "promote a fixed release to replace it")
+    return (f"{', '.join(n.node for n in running)} became healthy on {version} before the "
+            f"rollout halted and still run it, although {version} is now withdrawn: {back}")
+
+
 def _as_dict(process: ServiceProcess | None) -> dict | None:
     return None if process is None else {"pid": process.pid, "started": process.started}
 
