@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .backup_sqlite import _fsync_path, _sha256
 from .db import MARIADB, POSTGRESQL, Connection, Target, open_database
 from .errors import DumpError, NotesError
+from .files import fsync_path, sha256
 from .store import snapshot
 
 #: A dump or a restore of a large database can take long; a hung one must not hang forever.
@@ -53,12 +53,12 @@ def dump(target: Target, out: Path) -> dict[str, Any]:
     try:
         source = _dump_postgresql(target, tmp) if target.backend == POSTGRESQL \
             else _dump_mariadb(target, tmp)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
     report = verify_dump(out, target)
     if source is not None and (source["tables"], source["schema_version"]) != \
             (report["tables"], report["schema_version"]):
@@ -71,7 +71,7 @@ def dump(target: Target, out: Path) -> dict[str, Any]:
 def verify_dump(path: Path, server: Target) -> dict[str, Any]:
     """Restore ``path`` into a scratch database on ``server``'s server and read it back."""
     size = _check_file(path, server.backend)
-    digest = _sha256(path)
+    digest = sha256(path)
     with scratch_database(server, "verify") as scratch:
         _load(path, scratch)
         facts = _read(scratch, path)

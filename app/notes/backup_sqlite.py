@@ -14,7 +14,6 @@ a dump is only worth something once it is proven restorable.  Hence:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import stat
@@ -26,6 +25,7 @@ from typing import Any
 
 from .db import SQLITE, Connection, DatabaseError, Target, connect
 from .errors import DatabaseUnavailable, DumpError
+from .files import fsync_path, sha256
 from .store import snapshot
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -65,7 +65,7 @@ def verify_dump(dump_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DumpError(f"dump {path}: not a regular file")
     size = path.stat().st_size
     _check_header(path, size)
-    digest = _sha256(path)
+    digest = sha256(path)
 
     with tempfile.TemporaryDirectory(prefix="notes-verify-") as scratch:
         scratch_db = Path(scratch) / "verify.db"
@@ -148,21 +148,12 @@ def _write_atomically(target: Path, fill: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         fill(tmp)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_path(target.parent)
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or directory so a rename is durable across a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(target.parent)
 
 
 def _check_header(path: Path, size: int) -> None:
@@ -212,14 +203,6 @@ def _check_integrity(conn: sqlite3.Connection, path: Path, *, full: bool) -> Non
     ] or ["no result"]
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     raise DumpError(f"{path}: {pragma} failed: {problems[0]}{more}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy_ownership(tmp: Path, target: Path) -> None:
