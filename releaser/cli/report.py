@@ -100,7 +100,10 @@ def print_rollback_plan(plan: RollbackPlan) -> None:
              f"{n.target_schema if n.target_schema is not None else '?'}",
              n.verdict or "-",
              "nothing to do" if n.noop and not plan.restore_db else
-             ("CANNOT: " + "; ".join(n.problems) if n.problems else "ok")] for n in plan.nodes]
+             ("CANNOT: " + "; ".join(n.problems) if n.problems else
+              "REFUSED without --restore-db or --force"
+              if any(u.startswith(f"{n.node}: ") for u in plan.unsafe) else "ok")]
+            for n in plan.nodes]
     _table(["NODE", "CURRENT", "TARGET", "PACKAGE", "SCHEMA db vs target", "DATABASE", "STATE"],
            rows)
     for n in plan.nodes:
