@@ -6,9 +6,9 @@ as PID 1, sshd on port 22, Portage at its real paths and its own address on
 the sandbox's bridge; nodes sync the overlays from the central repository
 over the network (git smart HTTP) and fetch distfiles over HTTP.  The tests
 run in file order and build on each other: bootstrap (again, dry, refused),
-promote 1.0.0, upgrade to 1.1.0 with backups, a bad 1.2.0 rolled back by
-itself, an on-call rollback with the database, a stopped sshd during a
-rollout, and ``sandbox down``.
+promote 1.0.0, upgrade staging to 1.1.0 with backups, production to 1.1.0
+while a host's sshd is stopped, a bad 1.2.0 rolled back by itself on
+staging, an on-call rollback with the database, and ``sandbox down``.
 
 What a host really has is read on the host with ``lxc-attach`` (its console,
 not releaser's SSH): ``rc-status``, ``ps``, the vdb, repos.conf, the clone.
@@ -232,6 +232,42 @@ def test_upgrade_takes_backups_on_the_host(fleet):
 
 
 @slow
+def test_a_host_whose_sshd_stops_mid_rollout_is_unreachable_and_max_fail_decides(fleet,
+                                                                                  capsys):
+    stopped = threading.Event()
+
+    def progress(message: str) -> None:
+        # production-1 is the canary; production-2's sshd goes once the rollout is under way.
+        if message.startswith("production-1: sync") and not stopped.is_set():
+            on(fleet, "production-2", "rc-service", "ssh", "stop")
+            stopped.set()
+
+    config = load_config(fleet.config_path)
+    report = promote(config, "production", progress=progress, max_fail="1")
+    assert stopped.is_set()
+    nodes = {n.node: n for n in report.nodes}
+    assert nodes["production-1"].status == "installed" and nodes["production-1"].after == "1.1.0"
+    down = nodes["production-2"]
+    assert down.status == "failed" and down.phase == "connect", down
+    assert not report.halted  # one failure: within --max-fail 1
+    capsys.readouterr()
+    assert cli(fleet, "status", "production", "--json") == 6
+    [env] = json.loads(capsys.readouterr().out)
+    status = {n["name"]: n for n in env["nodes"]}
+    assert status["production-2"]["drift"] == "unreachable"
+    assert status["production-1"]["healthy"] is True
+
+    # Allowing no failure, the same unreachable host halts the rollout.
+    halted = promote(config, "production", max_fail="0")
+    assert {n.node: n.status for n in halted.nodes}["production-2"] == "failed"
+    assert halted.halted and not halted.withdrawn
+    on(fleet, "production-2", "rc-service", "ssh", "start")
+    assert cli(fleet, "promote", "production") == 0
+    assert installed(fleet, "production-2") == ["1.1.0"]
+    runs_under_openrc_as_notes(fleet, "production-2")
+
+
+@slow
 def test_a_release_failing_its_health_is_rolled_back_by_itself(fleet):
     health = fleet.source / "app" / "notes" / "health.py"
     text = health.read_text()
@@ -266,38 +302,6 @@ def test_on_call_rollback_with_the_database(fleet, capsys):
     [env] = json.loads(capsys.readouterr().out)
     [node] = env["nodes"]
     assert node["installed"] == "1.0.0" and node["healthy"] is True
-
-
-@slow
-def test_a_host_whose_sshd_stops_mid_rollout_is_unreachable_and_max_fail_decides(fleet,
-                                                                                  capsys):
-    stopped = threading.Event()
-
-    def progress(message: str) -> None:
-        # production-1 is the canary; production-2's sshd goes while it is installed.
-        if message.startswith("production-1: install") and not stopped.is_set():
-            on(fleet, "production-2", "rc-service", "ssh", "stop")
-            stopped.set()
-
-    config = load_config(fleet.config_path)
-    report = promote(config, "production", progress=progress, max_fail="1")
-    assert stopped.is_set()
-    nodes = {n.node: n for n in report.nodes}
-    assert nodes["production-1"].status == "installed" and nodes["production-1"].after == "1.0.0"
-    down = nodes["production-2"]
-    assert down.status == "failed" and down.phase == "connect", down
-    assert not report.halted  # one failure: within --max-fail 1
-    capsys.readouterr()
-    assert cli(fleet, "status", "production", "--json") == 6
-    [env] = json.loads(capsys.readouterr().out)
-    status = {n["name"]: n for n in env["nodes"]}
-    assert status["production-2"]["drift"] == "unreachable"
-    assert status["production-1"]["healthy"] is True
-
-    on(fleet, "production-2", "rc-service", "ssh", "start")
-    assert cli(fleet, "promote", "production") == 0
-    assert installed(fleet, "production-2") == ["1.0.0"]
-    runs_under_openrc_as_notes(fleet, "production-2")
 
 
 @slow
