@@ -172,7 +172,8 @@ def test_a_dead_process_ends_the_check_on_the_node_too(monkeypatch):
     result = on_node(runner, monkeypatch, timeout=30,
                      process_gone=lambda: "notes pid 42 is not running any more")
     assert not result.ok and result.attempts == 1
-    assert result.detail == f"notes pid 42 is not running any more; {URL} on node1: connection refused"
+    assert result.detail == (f"notes pid 42 is not running any more; {URL} on node1: "
+                             "connection refused")
 
 
 # --- the real program, through a real LocalRunner ----------------------------------------

@@ -94,7 +94,8 @@ OPERATOR: Transport = _Operator()
 
 @dataclass(frozen=True)
 class NodeTransport:
-    """The request made on the node: one ``python3 -I -S -c`` through the node's Runner per attempt."""
+    """The request made on the node: one ``python3 -I -S -c`` per attempt, through the
+    node's Runner (over SSH, its one connection)."""
 
     runner: Runner
 
