@@ -30,6 +30,7 @@ from releaser.deploy.promote import promote
 from releaser.deploy.rollback import execute_rollback, plan_rollback
 from releaser.errors import RollbackRefused
 from releaser.hosts.node import connect
+from releaser.processes import pid_alive
 from releaser.sandbox.dbserver import PASSWORD_FILE
 from releaser.sandbox.world import default_app, down_sandbox, init_sandbox
 
@@ -202,3 +203,14 @@ def test_restore_db_rollback_brings_back_exactly_the_dump(world):
     stats = world.stats()
     assert (stats["schema_version"], stats["tables"], stats["writes"]) == \
         (dump.schema_version, dump.tables, dump.writes)
+
+
+def test_sandbox_down_stops_its_server_by_pid(world):
+    state = json.loads((world.directory / "sandbox.json").read_text()).get("db")
+    if world.backend == "sqlite":
+        assert state is None
+        return
+    assert state["backend"] == world.backend and pid_alive(state["pid"])
+    down_sandbox(world.directory)
+    assert not pid_alive(state["pid"])
+    assert not Path(state["folder"]).exists()
