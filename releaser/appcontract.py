@@ -25,8 +25,8 @@ Service
     before it starts.  ``releaser.hosts.services`` reads exactly these: the
     exit status of ``rc-service``, the pidfile, and the log's last lines when
     the service fails.
-Database (``[app] database_env``, ``database.path``, *configured*)
-    the app reads its database path from one environment variable
+Database (``[app] database_env``, ``database.path`` or ``database.url``, *configured*)
+    the app reads its database path (or server URL) from one environment variable
     (``NAME_DATABASE`` by default); one path serves every environment, since
     the ebuild carries it (``/var/lib/NAME/NAME.db`` by default).  Dumps go to
     ``backups/`` beside the database (the ebuild keeps that folder).  A server
