@@ -392,14 +392,21 @@ def test_on_a_host_the_init_scripts_own_paths_are_read_at_the_real_root():
         ("rc-service", "status"): (0, " * status: started\n", ""),
         ("cat", "/run/notes.pid"): (0, "4242\n", ""),
         ("cat", "/proc/4242/stat"): (0, "4242 (python3) S " + "1 " * 18 + "777 0\n", ""),
-        ("rc-service", "restart"): (1, "", " * ERROR: notes failed to start\n"),
+        # as OpenRC prints a failed start_pre: the reason, its eend, then the generic error
+        ("rc-service", "restart"): (1, " * Migrating the notes database ...\n",
+                                    "Traceback (most recent call last):\n"
+                                    "notes: error: duplicate column name: extra2\n"
+                                    " * notes migrate failed; the service was not started\n"
+                                    " * ERROR: notes failed to start\n"),
         ("tail", "/var/log/notes/notes.log"): (0, log, ""),
     })
     assert OpenRC().process(runner, "notes") == ServiceProcess(4242, 777)
     with pytest.raises(NodeError) as failed:
         OpenRC().restart(runner, "notes")
     assert str(failed.value) == (
-        "web1: rc-service notes restart failed (exit 1): * ERROR: notes failed to start; "
+        "web1: rc-service notes restart failed (exit 1): notes: error: duplicate column name: "
+        "extra2 | * notes migrate failed; the service was not started | * ERROR: notes failed "
+        "to start; "
         "/var/log/notes/notes.log ends: serving | --- start | notes: cannot open "
         "/var/lib/notes/notes.db: permission denied")
     assert ["tail", "-n", "12", "--", "/var/log/notes/notes.log"] in runner.calls

@@ -129,7 +129,7 @@ class OpenRC:
         result = self._run(runner, service, action)
         if not result.ok:
             raise NodeError(f"{runner.host}: rc-service {service} {action} failed "
-                            f"(exit {result.returncode}): {_last_line(result)}"
+                            f"(exit {result.returncode}): {_said(result)}"
                             f"{self.log_excerpt(runner, service, root)}")
 
     def start(self, runner: Runner, service: str, root: str = "/") -> None:
@@ -233,6 +233,20 @@ def _start_time(stat: str) -> int | None:
     if not sep or len(fields) < 20 or not fields[19].isdigit():
         return None
     return int(fields[19])
+
+
+def _said(result: CommandResult) -> str:
+    """What a failed ``rc-service`` said last, in one line: its last ``LOG_LINES`` lines.
+
+    An init script's own ``eend`` closes with a generic " * ERROR: notes failed to
+    start"; the reason (a ``start_pre`` that failed, the migration's error) comes
+    just before it.
+    """
+    for text in (result.stderr, result.stdout):
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return " | ".join(lines[-LOG_LINES:])
+    return "no output"
 
 
 def _last_line(result: CommandResult) -> str:
