@@ -442,6 +442,43 @@ def sandbox_down(directory: Path) -> None:
     down_sandbox(directory, progress=_progress(False))
 
 
+@sandbox.group("vagrant")
+def sandbox_vagrant() -> None:
+    """The developers' Vagrant boxes (Vagrantfile, vagrant/): the box and its triggers."""
+
+
+@sandbox_vagrant.command("build-box")
+@click.option("--no-add", is_flag=True, help="Only build (or find) the box file; no `vagrant box add`.")
+def sandbox_vagrant_build_box(no_add: bool) -> None:
+    """Build the LXC box from the hosts' cached image (skipped when unchanged) and add it."""
+    from releaser.sandbox.vagrant_box import BOX_NAME, add_box, ensure_box
+
+    box = ensure_box(_progress(False))
+    if not no_add:
+        add_box(box, BOX_NAME, _progress(False))
+    click.echo(str(box))
+
+
+@sandbox_vagrant.command("prepare")
+@click.option("--lxc-net", is_flag=True, help="Start LXC's bridge (lxc-net) if it is not up.")
+@click.option("--serve", is_flag=True, help="Start the central HTTP server on the bridge address.")
+@click.pass_obj
+def sandbox_vagrant_prepare(obj: _Context, lxc_net: bool, serve: bool) -> None:
+    """Keys, known_hosts, central repository and overlays the boxes need (idempotent)."""
+    from releaser.sandbox.vagrant_dev import prepare
+
+    prepare(obj.config, lxc_net=lxc_net, serve=serve, progress=_progress(False))
+
+
+@sandbox_vagrant.command("down")
+@click.pass_obj
+def sandbox_vagrant_down(obj: _Context) -> None:
+    """Stop the central HTTP server, and LXC's bridge if prepare started it."""
+    from releaser.sandbox.vagrant_dev import down
+
+    down(obj.config, progress=_progress(False))
+
+
 @cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Where to create the sandbox (default: a new temporary folder).")
