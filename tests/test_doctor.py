@@ -46,7 +46,8 @@ def test_a_ready_environment(sb, capsys):
     assert any("ok: central (central:" in x and "writable" in x for x in lines), lines
     assert "  ok: lock: free" in lines
     for node in ("staging-1", "staging-2", "staging-3"):
-        assert any(x.startswith(f"  ok: {node}: reachable, prepared") for x in lines), lines
+        assert any(x.startswith(f"  ok: {node}: reachable, prepared (Portage 3.")
+                   and " MB free; git, python3" in x for x in lines), lines
     assert not any("NOT READY" in x or "warning" in x for x in lines), lines
 
 

@@ -96,8 +96,8 @@ def _check_node(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis"
     node.runner.run(["true"])  # SSH connects on first use: a key or network error is raised here
 
     if _bootstrap_state(config, env, node, diagnosis):
-        diagnosis.passed.append(f"{node.name}: reachable, prepared (Portage, git, python3, "
-                                "dependencies, free disk)")
+        diagnosis.passed.append(f"{node.name}: reachable, prepared ({_portage_and_disk(node)}"
+                                "; git, python3 and the app's dependencies)")
     try:
         leaked = _leaked_processes(config, node)
     except ReleaserError as exc:
@@ -136,6 +136,14 @@ def _bootstrap_state(config: "Config", env: str, node: "Node", diagnosis: "Diagn
             node.name, f"not prepared: {len(report.changes)} change(s) pending ({what})", fix))
         return False
     return True
+
+
+def _portage_and_disk(node: "Node") -> str:
+    """``Portage 3.0.83, 1234 MB free``, from the same read-only probe bootstrap uses."""
+    from releaser.hosts.host_probe import Host, probe
+
+    facts = probe(Host(node.name, node.runner, node.root), {"atoms": []})
+    return f"Portage {facts['portage']}, {facts['free_mb']} MB free"
 
 
 def _leaked_processes(config: "Config", node: "Node") -> list[tuple[int, str]]:
