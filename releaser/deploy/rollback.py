@@ -377,6 +377,8 @@ class _NodeRollback:
     plan: RollbackPlan
     ledger: Ledger
     progress: Progress
+    #: A server database the environment's nodes share is restored once per rollback.
+    shared: "_SharedRestore" = field(default_factory=lambda: _SharedRestore())
     #: The hooks around this call's node (set by ``_work``).
     _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
 
@@ -453,6 +455,17 @@ class _NodeRollback:
         return result
 
     def _restore_db(self, node: Node) -> None:
+        if not self.env.database.is_server:
+            self._restore_on(node)
+            return
+        with self.shared.lock:  # one database for every node: the first restores it
+            if self.shared.done is None:
+                self.shared.done = self._restore_on(node)
+            else:
+                self.progress(f"{node.name}: database already restored from {self.shared.done}")
+
+    def _restore_on(self, node: Node) -> str:
+        """Restore the dump taken while the target ran on ``node``; the dump's name."""
         dump = backup.latest_dump(self.central, self.env.name, node.name,
                                   version=self.plan.target)
         if dump is None:
@@ -463,3 +476,12 @@ class _NodeRollback:
         OpenRC().stop(node.runner, self.config.app.contract.service, node.root)
         backup.restore_database(node, self.config.app.contract, self.env.database.path, dump,
                                 password=password)
+        return dump.name
+
+
+@dataclass
+class _SharedRestore:
+    """Whether this rollback restored the environment's shared server database yet."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: str | None = None
