@@ -96,31 +96,38 @@ def restore(path: Path, target: Target) -> dict[str, Any]:
 
 @contextmanager
 def scratch_database(server: Target, purpose: str) -> Iterator[Target]:
-    """A new empty database ``NAME_PURPOSE_XXXXXXXX`` on ``server``'s server, dropped after."""
+    """A new empty database ``NAME_PURPOSE_XXXXXXXX`` on ``server``'s server, dropped after
+    (even when the body fails).  DumpError when it cannot be created or dropped."""
     scratch = server.named(f"{server.name}_{purpose}_{secrets.token_hex(4)}")
     admin = _admin(server)
     try:
-        admin.execute(f"CREATE DATABASE {admin.quote(scratch.name)}")
+        _ddl(admin, f"CREATE DATABASE {admin.quote(scratch.name)}")
         try:
             yield scratch
         finally:
-            drop = f"DROP DATABASE IF EXISTS {admin.quote(scratch.name)}"
-            admin.execute(drop + (" WITH (FORCE)" if server.backend == POSTGRESQL else ""))
-    except NotesError as exc:
-        if isinstance(exc, DumpError):
-            raise
-        raise DumpError(f"scratch database on {server}: {exc}") from None
+            force = " WITH (FORCE)" if server.backend == POSTGRESQL else ""
+            _ddl(admin, f"DROP DATABASE IF EXISTS {admin.quote(scratch.name)}{force}")
     finally:
         admin.close()
+
+
+def _ddl(admin: Connection, sql: str) -> None:
+    try:
+        admin.execute(sql)
+    except NotesError as exc:
+        raise DumpError(f"scratch database on {admin.target}: {exc}") from None
 
 
 # ------------------------------------------------------------------------ internals
 
 
 def _admin(server: Target) -> Connection:
-    """A connection to create and drop databases: the app's own database on PostgreSQL
-    (CREATE DATABASE runs outside a transaction, autocommit does that)."""
-    return open_database(server)
+    """A connection to create and drop databases from: the app's own database (in
+    autocommit, as CREATE DATABASE must run outside a transaction)."""
+    try:
+        return open_database(server)
+    except NotesError as exc:
+        raise DumpError(f"scratch database on {server}: {exc}") from None
 
 
 def _check_file(path: Path, backend: str) -> int:
