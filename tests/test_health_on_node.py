@@ -272,3 +272,36 @@ def test_node_health_uses_the_configured_transport(server, where, asks_node):
     assert result.ok
     assert bool(runner.calls) is asks_node
     assert result.detail.startswith(f"{url} on node1 " if asks_node else f"{url} is healthy")
+
+
+# --- both transports against the real app on a sandbox node --------------------------------
+
+def test_status_asks_on_the_node_by_default_and_from_here_when_configured(tmp_path, capsys):
+    """The real notes app after a real promote: ``releaser status`` asks its health on
+    the node (the default), then, with ``health_check = "operator"`` for the
+    environment, from releaser's own process; both see it healthy."""
+    from releaser.cli import main
+
+    from .sandboxes import Sandbox
+
+    sb = Sandbox(tmp_path, {"staging": 1})
+    try:
+        config = ["-c", str(sb.config_path)]
+        assert main([*config, "promote", "staging"]) == 0
+        url = sb.config.environment("staging").nodes[0].health_url
+
+        def status_detail() -> str:
+            capsys.readouterr()
+            assert main([*config, "status", "staging", "--json"]) == 0
+            [env] = json.loads(capsys.readouterr().out)
+            [node] = env["nodes"]
+            assert node["healthy"] is True, node
+            return node["detail"]
+
+        assert status_detail() == f"{url} on staging-1 is healthy: version 1.0.0, schema current"
+        text = sb.config_path.read_text()
+        sb.config_path.write_text(text.replace(
+            "[environments.staging]\n", '[environments.staging]\nhealth_check = "operator"\n', 1))
+        assert status_detail() == f"{url} is healthy: version 1.0.0, schema current"
+    finally:
+        sb.down()
