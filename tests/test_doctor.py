@@ -118,6 +118,15 @@ def test_a_live_lock_blocks_and_fast_skips_the_nodes(sb, capsys):
         assert main(["-c", str(sb.config_path), "lock", "release", "staging"]) == 0
 
 
+def test_an_unreachable_central_is_its_own_finding(sb, capsys):
+    """Last on this sandbox: the central host goes down."""
+    sb.sshd("central").stop()
+    code, lines = doctor(sb, capsys, "--fast")
+    assert code == NOT_READY
+    [line] = [x for x in lines if "NOT READY: central: " in x]
+    assert "connection refused" in line and "fix: check that 127.0.0." in line, line
+
+
 def test_a_full_central_is_refused_by_doctor_and_by_promote_before_any_build(tmp_path,
                                                                           app_repo):
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:

@@ -135,6 +135,14 @@ def test_an_older_ledger_is_migrated_once_and_loses_nothing(central):
     assert json.loads(Path(central.path("ledger", "staging.v1.json")).read_text()) == old
     # loaded again (or by a second run): nothing migrated twice
     assert [e["kind"] for e in Ledger.load(central, "staging").events()] == kinds
+    # a torn last line (a power loss mid-write) is skipped, the rest stays readable,
+    # and the next event starts a line of its own
+    with open(AuditLog(central, "staging").path, "a") as log:
+        log.write('{"kind": "node", "at": "2026-')
+    again = Ledger.load(central, "staging")
+    again.event("after-the-tear")
+    again.save()
+    assert [e["kind"] for e in again.events()] == [*kinds, "after-the-tear"]
 
 
 def test_two_processes_appending_at_once_never_interleave_lines(central):

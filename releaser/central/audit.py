@@ -14,6 +14,9 @@ end even when two processes append at once (a lock broken by an operator while
 the holder still records), so lines never interleave.  Nothing is interpolated
 into a shell: the path is an argv element, the events travel on stdin.
 
+A line torn by a power loss mid-write is skipped when read, and the next
+load ends it (``end_torn_line``), so the events after it stay whole.
+
 Every event says who (``user``, ``host``), when (``at``), what (``kind`` and
 its facts), why (``why``: the operator's ``--reason``, or what forced a takeover) and, where it
 concerns nodes, which (``node`` or ``nodes``).
@@ -72,13 +75,24 @@ class AuditLog:
 
     def append(self, events: list[dict]) -> int:
         """Append ``events`` in one write; return the bytes written (0 for none)."""
-        data = "".join(encode(e) for e in events)
+        return self._write("".join(encode(e) for e in events))
+
+    def _write(self, data: str) -> int:
         if not data:
             return 0
         self.central.runner.run(
             ["dd", f"of={self.path}", "oflag=append", "conv=notrunc,fsync", f"bs={len(data)}",
              "count=1", "iflag=fullblock", "status=none"], input=data)
         return len(data)
+
+    def end_torn_line(self) -> bool:
+        """End a last line a power loss cut short, so the next event starts a line of its
+        own (the torn one is skipped when read).  True when one was ended."""
+        last = self.central.runner.run(["tail", "-c", "1", "--", self.path], check=False)
+        if last.ok and last.stdout and not last.stdout.endswith("\n"):
+            self._write("\n")
+            return True
+        return False
 
     def read(self, *, last: int | None = None) -> list[dict]:
         """The events, oldest first (only the ``last`` N when given).
