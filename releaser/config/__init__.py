@@ -239,6 +239,9 @@ class EnvironmentConfig:
     #: Versions kept in its overlay and the distfile store beyond the running one,
     #: the rollback target and what nodes have installed (0: keep every version).
     keep_versions: int = 0
+    #: "source": every node builds the ebuild; "binary": nodes take the gpkg built once
+    #: on the build side from the environment's binhost (releaser.central.binhost).
+    install: str = "source"
 
 
 @dataclass(frozen=True)
@@ -478,7 +481,7 @@ def _parse_ssh(r: _Reader, base: Path) -> SSHConfig:
 
 def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> EnvironmentConfig:
     r.unknown({"overlay", "nodes", "database", "policy", "hooks", "notify", "promote_from",
-               "allow_dirty", "health_check", "allow", "keep_versions"})
+               "allow_dirty", "health_check", "allow", "keep_versions", "install"})
     contract = app.contract
     health_check = r.get("health_check", str, app.health_check, check=validate.health_check)
     database = _parse_database(r.table_of("database"), contract)
@@ -497,6 +500,7 @@ def _parse_environment(name: str, r: _Reader, base: Path, app: AppConfig) -> Env
         allow_dirty=r.get("allow_dirty", bool, False),
         allow=r.get("allow", str, validate.default_allow(name), check=validate.allow_policy),
         keep_versions=r.get("keep_versions", int, 0, check=validate.non_negative),
+        install=r.get("install", str, "source", check=validate.install_mode),
     )
 
 

@@ -138,6 +138,17 @@ def allow_policy(value: str) -> str:
     return value
 
 
+#: How an environment's nodes install a release (``[environments.NAME] install``): built
+#: on every node from the ebuild, or the one binary package built on the build side.
+INSTALL_MODES = ("source", "binary")
+
+
+def install_mode(value: str) -> str:
+    if value not in INSTALL_MODES:
+        raise Invalid(f"{value!r} is not an install mode (give one of {', '.join(INSTALL_MODES)})")
+    return value
+
+
 def non_negative(value: int) -> int:
     if isinstance(value, bool) or value < 0:
         raise Invalid(f"{value!r} must be 0 or more")

@@ -45,6 +45,7 @@ from releaser.hosts.node import connect
 from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
                       NodeRollout, still_on_withdrawn)
 from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
+from releaser.deploy.binhost_release import publish_binpkg
 from releaser.build.release import Release
 
 Progress = Callable[[str], None]
@@ -172,15 +173,21 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
         ledger = Ledger.load(central, env_name, actor)
         ledger.event("promote-start", version=release.version, commit=release.commit,
                      nodes=[n.name for n in env.nodes])
+        package = (publish_binpkg(config, central, env, release, files_from, tarball, progress)
+                   if env.install == "binary" else None)
         outcome = _publish(central, env, release, files_from, tarball)
         progress(outcome.describe())
         if outcome.published or not ledger.release(release.version):
             ledger.set_release(release.version, ledger_mod.PUBLISHED, commit=release.commit,
                                overlay_commit=outcome.commit)
+        if package is not None:
+            ledger.note_release(release.version, binpkg_sha256=package.sha256,
+                                binpkg_md5=package.md5)
         ledger.save()
         report = PromoteReport(env_name, release, outcome)
         report.warnings += [breaking] if breaking else []
-        work = NodeRollout(config, env, release, central, ledger, progress)
+        work = NodeRollout(config, env, release, central, ledger, progress,
+                           binpkg_md5=package.md5 if package else None)
         run = run_stages(plan_stages(list(env.nodes), policy), work, policy=policy,
                          failed=lambda o: o.failed,
                          on_stage=lambda i, stage: _stage(progress, notifier, i, stage,

@@ -133,6 +133,9 @@ class NodeRollout:
     ledger: Ledger
     progress: Progress
     auto_rollback: bool = True
+    #: Binhost mode (``install = "binary"``): the MD5 of the package in the environment's
+    #: binhost index; nodes take only it (``--getbinpkgonly``), checked in their vdb.
+    binpkg_md5: str | None = None
     #: The hooks around this call's node (set by ``_work``).
     _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
 
@@ -225,8 +228,7 @@ class NodeRollout:
         release, app = self.release, self.config.app
         if install:
             try:
-                self._phase(node, out, "install", lambda: node.install(release.cpv),
-                            portage=True)
+                self._phase(node, out, "install", lambda: self._install(node), portage=True)
             except NodeError as exc:
                 self._after_failed_install(node, out, exc)
                 return
@@ -249,6 +251,18 @@ class NodeRollout:
             return
         out.detail = f"health check failed: {health.detail}"
         self._after_failure(node, out)
+
+    def _install(self, node: Node) -> None:
+        """Emerge the release; in binhost mode only the binhost's package, whose MD5 the
+        node's vdb must then record (the package this rollout froze, not a rebuild)."""
+        cpv = self.release.cpv
+        node.install(cpv, getbinpkgonly=self.binpkg_md5 is not None)
+        if self.binpkg_md5 is not None:
+            merged = node.installed_binpkg_md5(cpv)
+            if merged != self.binpkg_md5:
+                raise NodeError(f"{node.name}: {cpv} was merged from "
+                                f"{'a build on the node' if merged is None else 'MD5 ' + merged}"
+                                f", not the binhost package MD5 {self.binpkg_md5}")
 
     def _health(self, node: Node, out: NodeOutcome, version: str,
                 process: ServiceProcess | None) -> HealthResult:

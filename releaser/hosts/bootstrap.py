@@ -56,7 +56,8 @@ from portage.versions import vercmp
 from releaser.central.overlay_git import stderr_reason
 from releaser.errors import ReleaserError, UsageError
 from releaser.hosts import portage_commands
-from releaser.hosts.portage_config import (ETC_PORTAGE, REPOS_DIR, ReleaserMakeConf, RepoSpec,
+from releaser.hosts.portage_config import (ETC_PORTAGE, REPOS_DIR, BinhostSpec,
+                                           ReleaserMakeConf, RepoSpec, render_binrepo_file,
                                            render_releaser_make_conf, render_repo_file)
 from releaser.hosts.transfer import place_file
 from releaser.trust.keys import NODE_KEYS_DIR
@@ -350,9 +351,22 @@ def steps_for(host: Host, setup: HostSetup) -> list[Step]:
         Group(account.group),
         User(account),
     ]
+    if setup.binhost_url:
+        steps += _binhost_steps(host, setup, etc)
     steps += [AppFolder(d, host.path(d), account) for d in setup.app_dirs]
     steps.append(OverlayClone(location, host.path(location), setup.repo, setup.sync_uri))
     return steps
+
+
+def _binhost_steps(host: Host, setup: HostSetup, etc: str) -> list[Step]:
+    """``binrepos.conf/<binhost>.conf`` of a binary-mode environment (``install = "binary"``):
+    its packages' index kept under ``/var/cache/binhost`` inside the host's ROOT."""
+    folder = f"{etc}/binrepos.conf"
+    path = f"{folder}/{setup.binhost_name}.conf"
+    spec = BinhostSpec(setup.binhost_name, setup.binhost_url,
+                       location=Path(host.path(f"/var/cache/binhost/{setup.binhost_name}")))
+    return [ConfigFolder(folder, host.path(folder)),
+            ConfigFile(path, host.path(path), render_binrepo_file(spec, Path(host.root)))]
 
 
 def probe_request(host: Host, setup: HostSetup, steps: Iterable[Step]) -> dict:

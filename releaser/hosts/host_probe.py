@@ -75,6 +75,9 @@ class HostSetup:
     #: ``[trust]``: the environment's release key(s), ASCII-armoured; None: the
     #: overlay is unsigned and nodes verify nothing.
     release_keys: str | None = None
+    #: ``install = "binary"``: the URL of the environment's binhost on central, written
+    #: into ``binrepos.conf``; None: nodes build from source and need no binhost.
+    binhost_url: str | None = None
 
     @classmethod
     def from_config(cls, config, env_name: str) -> "HostSetup":
@@ -94,12 +97,27 @@ class HostSetup:
         return cls(env=env.name, repo=env.overlay, sync_uri=uri, account=account,
                    app_dirs=dirs, distdir=config.hosts.distdir, pkgdir=config.hosts.pkgdir,
                    rdepend=tuple(config.app.rdepend), min_portage=config.hosts.min_portage,
-                   min_free_mb=config.hosts.min_free_mb, **_trust_of(config, env.name))
+                   min_free_mb=config.hosts.min_free_mb, binhost_url=_binhost_of(config, env),
+                   **_trust_of(config, env.name))
+
+    @property
+    def binhost_name(self) -> str:
+        """The binrepos.conf section (and file) of the environment's binhost."""
+        return f"releaser-{self.env}"
 
     @property
     def python_atoms(self) -> list[Atom]:
         """The app's dependencies on Python itself: what the host's python3 must satisfy."""
         return [a for a in map(Atom, self.rdepend) if a.cp == "dev-lang/python"]
+
+
+def _binhost_of(config, env) -> str | None:
+    """The binhost URL of a binary-mode environment: beside the central distfiles."""
+    if env.install != "binary" or config.central is None:
+        return None
+    from releaser.central.binhost import binhost_url
+
+    return binhost_url(config.central.distfiles_url, env.name)
 
 
 def _trust_of(config, env: str) -> dict:

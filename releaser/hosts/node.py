@@ -43,16 +43,26 @@ class Node:
         else:
             portage_tools.sync(self.runner, repo)
 
-    def install(self, cpv: str, *, usepkgonly: bool = False) -> portage_tools.EmergeResult:
+    def install(self, cpv: str, *, usepkgonly: bool = False,
+                getbinpkgonly: bool = False) -> portage_tools.EmergeResult:
         """``emerge =cpv``, recorded in the world file (not ``--oneshot``).
 
         The application is what the host is for: ``emerge --depclean`` must
         never remove it.  World names the package without a version, so a
         world update takes the newest visible version of the environment's
         overlay: the newest release published there, minus the rolled-back
-        ones, which are masked.
+        ones, which are masked.  ``getbinpkgonly``: only the package of the
+        environment's binhost (``binrepos.conf``), never a build on the node.
         """
-        return portage_tools.emerge(self.runner, cpv, oneshot=False, usepkgonly=usepkgonly)
+        return portage_tools.emerge(self.runner, cpv, oneshot=False, usepkgonly=usepkgonly,
+                                    getbinpkgonly=getbinpkgonly)
+
+    def installed_binpkg_md5(self, cpv: str) -> str | None:
+        """The MD5 of the binary package ``cpv`` was merged from (the vdb's ``BINPKGMD5``),
+        or None when it was built on the node (Portage records none then)."""
+        path = f"{self.root.rstrip('/')}/var/db/pkg/{portage_tools.validate_cpv(cpv)}/BINPKGMD5"
+        result = self.runner.run(["cat", "--", path], check=False)
+        return result.stdout.strip() or None if result.ok else None
 
     def restart(self, service: str) -> ServiceProcess:
         """Restart ``service``; its new process (NodeError if the init system did not replace it)."""

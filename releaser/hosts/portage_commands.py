@@ -251,6 +251,21 @@ def manifest(runner: Runner, ebuild_path: str | Path, *, distdir: str | Path | N
     return pure.parent / "Manifest"
 
 
+def package(runner: Runner, ebuild_path: str | Path, *,
+            timeout: float | None = None) -> CommandResult:
+    """Build the binary package of an ebuild into PKGDIR (``ebuild <path> package``).
+
+    Portage unpacks, compiles and installs into an image, then packs it and
+    records it in PKGDIR's ``Packages`` index: what a binhost serves.
+    """
+    path = _validate_host_path(ebuild_path, "ebuild path")
+    pure = PurePosixPath(path)
+    if pure.suffix != ".ebuild":
+        raise UsageError(f"not an ebuild file (CATEGORY/PN/PN-PV.ebuild): {path!r}")
+    validate_cpv(f"{pure.parent.parent.name}/{pure.stem}")
+    return _run(runner, ["ebuild", path, "package"], timeout=timeout)
+
+
 def sync(runner: Runner, repo: str, *, timeout: float | None = None) -> CommandResult:
     """Sync one repository the way its repos.conf says (``emaint sync -r REPO``)."""
     return _run(runner, ["emaint", "sync", "-r", validate_repo(repo)], timeout=timeout)
@@ -270,11 +285,14 @@ class EmergeResult:
 
 
 def emerge_argv(cpv: str, *, oneshot: bool = True, usepkgonly: bool = False,
-                getbinpkg: bool = False, nodeps: bool = False) -> list[str]:
+                getbinpkg: bool = False, nodeps: bool = False,
+                getbinpkgonly: bool = False) -> list[str]:
     """The emerge argv for exactly ``=cpv`` (validated)."""
     argv = list(EMERGE_BASE)
     if oneshot:
         argv.append("--oneshot")
+    if getbinpkgonly:
+        argv.append("--getbinpkgonly")
     if usepkgonly:
         argv.append("--usepkgonly")
     if getbinpkg:
@@ -286,18 +304,18 @@ def emerge_argv(cpv: str, *, oneshot: bool = True, usepkgonly: bool = False,
 
 
 def emerge(runner: Runner, cpv: str, *, oneshot: bool = True, usepkgonly: bool = False,
-           getbinpkg: bool = False, nodeps: bool = False,
+           getbinpkg: bool = False, nodeps: bool = False, getbinpkgonly: bool = False,
            timeout: float | None = None) -> EmergeResult:
     """Install exactly ``cpv`` (``emerge =cat/pkg-ver``).
 
     ``oneshot`` keeps it out of the world file (note: ``emerge --depclean``
     would then consider it removable).  ``usepkgonly`` installs only from a
     binary package (PKGDIR, or the binhost with ``getbinpkg``): the rollback
-    path.  Raises PortageError (a NodeError) with Portage's reason on failure;
+    path.  ``getbinpkgonly`` installs only the binhost's package (binhost mode).  Raises PortageError (a NodeError) with Portage's reason on failure;
     when ``error.phase == "postinst"`` the package *is* installed.
     """
     argv = emerge_argv(cpv, oneshot=oneshot, usepkgonly=usepkgonly,
-                       getbinpkg=getbinpkg, nodeps=nodeps)
+                       getbinpkg=getbinpkg, nodeps=nodeps, getbinpkgonly=getbinpkgonly)
     result = _run(runner, argv, timeout=timeout)
     binary = ">>> Emerging binary" in result.stdout
     return EmergeResult(cpv, binary, result)

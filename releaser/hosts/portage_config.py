@@ -443,10 +443,18 @@ def render_binrepos_conf(spec: NodeRootSpec) -> str | None:
     host = spec.binhost
     if host is None:
         return None
-    out = [f"{_HEADER}.",
+    return render_binrepo_file(host, spec.root, f"{_HEADER}.")
+
+
+def render_binrepo_file(host: BinhostSpec, root: Path,
+                        header: str = f"{_HEADER}: releaser host bootstrap rewrites this file.") -> str:
+    """One binhost's ``binrepos.conf`` section (a whole file of ``binrepos.conf/``)."""
+    if any(c.isspace() for c in host.sync_uri) or not host.sync_uri:
+        raise UsageError(f"binhost {host.name}: {host.sync_uri!r} cannot be a binrepos.conf value")
+    out = [header,
            f"[{host.name}]",
            f"sync-uri = {host.sync_uri}",
-           f"location = {host.location_in(spec.root)}"]
+           f"location = {host.location_in(root)}"]
     if host.priority is not None:
         out.append(f"priority = {host.priority}")
     return "\n".join(out) + "\n"
@@ -638,6 +646,7 @@ __all__ = [
     "profile_link",
     "releaser_make_conf_lines",
     "render_binrepos_conf",
+    "render_binrepo_file",
     "render_host_make_conf",
     "render_main_repo",
     "render_make_conf",
