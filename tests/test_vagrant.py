@@ -43,6 +43,21 @@ def test_settings_and_configuration_name_the_same_boxes() -> None:
     assert config.central.distfiles_url.startswith(f"http://{SETTINGS['lxc']['gateway']}:")
 
 
+def test_prepare_refuses_a_central_the_boxes_cannot_reach(tmp_path: Path) -> None:
+    """The boxes fetch from http://ADDRESS:PORT: anything else is one line, exit 2, nothing made."""
+    text = (ROOT / "vagrant" / "releaser.toml").read_text()
+    config = tmp_path / "releaser.toml"
+    config.write_text(text.replace('distfiles_url = "http://10.0.3.1:8711"',
+                                   'distfiles_url = "http://10.0.3.1"'))
+    done = subprocess.run([str(RELEASER), "-c", str(config), "sandbox", "vagrant", "prepare"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"releaser: error: {config}: [central] distfiles_url must be http://ADDRESS:PORT (the "
+        "bridge address of this machine), not 'http://10.0.3.1'"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["releaser.toml"]
+
+
 def _containers() -> set[str]:
     out = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True, check=True).stdout
     return set(out.split())
@@ -87,7 +102,6 @@ def _run(argv: list[str], env: dict, timeout: float = 600) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
 def test_vagrant_validate_passes_for_every_provider_named(dev) -> None:
     """lxc and libvirt: each provider's own block checked by its plugin (vagrant-libvirt
     validates without a libvirt daemon), not skipped with --ignore-provider."""
@@ -106,6 +120,8 @@ def test_dev_box_built_booted_promoted_and_destroyed(dev) -> None:
         assert not lxc.ssh_answers(address), f"{address} is taken: another dev box runs there"
 
     _run([str(ROOT / "vagrant" / "build-box")], env, timeout=1800)
+    again = _run([str(ROOT / "vagrant" / "build-box")], env)  # nothing it is built from changed
+    assert "box: cached" in again and "already added" in again, again
     up = _run(["vagrant", "up"], env)
     for name in SETTINGS["boxes"]:
         assert f"Bringing machine '{name}' up with 'lxc' provider" in up
