@@ -144,8 +144,11 @@ def ensure_image(progress=lambda _m: None) -> Path:
     with tempfile.TemporaryDirectory(prefix="build-", dir=cache) as tmp:
         rootfs = Path(tmp) / "rootfs"
         progress(f"base root filesystem: debootstrap {SUITE} (first time only)")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
-              str(rootfs), mirror()], "debootstrap", timeout=1800)
+        # The .deb files are kept: a rebuild (another IMAGE_REVISION) downloads nothing again.
+        debs = cache / "debs"
+        debs.mkdir(exist_ok=True)
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+              f"--cache-dir={debs}", SUITE, str(rootfs), mirror()], "debootstrap", timeout=1800)
         _install_portage(rootfs, _wheel(cache))
         _configure(rootfs)
         partial = tarball.with_suffix(".tar.partial")
