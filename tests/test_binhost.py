@@ -2,7 +2,8 @@
 on a node.
 
 One story on a sandbox with one staging and one production node (real Portage,
-real HTTP binhost served by the sandbox's distfile server): the environments
+real HTTP binhost served by the sandbox's distfile server, ``[trust]`` on so
+every package is signed by its environment's release key): the environments
 switch to binary mode and are bootstrapped again (binrepos.conf), v1 and v2 go
 to staging then production, and production rolls back to v1.
 """
@@ -57,7 +58,8 @@ def sha256(path) -> str:
 
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory):
-    sandbox = Sandbox(tmp_path_factory.mktemp("binhost"), {"staging": 1, "production": 1})
+    sandbox = Sandbox(tmp_path_factory.mktemp("binhost"), {"staging": 1, "production": 1},
+                      trust=True)
     set_install(sandbox.config_path, staging="binary", production="binary")
     sandbox.config = load_config(sandbox.config_path)
     for env in NODES:
@@ -100,6 +102,9 @@ def test_promote_in_binary_mode_to_staging_then_production(sb):
         assert entry["binpkg_sha256"] == sha256(pkgs["staging"])
         md5 = binhost.index_entry(central, env, f"{CP}-2.0.0")["MD5"]
         assert md5 == hashlib.md5(pkgs[env].read_bytes()).hexdigest()
+        # signed by the environment's release key, beside it
+        assert pkgs[env].with_name(pkgs[env].name + ".asc").read_text().startswith(
+            "-----BEGIN PGP SIGNATURE-----")
         # the node merged that very package ...
         vdb = sb.node_root(NODES[env]) / f"var/db/pkg/{CP}-2.0.0"
         assert (vdb / "BINPKGMD5").read_text().strip() == md5

@@ -11,6 +11,11 @@ temporary name, checked by SHA256 where it landed, then renamed; the index is
 rewritten atomically after it, so a node never reads an entry whose file is
 missing.  Production gets the very file staging ran (``copy_package``: a
 copy on the central host, checked by SHA256), never a rebuild.
+
+With ``[trust]`` every package carries a detached signature by its
+environment's release key (``PF.gpkg.tar.asc``, as rollback packages do:
+``releaser.trust.packages``); staging's is verified before production's copy
+is made and signed with production's key.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ import time
 
 from portage.getbinpkg import PackageIndex
 
+import tempfile
+from pathlib import Path
+
 from releaser.central.repository import CentralRepository
-from releaser.errors import CorruptCopy, PublishError
+from releaser.errors import BackupError, CorruptCopy, PublishError
 from releaser.hosts.transfer import host_digest, place_file, temp_name
+from releaser.trust.packages import sign_package, verify_package
 
 INDEX = "Packages"
 
@@ -76,6 +85,7 @@ def publish_package(central: CentralRepository, env: str, package) -> bool:
     except CorruptCopy as exc:
         raise PublishError(f"{posixpath.basename(final)} arrived corrupted in the {env} binhost "
                            f"({exc.detail}); nothing was published") from None
+    sign_package(central, env, package.path, final)
     _add_entry(central, env, package.header, package.entry)
     return True
 
@@ -105,10 +115,28 @@ def copy_package(central: CentralRepository, source_env: str, env: str, cpv: str
         central.runner.run(["rm", "-f", "--", tmp], check=False)
         raise PublishError(f"the copy of {cpv}'s package to the {env} binhost arrived "
                            "corrupted; nothing was published")
+    _verify_and_sign(central, source_env, env, source, tmp, final)
     central.runner.run(["mv", "-f", "--", tmp, final])
     header = dict(read_index(central, source_env).header)
     _add_entry(central, env, header, entry)
     return True
+
+
+def _verify_and_sign(central: CentralRepository, source_env: str, env: str, source: str,
+                     copy: str, final: str) -> None:
+    """With ``[trust]``: ``copy`` (of ``source``) must carry ``source_env``'s signature;
+    it gets ``env``'s, stored for ``final``.  Nothing without trust."""
+    if getattr(central, "trust", None) is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="releaser-binhost-") as tmp:
+        local = Path(tmp) / posixpath.basename(source)
+        central.fetch_file(copy, local)
+        try:
+            verify_package(central, source_env, local, source)
+        except BackupError as exc:
+            central.runner.run(["rm", "-f", "--", copy], check=False)
+            raise PublishError(str(exc)) from None
+        sign_package(central, env, local, final)
 
 
 def _already(central: CentralRepository, env: str, cpv: str, sha256: str) -> bool:
