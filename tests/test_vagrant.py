@@ -23,7 +23,7 @@ import pytest
 
 from releaser.config import load_config
 from releaser.sandbox import distserver, lxc
-from releaser.sandbox.vagrant_dev import LXC_BRIDGE
+from releaser.sandbox.vagrant_dev import LXC_BRIDGE, state_dir
 
 from .sandboxes import make_source
 
@@ -41,6 +41,10 @@ def test_settings_and_configuration_name_the_same_boxes() -> None:
     assert env.allow_dirty and env.allow == "any"
     assert env.database.backend == "sqlite"
     assert config.central.distfiles_url.startswith(f"http://{SETTINGS['lxc']['gateway']}:")
+    # The Vagrantfile's provisioner uploads root's key from where [ssh] identity_file is.
+    state = state_dir(config)
+    assert config.ssh.identity_file == state / "ssh" / "id_ed25519"
+    assert 'File.join(STATE, "ssh", "id_ed25519.pub")' in (ROOT / "Vagrantfile").read_text()
 
 
 def test_prepare_refuses_a_central_the_boxes_cannot_reach(tmp_path: Path) -> None:
