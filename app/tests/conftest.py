@@ -1,6 +1,10 @@
 """Shared fixtures: put app/ on sys.path, give each test its own real SQLite file, and, for
 the backend tests, a database of its own on a real PostgreSQL or MariaDB server (one
-server per module, started by the project's tests/dbservers.py)."""
+server per module, started by the project's tests/dbservers.py).
+
+The server machinery is imported only by the fixtures that need it, so the app's own
+tests (everything but the backend ones) also run from an exported app/ folder, as
+``releaser gate`` runs them."""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from notes import create_app  # noqa: E402
 from notes.config import Config  # noqa: E402
 from notes.db import Target, parse_database  # noqa: E402
 from notes.schema import migrate  # noqa: E402
-from tests.dbservers import BACKENDS, fresh_database, running_server  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +57,17 @@ def client(config: Config):
     return app.test_client()
 
 
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend_server(request):
     """(backend, its running server or None for SQLite), one server per module."""
     if request.param == "sqlite":
         yield request.param, None
         return
+    from tests.dbservers import running_server
+
     with running_server(request.param) as server:
         yield request.param, server
 
@@ -70,5 +78,7 @@ def database(backend_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     backend, server = backend_server
     if server is None:
         return parse_database(tmp_path / "data" / "notes.db")
+    from tests.dbservers import fresh_database
+
     monkeypatch.setenv("NOTES_DATABASE_PASSWORD", server.password)
     return parse_database(fresh_database(server), server.password)
