@@ -5,7 +5,7 @@ Output layout under OUT (default ``[build] out``)::
     OUT/distfiles/PN-PV.tar.gz                 the reproducible source tarball
     OUT/releases/PN-PV/PN-PV.ebuild            rendered from ebuild_templates/
     OUT/releases/PN-PV/metadata.xml
-    OUT/releases/PN-PV/Manifest                written by Portage (``ebuild ... manifest``)
+    OUT/releases/PN-PV/Manifest                Portage's Manifest API (the tarball's DIST entry)
     OUT/releases/PN-PV/release.json            the release record
 
 Nothing is written when the input is bad: the ref, the app directory, the
@@ -23,18 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from releaser.build import git_source as gitsource
-from releaser.central import overlay
 from releaser.config import validate
 from releaser.build import versions as versioning
 from releaser.config import Config, DatabaseConfig
 from releaser.build.ebuild import render_ebuild, render_metadata, template_variables
 from releaser.errors import UsageError
 from releaser.files import file_digest, file_digests, text_digest, write_atomic
-from releaser.build.manifest import write_manifest
+from releaser.build.manifest import add_dist
 from releaser.build.release import Release
 from releaser.build.tarball import write_tarball
-
-MANIFEST_OVERLAY = "releaser-build"  # any name: ebuild and Manifest do not name the overlay
 
 
 @dataclass(frozen=True)
@@ -81,12 +78,8 @@ def build_release(config: Config, *, ref: str = "HEAD", out: Path | None = None,
     digests = write_tarball(source.tree, pv, mtime, tarball)
     release_dir = out / "releases" / pv
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as scratch:
-        files = _package_files(Path(scratch), app.category, app.name, version,
-                               ebuild_text, metadata_text, tarball.parent)
         staged = Path(scratch) / "release"
-        staged.mkdir()
-        for f in files:
-            shutil.copy2(f, staged / f.name)
+        _package_files(staged, app.name, version, ebuild_text, metadata_text, tarball)
         release = Release(
             name=app.name,
             category=app.category,
@@ -173,19 +166,17 @@ def _database_for(config: Config) -> DatabaseConfig:
     return files[0] if files else DatabaseConfig(path=config.app.contract.default_database_path)
 
 
-def _package_files(scratch: Path, category: str, name: str, version: str, ebuild_text: str,
-                   metadata_text: str, distdir: Path) -> list[Path]:
-    """Lay the package into a scratch overlay and let Portage write its Manifest."""
-    tree = scratch / "overlay"
-    overlay.init_overlay(tree, MANIFEST_OVERLAY)
-    overlay.add_category(tree, category)
-    pkg = tree / category / name
-    pkg.mkdir(parents=True)
-    ebuild = pkg / f"{name}-{version}.ebuild"
-    ebuild.write_text(ebuild_text, encoding="utf-8")
-    (pkg / "metadata.xml").write_text(metadata_text, encoding="utf-8")
-    manifest = write_manifest(tree, ebuild, distdir)
-    return [ebuild, pkg / "metadata.xml", manifest]
+def _package_files(staged: Path, name: str, version: str, ebuild_text: str,
+                   metadata_text: str, tarball: Path) -> None:
+    """Write the package's ebuild, metadata.xml and Manifest into ``staged``.
+
+    The Manifest is the tarball's DIST entry, hashed in-process by Portage's
+    Manifest API (``add_dist``): no scratch overlay, no ``ebuild`` process.
+    """
+    staged.mkdir()
+    (staged / f"{name}-{version}.ebuild").write_text(ebuild_text, encoding="utf-8")
+    (staged / "metadata.xml").write_text(metadata_text, encoding="utf-8")
+    add_dist(staged, tarball)
 
 
 def _sha512(path: Path) -> str:

@@ -6,7 +6,8 @@ shows half a release.
 2. The distfile first: temporary name, fsync, digests checked where it
    landed, rename.  An overlay commit never points at a missing distfile.
 3. Then one overlay commit holding the ebuild, metadata.xml, the Manifest
-   (rewritten by Portage) and metadata/timestamp.chk, pushed at once.
+   (the build's DIST entry added by Portage's Manifest API) and
+   metadata/timestamp.chk, pushed at once.
 4. The release record is stored beside the distfiles for promote and rollback.
 
 Production receives the ebuild and metadata.xml byte for byte, checked first
@@ -18,7 +19,6 @@ one the release was built with.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +30,7 @@ from releaser.central import overlay_git
 from releaser.build import versions as versioning
 from releaser.central.repository import CentralRepository
 from releaser.errors import PublishError
-from releaser.build.manifest import dist_entries, write_manifest
+from releaser.build.manifest import add_dist_line, dist_entries
 from releaser.build.release import Release
 from releaser.files import Digests, file_digest
 
@@ -94,11 +94,21 @@ class ReleaseFiles:
                                    "not publishing it")
 
     def dist_line(self) -> str:
-        name = self.release.tarball["name"]
+        """The tarball's DIST entry, which must state the size and digests the release
+        recorded: it is published as it is, without hashing the tarball again."""
+        tarball = self.release.tarball
+        name = tarball["name"]
         try:
-            return dist_entries(self.manifest.read_text())[name]
+            line = dist_entries(self.manifest.read_text())[name]
         except (KeyError, FileNotFoundError):
             raise PublishError(f"{self.manifest}: no DIST entry for {name}") from None
+        parts = line.split()
+        stated = {"size": parts[2], **dict(zip(parts[3::2], parts[4::2]))}
+        if (stated.get("size") != str(tarball["size"]) or stated.get("BLAKE2B") != tarball["blake2b"]
+                or stated.get("SHA512") != tarball["sha512"]):
+            raise PublishError(f"{self.manifest}: the DIST entry of {name} differs from the "
+                               f"tarball {self.release.pv} was built with: not publishing it")
+        return line
 
 
 def release_record_path(central: CentralRepository, release: Release) -> str:
@@ -157,13 +167,9 @@ def publish(central: CentralRepository, env: str, overlay_name: str, files: Rele
         pkg.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(files.ebuild, target)
         shutil.copyfile(files.metadata, pkg / "metadata.xml")
-        with tempfile.TemporaryDirectory(prefix="releaser-distdir-") as distdir:
-            local = Path(distdir) / release.tarball["name"]
-            if tarball is not None:
-                shutil.copyfile(tarball, local)
-            else:
-                central.fetch_file(central.distfile(release.tarball["name"]), local)
-            write_manifest(work, target, Path(distdir))
+        # The build's DIST entry, whose tarball is the one on central (digests checked
+        # above): no download of it and no second hashing, the Manifest API adds it.
+        add_dist_line(pkg, expected_dist)
         got = dist_entries(_read(pkg / "Manifest")).get(release.tarball["name"])
         if got != expected_dist:
             raise PublishError(f"Portage wrote a different Manifest entry for "
