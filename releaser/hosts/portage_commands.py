@@ -26,13 +26,15 @@ recorded as installed while emerge exits non-zero (``PortageError.phase ==
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from portage.dep import Atom, isvalidatom
 from portage.exception import InvalidAtom
-from portage.versions import catpkgsplit, cpv_getversion
+from portage.util import cmp_sort_key
+from portage.versions import catpkgsplit, vercmp
 
 from releaser.errors import PortageError, UsageError, last_line
 from releaser.hosts.runner import CommandResult, Runner
@@ -339,11 +341,32 @@ def installed_version(runner: Runner, root: str | PurePosixPath, cp: str) -> str
     silently read the real machine's (absent) /var/db/pkg and answer "not
     installed" with exit status 0.
     """
-    argv = ["portageq", "best_version", _validate_host_path(root, "root"), validate_cp(cp)]
-    best = _run(runner, argv).stdout.strip()
-    if not best:
+    cp = validate_cp(cp)
+    category, name = cp.split("/")
+    folder = posixpath.join(_validate_host_path(root, "root"), VDB, category)
+    # One `ls` of the vdb's category folder, judged here with Portage's version
+    # rules: what `portageq best_version` answers, without starting Portage on the
+    # node (~0.4 s a call).  `-MERGING-*` is a merge under way, not installed.
+    listing = runner.run(["ls", "-1", "--", folder], check=False)
+    if listing.returncode != 0 and "No such file" not in listing.stderr:
+        raise PortageError(listing, getattr(runner, "host", "?"),
+                           f"cannot read the installed-package database {folder}: "
+                           f"{last_line(listing.stderr)}")
+    versions = [v for v in (_vdb_version(entry, category, name)
+                            for entry in listing.stdout.split()) if v]
+    return max(versions, key=cmp_sort_key(vercmp)) if versions else None
+
+
+#: The installed-package database under a host's ROOT.
+VDB = "var/db/pkg"
+
+
+def _vdb_version(entry: str, category: str, name: str) -> str | None:
+    """The version (PVR) a vdb folder name holds for package ``name``, or None."""
+    split = catpkgsplit(f"{category}/{entry}") if not entry.startswith("-") else None
+    if split is None or split[1] != name:
         return None
-    return cpv_getversion(best)
+    return entry[len(name) + 1:]
 
 
 def quickpkg(runner: Runner, cpv: str, *, include_config: bool = True,
