@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -49,9 +52,44 @@ def app_repo(tmp_path: Path) -> Path:
 
 
 def write_config(path: Path, source: Path, *, extra: str = "",
-                 distfiles_url: str = "http://127.0.0.1:9/distfiles") -> Path:
-    """A minimal releaser.toml building ``source``'s app."""
-    path.write_text(f"""
+                 distfiles_url: str = "http://127.0.0.1:9/distfiles",
+                 unsigned: bool = True) -> Path:
+    """A minimal releaser.toml building ``source``'s app.
+
+    Signing is releaser's default; a test config whose ``extra`` brings no ``[trust]``
+    and no ``[[exceptions]]`` of its own documents its environments as unsigned
+    (``unsigned_exception``) unless ``unsigned=False``: the signed paths have tests of
+    their own (tests/test_trust_*.py), the others need no keyring."""
+    text = _config_text(path, source, extra, distfiles_url)
+    try:
+        environments = list(tomllib.loads(text).get("environments", {}))
+    except (tomllib.TOMLDecodeError, AttributeError):  # a test of a broken config
+        environments = []
+    if unsigned and environments and "[trust]" not in extra and "[[exceptions]]" not in extra:
+        text += unsigned_exception(environments)
+    path.write_text(text)
+    return path
+
+
+#: What every run of a write_config test config prints on stderr first.
+def unsigned_notice(*environments: str) -> str:
+    return (f"releaser: security exception: unsigned-overlay in {', '.join(environments)} "
+            "(overlay commits unsigned, nodes verify nothing): tests "
+            f"[owner releaser tests, expires {_A_YEAR_AHEAD.isoformat()}]\n")
+
+
+_A_YEAR_AHEAD = datetime.date.today() + datetime.timedelta(days=365)
+
+
+def unsigned_exception(environments: list[str]) -> str:
+    """An ``[[exceptions]]`` entry leaving ``environments`` unsigned for a year."""
+    return ("\n[[exceptions]]\nsetting = \"unsigned-overlay\"\n"
+            f"environments = {json.dumps(environments)}\nreason = \"tests\"\n"
+            f"owner = \"releaser tests\"\nexpires = {_A_YEAR_AHEAD.isoformat()}\n")
+
+
+def _config_text(path: Path, source: Path, extra: str, distfiles_url: str) -> str:
+    return (f"""
 [app]
 name = "notes"
 category = "www-apps"
@@ -66,4 +104,3 @@ path = "{path.parent / 'central'}"
 distfiles_url = "{distfiles_url}"
 {extra}
 """.replace("'", '"'))
-    return path

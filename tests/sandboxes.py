@@ -44,11 +44,13 @@ class Sandbox:
     """A sandbox fleet under ``base``; ``ssh=True``: every host behind its own sshd;
     ``stock_binpkgs=True``: nodes keep Portage's default binpkg-multi-instance;
     ``overlays``: overlay repository names by environment (default releaser-ENV);
-    ``hosts="lxc"``: every node an LXC container (releaser.sandbox.lxc_world)."""
+    ``hosts="lxc"``: every node an LXC container (releaser.sandbox.lxc_world);
+    ``trust``: signed overlays nodes verify, the default as for ``sandbox init``
+    (False: releaser.toml documents an unsigned-overlay exception)."""
 
     def __init__(self, base: Path, nodes: dict[str, int], *, ssh: bool = False,
                  stock_binpkgs: bool = False, overlays: dict[str, str] | None = None,
-                 trust: bool = False, hosts: str = "dir"):
+                 trust: bool = True, hosts: str = "dir"):
         self.base = base
         self.ssh = ssh
         self.source = make_source(base / "src")

@@ -39,12 +39,14 @@ nodes = [{ name = "s1", root = "nodes/s1", health_url = "http://127.0.0.1:9/heal
                                      ["status"], ["rollback", "staging", "--yes"],
                                      ["backups", "list", "staging"]])
 def test_a_missing_central_is_an_error_before_anything_changes(tmp_path, capsys, command):
-    from .conftest import write_config
+    from .conftest import unsigned_notice, write_config
 
     config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
     before = sorted(tmp_path.rglob("*"))
     assert main(["-c", str(config), *command]) == 2
     err = capsys.readouterr().err
+    assert err.startswith(unsigned_notice("staging")), err  # the exception, then one error
+    err = err.removeprefix(unsigned_notice("staging"))
     assert err.count("\n") == 1, err
     assert f"{tmp_path / 'central'} is no central repository (no central.json)" in err
     assert f"check [central] path in {config}" in err and "releaser central init" in err
@@ -103,7 +105,7 @@ def test_declining_the_rollback_prompt_changes_nothing_and_exits_2(tmp_path, cap
     from releaser.cli import report
     from releaser.deploy import rollback
 
-    from .conftest import write_config
+    from .conftest import unsigned_notice, write_config
 
     config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
     assert main(["-c", str(config), "central", "init"]) == 0
@@ -117,5 +119,6 @@ def test_declining_the_rollback_prompt_changes_nothing_and_exits_2(tmp_path, cap
     assert main(["-c", str(config), "rollback", "staging"]) == 2
     captured = capsys.readouterr()
     assert "roll staging back to 1.0.0? [y/N]" in captured.out
-    assert captured.err == "releaser: error: rollback not confirmed: nothing was changed\n"
+    assert captured.err == (unsigned_notice("staging") +
+                            "releaser: error: rollback not confirmed: nothing was changed\n")
     assert executed == []

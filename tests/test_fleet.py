@@ -191,14 +191,15 @@ def test_concurrency_cap_is_reached_and_never_exceeded(concurrency):
 def test_a_max_fail_that_is_no_ascii_number_is_one_clear_line(tmp_path, capsys):
     from releaser.cli import main
 
-    from .conftest import write_config
+    from .conftest import unsigned_notice, write_config
     from .test_cli import STAGING
 
     config = write_config(tmp_path / "releaser.toml", tmp_path / "src", extra=STAGING)
     assert main(["-c", str(config), "central", "init"]) == 0
     capsys.readouterr()
     assert main(["-c", str(config), "promote", "staging", "--max-fail", "\u00b2"]) == 2
-    assert capsys.readouterr().err == ("releaser: error: --max-fail '\u00b2': give a count (2) "
+    assert capsys.readouterr().err == (unsigned_notice("staging") +
+                                       "releaser: error: --max-fail '\u00b2': give a count (2) "
                                        "or a percentage (25%)\n")
 
 

@@ -86,10 +86,15 @@ def test_keys_commands(tmp_path, app_repo, capsys):
     assert f"staging      active   {fpr}" in out.out
 
 
-def test_keys_without_trust_table_is_one_clear_error(tmp_path, app_repo, capsys):
+def test_keys_without_trust_table_use_the_default_keyring(tmp_path, app_repo, capsys,
+                                                           monkeypatch):
+    """Signing is the default: no [trust] table means [trust]'s defaults
+    (tests/test_trust_default.py makes a key there)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = write_config(tmp_path / "releaser.toml", app_repo)
-    assert main(["-c", str(path), "keys", "list"]) == 2
-    assert "no [trust] table" in capsys.readouterr().err
+    assert load_config(path).trust.gnupghome == tmp_path / "home/.local/share/releaser/gnupg"
+    assert main(["-c", str(path), "keys", "list"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_rotation_on_a_fleet(tmp_path):

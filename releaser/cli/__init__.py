@@ -33,6 +33,17 @@ class _Context:
                 click.echo(f"releaser: security exception: {exception.describe()}", err=True)
         return self._config
 
+    def changing(self, env: str):
+        """The configuration, for a command that publishes to or installs ``env``: refused
+        (exit 2, one line) when ``env``'s overlay would be unsigned without a documented
+        exception (``releaser.trust.keys.require_signing``), before anything runs."""
+        from releaser.trust.keys import require_signing
+
+        config = self.config
+        config.environment(env)  # an unknown environment is named as such first
+        require_signing(config, env)
+        return config
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="releaser")
@@ -122,7 +133,7 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
     from releaser.cli.signals import stop_on_signals
 
     with stop_on_signals() as stop:
-        report = run_promote(obj.config, env, ref=ref, version=version, dry_run=dry_run,
+        report = run_promote(obj.changing(env), env, ref=ref, version=version, dry_run=dry_run,
                              progress=_progress(quiet or as_json), concurrency=concurrency,
                              canary=canary, batch_size=batch_size, max_fail=max_fail,
                              stop=stop, reason=_reason(reason), gate=gate)
@@ -160,7 +171,7 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
     from releaser.cli.report import print_rollback, print_rollback_plan
     from releaser.deploy.rollback import execute_rollback, plan_rollback
 
-    config = obj.config
+    config = obj.changing(env)
     reason = _reason(reason)
     central = CentralRepository.from_config(config)
     plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
@@ -362,7 +373,7 @@ def host_bootstrap(obj: _Context, env: str, nodes: tuple[str, ...], dry_run: boo
     from releaser.exitcodes import FAILURE
     from releaser.hosts.bootstrap import bootstrap
 
-    report = bootstrap(obj.config, env, nodes, dry_run=dry_run,
+    report = bootstrap(obj.changing(env), env, nodes, dry_run=dry_run,
                        progress=_progress(quiet or as_json))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -393,19 +404,21 @@ def sandbox() -> None:
               show_default=True,
               help="The app's database: a SQLite file per node, or a server of the sandbox's "
                    "own with a database per environment (stopped by `sandbox down`).")
-@click.option("--trust", is_flag=True,
-              help="Signed overlays: a [trust] keyring in DIRECTORY/gnupg with a release key "
-                   "per environment, verified by every node (README: Trust).")
+@click.option("--unsigned", is_flag=True,
+              help="Unsigned overlays, written into DIRECTORY/releaser.toml as an "
+                   "unsigned-overlay exception (default: a [trust] keyring in DIRECTORY/gnupg "
+                   "with a release key per environment, verified by every node; README: "
+                   "Trust).  --hosts lxc is unsigned so for now.")
 @click.pass_obj
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
-                 ssh: bool, hosts: str, db: str, trust: bool) -> None:
+                 ssh: bool, hosts: str, db: str, unsigned: bool) -> None:
     """Create a sandbox fleet under DIRECTORY and write DIRECTORY/releaser.toml."""
     from releaser.sandbox.world import init_sandbox, ordered_environments, parse_nodes
 
     nodes = parse_nodes(nodes_spec)
     app = _app_config(obj, source)
     path = init_sandbox(directory, app, nodes, progress=_progress(False), ssh=ssh, hosts=hosts,
-                        db=db, trust=trust)
+                        db=db, trust=not unsigned)
     if db != "sqlite":
         from releaser.sandbox.dbserver import PASSWORD_FILE
 

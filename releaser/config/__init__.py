@@ -253,7 +253,9 @@ class Config:
     environments: dict[str, EnvironmentConfig]
     build_out: Path
     hosts: HostsConfig = field(default_factory=HostsConfig)
-    trust: TrustConfig | None = None  # None: overlays unsigned, nodes verify nothing
+    #: Always set by ``load_config`` (signing is the default); None only for a Config
+    #: made in code: overlays unsigned, nodes verify nothing.
+    trust: TrustConfig | None = None
     exceptions: tuple[SecurityException, ...] = ()  # [[exceptions]], none expired
     gate: GateConfig = field(default_factory=GateConfig)  # [gate]: before publishing
 
@@ -392,13 +394,13 @@ def parse_config(raw: dict[str, Any], file: Path) -> Config:
     _check_ssh_keys(file, central, ssh, environments)
     _check_sync_uri(file, central, environments)
     exceptions = parse_exceptions(top, environments)
-    trust = None
-    if "trust" in raw:
-        local_central = central.path if central and central.address is None else None
-        unsigned = {env for e in exceptions if e.setting == "unsigned-overlay"
-                    for env in e.environments}
-        trust = parse_trust(top.table_of("trust"), base, local_central,
-                            app.source / app.subdir, unsigned)
+    # Signing is the default: without a [trust] table the defaults apply (the operator's
+    # own keyring), and only an unsigned-overlay exception leaves an environment unsigned.
+    local_central = central.path if central and central.address is None else None
+    unsigned = {env for e in exceptions if e.setting == "unsigned-overlay"
+                for env in e.environments}
+    trust = parse_trust(top.table_of("trust"), base, local_central,
+                        app.source / app.subdir, unsigned)
     return Config(file, app, central, ssh, environments, build_out,
                   _parse_hosts(top.table_of("hosts")), trust, exceptions,
                   gate=parse_gate(top.table_of("gate")))

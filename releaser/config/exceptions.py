@@ -9,8 +9,11 @@ permanent.  Each names the environments it applies to.
 Settings an exception can lower:
 
 ``unsigned-overlay``  the environment's overlay commits are not signed and its
-                      nodes verify nothing, although ``[trust]`` is configured
-                      (e.g. a development environment with no release key).
+                      nodes verify nothing (e.g. a development environment with no
+                      release key).  Signing is the default, ``[trust]`` table or not:
+                      without this exception an environment with no release key is
+                      refused by every command that publishes or installs
+                      (``releaser.trust.keys.require_signing``).
 ``skip-staging``      promote takes into the environment a release that was
                       never healthy on its ``promote_from`` environment.
 

@@ -1,6 +1,9 @@
 """``[trust]``: where the release keys live and what nodes demand of their overlay.
 
-With a ``[trust]`` table every overlay commit releaser makes is signed with
+Signing is the default: a configuration without a ``[trust]`` table gets these
+defaults (``releaser.config.parse_config``), and only a documented
+``unsigned-overlay`` exception leaves an environment unsigned.  Every overlay
+commit releaser makes is signed with
 the environment's release key, and host bootstrap makes every node refuse a
 commit that key did not sign (Portage's ``sync-git-verify-commit-signature``),
 an overlay whose ``metadata/timestamp.chk`` is older than ``max_age_days``

@@ -37,8 +37,12 @@ def trust_checks(config: "Config", env: str, diagnosis: "Diagnosis",
     try:
         fingerprint = Keyring.from_config(config).active(env)
     except ReleaserError as exc:
-        diagnosis.findings.append(Finding("signing key", str(exc),
+        # The message says both ways out (a key, or a documented unsigned-overlay exception).
+        problem, _, _fix = str(exc).partition(": run ")
+        diagnosis.findings.append(Finding("signing key", problem,
                                           f"`releaser keys init {env}`, then `releaser host "
-                                          f"bootstrap {env}` to give its nodes the key"))
+                                          f"bootstrap {env}` to give its nodes the key; or "
+                                          "an [[exceptions]] entry with setting = "
+                                          '"unsigned-overlay", reason, owner and expires'))
         return
     diagnosis.passed.append(f"signing key: {fingerprint}")

@@ -38,6 +38,7 @@ bootstrap then runs over each node's sshd.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import importlib.metadata
 import json
 import platform
@@ -139,7 +140,7 @@ def free_port(address: str = "127.0.0.1") -> int:
 def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None = None,
                  progress=lambda _m: None, *, ssh: bool = False,
                  stock_binpkgs: bool = False, overlays: Mapping[str, str] | None = None,
-                 trust: bool = False, hosts: str = "dir", db: str = "sqlite") -> Path:
+                 trust: bool = True, hosts: str = "dir", db: str = "sqlite") -> Path:
     """Create a sandbox under ``directory``; returns its releaser.toml.
 
     ``db``: the app's database, "sqlite" (a file per node) or a server of the
@@ -152,7 +153,11 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     over SSH and keep the image's Portage defaults).
 
     ``trust``: a ``[trust]`` table with a keyring in ``directory/gnupg`` holding a
-    release key per environment: signed overlays that nodes verify (releaser.trust).
+    release key per environment: signed overlays that nodes verify (releaser.trust),
+    as everywhere by default.  False (``sandbox init --unsigned``): releaser.toml
+    documents an ``unsigned-overlay`` exception instead (``render_config``).  An LXC
+    sandbox is unsigned that way for now: its image has no gemato for Portage to
+    verify with.
 
     ``overlays``: the repository name of some environments' overlays (the
     ``overlay`` setting written to releaser.toml); the others get the
@@ -180,9 +185,9 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     dbserver.check_backend(db)
     names = overlay_names(nodes, overlays or {})
     if hosts == "lxc":
-        if ssh or stock_binpkgs or trust:
+        if ssh or stock_binpkgs:
             raise UsageError("--hosts lxc: its hosts are always reached over SSH and keep "
-                             "their image's Portage; --ssh, stock binpkgs and trust are for "
+                             "their image's Portage; --ssh and stock binpkgs are for "
                              "--hosts dir")
         return _init_lxc(directory, app, nodes, names, progress)
     if db != "sqlite" and hosts != "dir":
@@ -470,6 +475,8 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
     if trust is not None:
         lines += ["[trust]", f"gnupghome = {q(str(trust.gnupghome))}", ""]
     present = ordered_environments({n.env: 1 for n in nodes})
+    if trust is None:  # unsigned only as a documented exception, as anywhere else
+        lines += unsigned_exception(present)
     for env in present:
         name = (overlays or {}).get(env, default_overlay(env))
         lines += [f"[environments.{env}]", f"overlay = {q(name)}"]
@@ -490,6 +497,15 @@ def render_config(app: AppConfig, distfiles_url: str, nodes: list[SandboxNode],
                          f"health_url = {q(n.health_url)} }},")
         lines += ["]", ""]
     return "\n".join(lines)
+
+
+def unsigned_exception(environments: list[str]) -> list[str]:
+    """The ``[[exceptions]]`` lines an unsigned sandbox's releaser.toml documents itself
+    with (releaser.config.exceptions): its environments, a year ahead."""
+    expires = datetime.date.today() + datetime.timedelta(days=365)
+    return ["[[exceptions]]", 'setting = "unsigned-overlay"',
+            f"environments = {json.dumps(environments)}", 'reason = "sandbox"',
+            'owner = "releaser sandbox"', f"expires = {expires.isoformat()}", ""]
 
 
 def _sandbox_trust(directory: Path, nodes: dict[str, int]):

@@ -56,8 +56,16 @@ class OverlayTrust:
     freeze limit."""
 
     key_path: str
-    keys: str
+    keyring: Keyring
+    env: str
     max_age_days: int
+
+    @property
+    def keys(self) -> str:
+        """The environment's public keys, exported when a sync needs them: a node reached
+        only to be read (status, doctor) needs no key, so an environment without one
+        refuses only the runs that would install (``Keyring.active``)."""
+        return self.keyring.export(self.env)
 
     @classmethod
     def of(cls, config, node: str, root: str) -> "OverlayTrust | None":
@@ -72,7 +80,7 @@ class OverlayTrust:
         if not config.trust.signs(env):
             return None
         path = posixpath.join(root, NODE_KEYS_DIR.lstrip("/"), f"{env}.asc")
-        return cls(path, Keyring(config.trust.gnupghome).export(env), config.trust.max_age_days)
+        return cls(path, Keyring(config.trust.gnupghome), env, config.trust.max_age_days)
 
     def deliver(self, runner: Runner) -> bool:
         """Make the node's key file hold exactly these keys (True if it changed).
@@ -81,12 +89,13 @@ class OverlayTrust:
         central repository: after ``keys rotate`` the next promote gives nodes
         both keys, after ``keys retire`` only the new one.
         """
+        keys = self.keys
         current = runner.run(["cat", "--", self.key_path], check=False)
-        if current.returncode == 0 and current.stdout == self.keys:
+        if current.returncode == 0 and current.stdout == keys:
             return False
         with tempfile.TemporaryDirectory(prefix="releaser-keys-") as tmp:
             local = Path(tmp) / "keys.asc"
-            local.write_text(self.keys, encoding="utf-8")
+            local.write_text(keys, encoding="utf-8")
             place_file(runner, local, self.key_path, mode="0644")
         return True
 

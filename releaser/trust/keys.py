@@ -132,8 +132,7 @@ class Keyring:
         """The fingerprint of the key that signs ``env``'s overlay commits."""
         entry = self._state().get(_env_name(env))
         if not entry:
-            raise KeyringError(f"environment {env} has no release key in {self.home}: "
-                               f"run 'releaser keys init {env}'")
+            raise KeyringError(unsigned_refusal(env, f"has no release key in {self.home}"))
         return entry[ACTIVE]
 
     def verify_keys(self, env: str) -> list[str]:
@@ -191,6 +190,35 @@ class Keyring:
             raise KeyringError(f"gpg could not make a key for {env}: "
                                f"{_last_gpg_line(result.stderr)}")
         return str(result.fingerprint)
+
+
+def unsigned_refusal(env: str, why: str) -> str:
+    """The one line a run refused for an unsigned overlay prints: both ways out."""
+    return (f"environment {env} {why}, so its overlay would be unsigned: run 'releaser keys "
+            f"init {env}' (then 'releaser host bootstrap {env}'), or document an "
+            f'[[exceptions]] entry with setting = "unsigned-overlay", environments = '
+            f'["{env}"], reason, owner and expires')
+
+
+def require_signing(config, env: str):
+    """Refuse (KeyringError, exit 2) a run that would publish to or install ``env`` with an
+    unsigned overlay; the active ``unsigned-overlay`` exception when one allows it, else None.
+
+    The one check every command that publishes or installs runs first (the CLI's
+    ``_Context.changing``), before it builds, locks or touches a host.  Why there and
+    not at loading: read-only commands (status, history, doctor, build) must keep
+    working on such a configuration, doctor to say what is missing.  The places that
+    sign (``Signer.for_env``) and deliver keys to nodes (``OverlayTrust.deliver``) go
+    through ``Keyring.active`` and so refuse with this same line when reached any other
+    way: nothing unsigned is ever pushed.
+    """
+    excepted = config.exception_for("unsigned-overlay", env)
+    if excepted is not None:
+        return excepted
+    if config.trust is None:  # a Config made in code, not loaded: say how to load one
+        raise KeyringError(unsigned_refusal(env, f"has no [trust] in {config.path}"))
+    Keyring(config.trust.gnupghome).active(env)
+    return None
 
 
 def _env_name(env: str) -> str:
