@@ -63,9 +63,9 @@ def test_prepare_refuses_a_central_the_boxes_cannot_reach(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["releaser.toml"]
 
 
-def _containers() -> set[str]:
-    out = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True, check=True).stdout
-    return set(out.split())
+def _made_by_vagrant(dotfile: Path) -> set[str]:
+    """The LXC containers Vagrant made for the machines of ``dotfile`` (its ids)."""
+    return {p.read_text().strip() for p in dotfile.glob("machines/*/lxc/id")}
 
 
 def _dnsmasq_of_lxc_net() -> bool:
@@ -89,11 +89,13 @@ def dev(tmp_path: Path):
                VAGRANT_DOTFILE_PATH=str(tmp_path / "dotvagrant"),
                RELEASER_CONFIG=str(config), RELEASER=str(RELEASER),
                VAGRANT_CHECKPOINT_DISABLE="1")
-    before = {"containers": _containers(), "bridge": Path(f"/sys/class/net/{LXC_BRIDGE}").exists()}
-    yield {"env": env, "config": config, "source": source, "before": before}
-    # Whatever the test body left (it destroys and asserts on its own first).
+    state = {"env": env, "config": config, "source": source, "made": set(),
+             "bridge_before": Path(f"/sys/class/net/{LXC_BRIDGE}").exists()}
+    yield state
+    # Whatever the test body left (it destroys and asserts on its own first); only the
+    # containers this test's Vagrant made: other jobs on the machine have their own.
     subprocess.run(["vagrant", "destroy", "-f"], cwd=ROOT, env=env, capture_output=True)
-    for name in _containers() - before["containers"]:
+    for name in state["made"] | _made_by_vagrant(tmp_path / "dotvagrant"):
         lxc.destroy(name)
     distserver.stop_server(config.parent / ".state" / "distserver.pid")
     if (config.parent / ".state" / "lxc-net.started").exists():
@@ -130,6 +132,8 @@ def test_dev_box_built_booted_promoted_and_destroyed(dev) -> None:
     up = _run(["vagrant", "up"], env)
     for name in SETTINGS["boxes"]:
         assert f"Bringing machine '{name}' up with 'lxc' provider" in up
+    dev["made"] = _made_by_vagrant(Path(env["VAGRANT_DOTFILE_PATH"]))
+    assert len(dev["made"]) == len(SETTINGS["boxes"]) and all(map(lxc.running, dev["made"]))
     assert re.search(r"dev-1: 8 change\(s\)", up), up  # host bootstrap, by the trigger
 
     # A developer's uncommitted change: a dirty build, which development takes.
@@ -155,10 +159,9 @@ def test_dev_box_built_booted_promoted_and_destroyed(dev) -> None:
     assert [n["title"] for n in listed] == [json.loads(line)["title"] for line in seeded]
 
     _run(["vagrant", "destroy", "-f"], env)
-    before = dev["before"]
-    assert _containers() == before["containers"]
-    assert Path(f"/sys/class/net/{LXC_BRIDGE}").exists() == before["bridge"]
-    if not before["bridge"]:
+    assert not any(lxc.exists(name) for name in dev["made"])
+    assert Path(f"/sys/class/net/{LXC_BRIDGE}").exists() == dev["bridge_before"]
+    if not dev["bridge_before"]:
         assert not _dnsmasq_of_lxc_net()
     assert not distserver.server_alive(config.parent / ".state" / "distserver.pid")
     leftovers = subprocess.run(["pgrep", "-f", str(config.parent)], capture_output=True,
