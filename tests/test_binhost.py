@@ -20,15 +20,15 @@ from releaser.central.ledger import Ledger
 from releaser.central.repository import CentralRepository
 from releaser.cli import main
 from releaser.config import load_config
-from releaser.errors import ConfigError
+from releaser.errors import ConfigError, PublishError
 from releaser.hosts.bootstrap import bootstrap
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox import noderoot
 
+from .conftest import write_config
 from .sandboxes import Sandbox, add_migration
 
-pytestmark = pytest.mark.slow
 NODES = {"staging": "staging-1", "production": "production-1"}
 CP = "www-apps/notes"
 
@@ -68,6 +68,7 @@ def sb(tmp_path_factory):
     sandbox.down()
 
 
+@pytest.mark.slow
 def test_install_mode_is_validated(tmp_path, sb):
     bad = tmp_path / "releaser.toml"
     bad.write_text(sb.config_path.read_text().replace('install = "binary"',
@@ -76,6 +77,7 @@ def test_install_mode_is_validated(tmp_path, sb):
         load_config(bad)
 
 
+@pytest.mark.slow
 def test_bootstrap_gives_nodes_the_environments_binhost(sb):
     conf = sb.node_root("staging-1") / "etc/portage/binrepos.conf/releaser-staging.conf"
     text = conf.read_text()
@@ -83,6 +85,7 @@ def test_bootstrap_gives_nodes_the_environments_binhost(sb):
     assert f"location = {sb.node_root('staging-1')}/var/cache/binhost/releaser-staging" in text
 
 
+@pytest.mark.slow
 def test_promote_in_binary_mode_to_staging_then_production(sb):
     assert cli(sb, "promote", "staging") == 0
     assert cli(sb, "promote", "production", "--version", "1.0.0") == 0
@@ -113,12 +116,14 @@ def test_promote_in_binary_mode_to_staging_then_production(sb):
         assert "Merging Binary" in log and "Compiling/Merging" not in log
 
 
+@pytest.mark.slow
 def test_the_build_is_packaged_once(sb):
     built = sb.config.build_out / "binpkgs" / "notes-2.0.0.gpkg.tar"
     staged = sb.central / "distfiles/binhost/staging" / f"{CP}-2.0.0.gpkg.tar"
     assert sha256(built) == sha256(staged)
 
 
+@pytest.mark.slow
 def test_production_refuses_a_release_staging_built_from_source(sb):
     text = sb.config_path.read_text()
     set_install(sb.config_path, staging="source", production="binary")
@@ -135,6 +140,49 @@ def test_production_refuses_a_release_staging_built_from_source(sb):
         sb.config = load_config(sb.config_path)
 
 
+@pytest.mark.slow
 def test_rollback_of_production_still_works(sb):
     assert cli(sb, "rollback", "production", "--to", "1.0.0", "--yes") == 0
     assert installed(sb, "production-1") == "1.0.0"
+
+
+# --- fast: the Manifest API against Portage's own `ebuild manifest` ------------------
+
+
+def test_the_in_process_manifest_is_the_one_ebuild_manifest_writes(tmp_path, app_repo):
+    from releaser.build.builder import build_release
+    from releaser.build.manifest import add_dist_line, write_manifest
+    from releaser.central import overlay
+
+    cfg = load_config(write_config(tmp_path / "releaser.toml", app_repo))
+    built = build_release(cfg, out=tmp_path / "out")
+    tree = tmp_path / "overlay"
+    overlay.init_overlay(tree, "check")
+    overlay.add_category(tree, built.release.category)
+    pkg = tree / built.release.cp
+    pkg.mkdir(parents=True)
+    ebuild = pkg / built.release.ebuild["name"]
+    ebuild.write_bytes((built.release_dir / ebuild.name).read_bytes())
+    write_manifest(tree, ebuild, built.tarball.parent)  # Portage's `ebuild ... manifest`
+    assert (pkg / "Manifest").read_bytes() == (built.release_dir / "Manifest").read_bytes()
+
+    other = tmp_path / "published"
+    other.mkdir()
+    add_dist_line(other, (built.release_dir / "Manifest").read_text().strip())
+    assert (other / "Manifest").read_bytes() == (pkg / "Manifest").read_bytes()
+
+
+def test_a_dist_entry_other_than_the_built_tarball_is_not_published(tmp_path, app_repo):
+    from releaser.build.builder import build_release
+    from releaser.central.publish import ReleaseFiles
+
+    cfg = load_config(write_config(tmp_path / "releaser.toml", app_repo))
+    built = build_release(cfg, out=tmp_path / "out")
+    files = ReleaseFiles(built.release, built.release_dir)
+    assert files.dist_line().startswith(f"DIST {built.tarball.name} ")
+    manifest = built.release_dir / "Manifest"
+    line = manifest.read_text()
+    digest = built.release.tarball["sha512"]
+    manifest.write_text(line.replace(digest, "0" * len(digest)))
+    with pytest.raises(PublishError, match="differs from the tarball"):
+        files.dist_line()
