@@ -51,7 +51,7 @@ from releaser.deploy.hooks import PRE_NODE, POST_NODE, NodeHooks
 from releaser.deploy.reinstall import reinstall_version
 from releaser.hosts.health import HealthResult
 from releaser.hosts.node import Node, connect
-from releaser.hosts.services import ServiceProcess
+from releaser.hosts.services import DEFAULT_RUNLEVEL, ServiceProcess
 from releaser.build.release import Release
 from releaser.hosts.runner import LocalRunner
 
@@ -247,6 +247,7 @@ class NodeRollout:
         if health.ok:
             out.status, out.detail = INSTALLED, f"healthy on {release.version}"
             self.ledger.record_schema(release.version, health.app_schema_version)
+            self._enable_at_boot(node, out)
             self._settle(node, out)
             return
         out.detail = f"health check failed: {health.detail}"
@@ -278,14 +279,40 @@ class NodeRollout:
         if self._health(node, out, version, None).ok:
             out.status, out.after = UNCHANGED, out.before
             out.detail = f"already runs {version} and is healthy: nothing to do"
+            self._enable_at_boot(node, out)
             return
         process = self._phase(node, out, "restart", lambda: node.restart(self.config.app.contract.service))
         health = self._health(node, out, version, process)
         out.after = node.installed_version(self.release.cp)
         if health.ok:
             out.status, out.detail = INSTALLED, f"healthy on {version} after a restart"
+            self._enable_at_boot(node, out)
         else:
             out.detail = f"health check failed: {health.detail}"
+
+    def _enable_at_boot(self, node: Node, out: NodeOutcome) -> None:
+        """Have the host start the app at boot: its service added to the default runlevel.
+
+        Done by the rollout, not by the package (Gentoo packages never enable
+        services), once the node is healthy on the target; a no-op, and silent,
+        when the service is already there, so only the first install reports
+        it (a progress line and a ``service_enabled`` event).  A failure fails
+        the node, healthy as it is: a host that would come back from a reboot
+        without its app is not done; the next promote finds it healthy and
+        tries again.
+        """
+        service = self.config.app.contract.service
+        try:
+            added = node.enable(service)
+        except NodeError as exc:
+            out.status, out.phase = FAILED, "enable"
+            out.detail += f"; but it would not start at boot: {exc}"
+            return
+        if added:
+            self.progress(f"{node.name}: enable: {service} added to the default runlevel")
+            self.ledger.event("service_enabled", node=node.name, service=service,
+                              runlevel=DEFAULT_RUNLEVEL)
+            out.detail += f"; {service} starts at boot (default runlevel)"
 
     # --- finishing what an earlier run left ---------------------------------------
     def _unsettled_attempt(self, node: Node, installed: str | None) -> dict | None:

@@ -68,6 +68,10 @@ class Node:
         """Restart ``service``; its new process (NodeError if the init system did not replace it)."""
         return OpenRC().restart_process(self.runner, service, self.root)
 
+    def enable(self, service: str) -> bool:
+        """Make the host start ``service`` at boot (its default runlevel); True if this added it."""
+        return OpenRC().enable(self.runner, service)
+
     def service_process(self, service: str) -> ServiceProcess | None:
         """The process the init system runs for ``service`` now, or None."""
         return OpenRC().process(self.runner, service, self.root)

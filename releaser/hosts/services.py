@@ -32,6 +32,14 @@ pidfile its init script names (``/run/NAME.pid``, under the node's root) and
 the start time of that pid (``/proc/PID/stat``, so a pid reused by a later
 process is not mistaken for the same one).  The rollout's health check then
 requires that very process to still run while it answers.
+
+Installing a service does not make a host start it at boot: on Gentoo a
+package never adds itself to a runlevel (the admin's choice, so not in
+``pkg_postinst``).  The rollout does it where releaser first installs the app,
+through ``OpenRC.enable``: ``rc-update show RUNLEVEL`` first, ``rc-update add
+NAME RUNLEVEL`` only when the service is not listed there, so an upgrade
+changes nothing and the node step is reported once.  What ``rc-update add``
+makes, ``/etc/runlevels/default/NAME``, is what OpenRC reads at boot.
 """
 
 from __future__ import annotations
@@ -50,6 +58,9 @@ from releaser.hosts.runner import CommandResult, Runner
 #: ``net.eth0``, ``postgresql-16``), and nothing a shell or an option parser
 #: could misread: no leading ``-``, no ``/``, no metacharacters or spaces.
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
+
+#: The runlevel a host boots into, where ``enable`` adds the app's service.
+DEFAULT_RUNLEVEL = "default"
 
 #: ``rc-service NAME status`` exit statuses meaning "not running".
 STATUS_STOPPED = 3
@@ -98,6 +109,8 @@ class ServiceManager(Protocol):
 
     def status(self, runner: Runner, service: str) -> bool: ...
 
+    def enable(self, runner: Runner, service: str, runlevel: str = DEFAULT_RUNLEVEL) -> bool: ...
+
 
 @dataclass(frozen=True)
 class OpenRC:
@@ -113,6 +126,8 @@ class OpenRC:
     """
 
     command: Sequence[str] = ("rc-service",)
+    #: The argv prefix of OpenRC's runlevel tool (``("sudo", "-n", "rc-update")`` likewise).
+    update_command: Sequence[str] = ("rc-update",)
     timeout: float | None = 120.0
     pidfile: str = PIDFILE
     log: str = SERVICE_LOG
@@ -153,6 +168,41 @@ class OpenRC:
             return False
         raise NodeError(f"{runner.host}: rc-service {service} status failed "
                         f"(exit {result.returncode}): {_last_line(result)}")
+
+    def enabled(self, runner: Runner, service: str, runlevel: str = DEFAULT_RUNLEVEL) -> bool:
+        """True if ``rc-update show RUNLEVEL`` lists ``service``; NodeError if it cannot tell."""
+        check_service_name(service)
+        result = self._update(runner, ["show", check_service_name(runlevel)])
+        if not result.ok:
+            raise NodeError(f"{runner.host}: rc-update show {runlevel} failed "
+                            f"(exit {result.returncode}): {_last_line(result)}")
+        return service in runlevel_services(result.stdout, runlevel)
+
+    def enable(self, runner: Runner, service: str, runlevel: str = DEFAULT_RUNLEVEL) -> bool:
+        """Add ``service`` to ``runlevel`` (OpenRC starts it at boot) unless it is there.
+
+        True if this call added it, False if it was there already: the caller
+        reports the change once.  An ``rc-update add`` that fails is forgiven
+        only when the service is listed afterwards (another run added it);
+        otherwise NodeError with what ``rc-update`` said.
+        """
+        if self.enabled(runner, service, runlevel):
+            return False
+        result = self._update(runner, ["add", service, runlevel])
+        if result.ok:
+            return True
+        if self.enabled(runner, service, runlevel):
+            return False
+        raise NodeError(f"{runner.host}: rc-update add {service} {runlevel} failed "
+                        f"(exit {result.returncode}): {_said(result)}")
+
+    def _update(self, runner: Runner, args: list[str]) -> CommandResult:
+        argv = [*self.update_command, *args]
+        try:
+            return runner.run(argv, check=False, timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise NodeError(f"{runner.host}: rc-update {' '.join(args)} did not finish "
+                            f"within {exc.timeout:g} s") from None
 
     def process(self, runner: Runner, service: str, root: str = "/") -> ServiceProcess | None:
         """The process running ``service`` now, or None if the init system says it is not running.
@@ -209,6 +259,20 @@ class OpenRC:
         return f"; {self.log.format(name=service)} ends: {' | '.join(lines)}" if lines else ""
 
 
+def runlevel_services(show: str, runlevel: str) -> set[str]:
+    """The services ``rc-update show`` lists in ``runlevel``.
+
+    Each line reads ``NAME | RUNLEVEL...`` (names right-aligned); a line
+    without ``|`` (a warning) names nothing.
+    """
+    names = set()
+    for line in show.splitlines():
+        name, sep, levels = line.partition("|")
+        if sep and runlevel in levels.split():
+            names.add(name.strip())
+    return names
+
+
 def _under(root: str, path: str, service: str) -> str:
     """The init script's ``path`` (``{name}``: the service) under the node's ``root``."""
     return str(PurePosixPath(root) / path.format(name=service).lstrip("/"))
@@ -253,5 +317,6 @@ def _last_line(result: CommandResult) -> str:
     return last_line(result.stderr, result.stdout)
 
 
-__all__ = ["LOG_LINES", "OpenRC", "ServiceManager", "ServiceProcess", "check_service_name",
+__all__ = ["DEFAULT_RUNLEVEL", "LOG_LINES", "OpenRC", "ServiceManager", "ServiceProcess",
+           "check_service_name", "runlevel_services",
            "STATUS_CRASHED", "STATUS_STOPPED"]

@@ -75,6 +75,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from releaser.sandbox import rc_update
 from releaser.sandbox.distserver import pid_alive, process_cmdline, terminate_pid
 from releaser.errors import UsageError, last_line
 from releaser.files import write_atomic
@@ -83,8 +84,9 @@ from releaser.hosts.services import check_service_name
 
 #: Inside a node root: the services the stand-in knows.
 SERVICES_FILE = Path(".releaser/services.json")
-#: Inside a node root: the stand-in itself.
+#: Inside a node root: the stand-in itself, and its ``rc-update``.
 RC_SERVICE = HELPER_BIN / "rc-service"
+RC_UPDATE = HELPER_BIN / "rc-update"
 #: Inside a node root: where pidfiles go (``run/NAME.pid``), as /run on a host.
 RUN_DIR = Path("run")
 #: Set in every service process's environment as ``<node root>:<service>``;
@@ -169,7 +171,8 @@ sys.exit(main(script=__file__))
 
 
 def install_rc_service(node_root: Path, services: Mapping[str, ServiceSpec | Mapping[str, object]]) -> Path:
-    """Write NODE/.releaser/services.json and the executable NODE/.releaser/bin/rc-service.
+    """Write NODE/.releaser/services.json and the executable NODE/.releaser/bin/rc-service,
+    with its ``rc-update`` beside it (``releaser.sandbox.rc_update``).
 
     ``services`` maps service names to ``ServiceSpec`` (or its dict form).
     Both files are replaced atomically and wholesale, so running this again
@@ -185,6 +188,7 @@ def install_rc_service(node_root: Path, services: Mapping[str, ServiceSpec | Map
     _write_atomic(root / SERVICES_FILE, json.dumps(data, indent=2) + "\n", 0o644)
     script = root / RC_SERVICE
     _write_atomic(script, _SCRIPT.format(python=python, services_file=root / SERVICES_FILE), 0o755)
+    _write_atomic(root / RC_UPDATE, rc_update.SCRIPT.format(python=python), 0o755)
     return script
 
 
@@ -535,6 +539,7 @@ __all__ = [
     "ACTIONS",
     "MARKER",
     "RC_SERVICE",
+    "RC_UPDATE",
     "RunAs",
     "SERVICES_FILE",
     "Service",
