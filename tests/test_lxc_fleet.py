@@ -6,7 +6,7 @@ as PID 1, sshd on port 22, Portage at its real paths and its own address on
 the sandbox's bridge; nodes sync the overlays from the central repository
 over the network (git smart HTTP) and fetch distfiles over HTTP.  The tests
 run in file order and build on each other: bootstrap (again, dry, refused),
-promote 1.0.0, upgrade staging to 1.1.0 with backups, production to 1.1.0
+promote 1.0.0, a reboot that OpenRC brings the app back from, upgrade staging to 1.1.0 with backups, production to 1.1.0
 while a host's sshd is stopped, a bad 1.2.0 rolled back by itself on
 staging, an on-call rollback with the database, and ``sandbox down``.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ from releaser.central.repository import CentralRepository
 from releaser.cli import main
 from releaser.config import load_config
 from releaser.deploy.promote import promote
+from releaser.central.ledger import Ledger
 from releaser.hosts.bootstrap import REFUSED, UNCHANGED, bootstrap
+from releaser.hosts.node import connect
+from releaser.hosts.services import runlevel_services
 from releaser.processes import pid_alive
 from releaser.sandbox import lxc
 from releaser.errors import UsageError
@@ -199,6 +203,93 @@ def test_promote_staging_then_production_runs_the_app_under_openrc(fleet):
         address = fleet.state["nodes"][host]["address"]
         assert f"{address} \"POST /git/" in log  # git fetches (upload-pack)
         assert f"{address} \"GET /notes-1.0.0.tar.gz" in log  # Portage's fetch
+
+
+def pid1_started(sb: Sandbox, host: str) -> str:
+    """When the host's PID 1 started (``/proc/1/stat`` field 22): a new value, a new boot."""
+    return on(sb, host, "cut", "-d", " ", "-f", "22", "/proc/1/stat", check=False).strip()
+
+
+def reboot(sb: Sandbox, host: str, timeout: float = 60) -> None:
+    """Reboot the host as its admin would (``openrc-shutdown -r now``: OpenRC stops every
+    service, LXC boots the container again) and wait until OpenRC has run the default
+    runlevel: a new PID 1, sshd answering, the softlevel ``default`` and no ``openrc``
+    process left (openrc-init runs ``openrc default`` last, and waits for it)."""
+    before = pid1_started(sb, host)
+    on(sb, host, "openrc-shutdown", "-r", "now")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = pid1_started(sb, host)
+        if now and now != before and lxc.ssh_answers(sb.state["nodes"][host]["address"]) \
+                and on(sb, host, "cat", "/run/openrc/softlevel", check=False).strip() == \
+                "default" and lxc.attach(box(sb, host), ["pgrep", "-x", "openrc"],
+                                         check=False).returncode == 1:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{host} did not come back from its reboot within {timeout:g} s")
+
+
+def default_runlevel(sb: Sandbox, host: str) -> list[str]:
+    """The services ``rc-status`` lists under ``Runlevel: default`` with their state."""
+    lines, section = [], None
+    for line in on(sb, host, "rc-status").splitlines():
+        if line.startswith("Runlevel:") or line.startswith("Dynamic Runlevel:"):
+            section = line
+        elif section == "Runlevel: default" and line.strip():
+            lines.append(" ".join(line.replace("[", " ").replace("]", " ").split()))
+    return lines
+
+
+@slow
+def test_the_app_starts_at_boot_after_its_first_install(fleet, capsys):
+    central = CentralRepository(LocalRunner(host="central"), str(fleet.central))
+    for host in HOSTS:
+        # rc-update's own word: the rollout put notes in the runlevel the host boots into.
+        assert "notes" in runlevel_services(on(fleet, host, "rc-update", "show", "default"),
+                                            "default")
+        env = host.rsplit("-", 1)[0]
+        enabled = [e for e in Ledger.load(central, env).events("service_enabled")
+                   if e["node"] == host]
+        assert [(e["service"], e["runlevel"]) for e in enabled] == [("notes", "default")]
+
+    host = "staging-1"
+    before = sh(fleet, host, "cat /run/notes.pid").strip()
+    reboot(fleet, host)
+    # Started by OpenRC at boot, as its own user; nothing releaser did after the reboot.
+    assert "notes started" in default_runlevel(fleet, host), on(fleet, host, "rc-status")
+    runs_under_openrc_as_notes(fleet, host)
+    assert sh(fleet, host, "cat /run/notes.pid").strip() != before
+    config = load_config(fleet.config_path)
+    node = connect(config, config.environment("staging").nodes[0])
+    try:
+        assert node.health("1.0.0", timeout=30).ok  # asked on the host, through its runner
+    finally:
+        node.close()
+    capsys.readouterr()
+    assert cli(fleet, "status", "staging", "--json") == 0
+    [status] = json.loads(capsys.readouterr().out)
+    [entry] = status["nodes"]
+    assert entry["installed"] == "1.0.0" and entry["healthy"] is True
+
+
+@slow
+def test_a_crashed_app_reads_crashed_and_restarts(fleet):
+    """app/openrc/notes.initd's status and stop go by the pidfile: Debian's start-stop-daemon
+    keeps no daemon record, so OpenRC alone would call a dead notes "started" and fail
+    to stop (and so to restart) it."""
+    host = "staging-1"
+    sh(fleet, host, "kill -9 $(cat /run/notes.pid)")
+    status = lxc.attach(box(fleet, host), ["rc-service", "notes", "status"], check=False)
+    assert status.returncode == 32 and "crashed" in status.stdout + status.stderr, status
+    config = load_config(fleet.config_path)
+    node = connect(config, config.environment("staging").nodes[0])
+    try:
+        assert node.service_process("notes") is None
+        node.restart("notes")  # what a rollout does: the crashed one is replaced
+        assert node.health("1.0.0", timeout=30).ok
+    finally:
+        node.close()
+    runs_under_openrc_as_notes(fleet, host)
 
 
 @slow
