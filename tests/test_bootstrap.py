@@ -59,12 +59,14 @@ def passwd(root: Path) -> dict[str, list[str]]:
 
 def test_sandbox_node_is_prepared_by_the_bootstrap(sb):
     root = sb.node_root(NODE)
-    # the overlay syncs from the configured sync_uri, the signing slot left open
+    # the overlay syncs from the configured sync_uri, and Portage verifies its commits
+    # with the environment's release key (a sandbox signs, as releaser does by default)
     repo_file = (root / REPO_FILE).read_text()
     uri = f"{sb.central}/overlays/staging.git"
     assert f"[{OVERLAY}]\nlocation = {root}/var/db/repos/{OVERLAY}\nsync-type = git\n" \
            f"sync-uri = {uri}\n" in repo_file
-    assert "# sync-git-verify-commit-signature = yes" in repo_file
+    assert ("\nsync-git-verify-commit-signature = yes\nsync-openpgp-key-path = "
+            f"{root}/etc/portage/releaser/keys/staging.asc\n") in repo_file
     assert portage_tools.sync(LocalRunner(env=portage_env(root)), OVERLAY).ok
     # make.conf is a folder: the host's own file kept as 00-local.conf, releaser's beside it,
     # and Portage reads both

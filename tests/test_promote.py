@@ -188,6 +188,8 @@ def test_production_refuses_what_staging_rolled_back(tmp_path):
     from releaser.central.ledger import HEALTHY, WITHDRAWN, Ledger
     from releaser.deploy.promote import promote
 
+    from .conftest import unsigned_exception
+
     config_file = tmp_path / "releaser.toml"
     config_file.write_text("""
 [app]
@@ -200,7 +202,7 @@ nodes = [{ name = "s1", root = "nodes/s1", health_url = "http://127.0.0.1:9/heal
 [environments.production]
 promote_from = "staging"
 nodes = [{ name = "p1", root = "nodes/p1", health_url = "http://127.0.0.1:9/health" }]
-""")
+""" + unsigned_exception(["staging", "production"]))
     central = CentralRepository(LocalRunner(), str(tmp_path / "central"))
     central.init()
     ledger = Ledger.load(central, "staging")

@@ -124,7 +124,8 @@ class _Demo:
         echo(f"{t()} 1. source: a git repository with the notes app at {base / 'src'}")
         source = make_source(self.project, base / "src")
         echo(f"{t()} 2. sandbox: central repository, HTTP server, "
-             f"{sum(DEFAULT_NODES.values())} nodes with real Portage")
+             f"{sum(DEFAULT_NODES.values())} nodes with real Portage; overlays signed with a "
+             f"release key per environment ({base / 'sandbox' / 'gnupg'}), verified by nodes")
         app = default_app(source)
         config_path = init_sandbox(base / "sandbox", app, DEFAULT_NODES, progress=self.progress)
         self.sandbox_up = True
