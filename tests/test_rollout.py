@@ -7,6 +7,7 @@ real Portage behind it.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from releaser.sandbox import noderoot
 from releaser.hosts import portage_commands as portage_tools
+from releaser.central.ledger import Ledger
+from releaser.central.repository import CentralRepository
 from releaser.cli import main
 from releaser.hosts.runner import LocalRunner
 
@@ -63,6 +66,14 @@ def test_parallel_promote(sb, capsys):
     assert report["ok"] and {n["status"] for n in report["nodes"]} == {"installed"}
     for node in NODES:
         assert installed(sb, node) == "1.0.0" and health_version(sb, node) == "1.0.0"
+        # The first install put notes in the node's default runlevel, where OpenRC reads it.
+        link = sb.node_root(node) / "etc/runlevels/default/notes"
+        assert os.readlink(link) == "/etc/init.d/notes"
+    assert all(n["detail"].endswith("notes starts at boot (default runlevel)")
+               for n in report["nodes"]), report["nodes"]
+    central = CentralRepository(LocalRunner(host="central"), str(sb.central))
+    assert sorted(e["node"] for e in Ledger.load(central, "staging").events("service_enabled")) \
+        == sorted(NODES)
 
 
 def test_canary_failure_rolls_back_and_touches_no_other_node(sb, capsys):
