@@ -81,9 +81,9 @@ class Profile:
         words = message.split()
         match = self.NODE_LINE.match(message)
         if message.startswith("binhost:"):
-            key = "binhost package published -> overlay publish"
+            key = "overlay publish (after the binhost package)"
         elif message.startswith("  ") and " from commit " in message:
-            key = "built -> binhost package (binary mode)"
+            key = "lock, ledger, binhost package (binary mode), overlay publish"
         else:
             key = f"node {match.group(1)}" if match else (words[0] if words else "?")
         self._last = (now, key)
