@@ -21,7 +21,8 @@ from releaser.config import load_config
 from releaser.errors import ConfigError
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.bootstrap import Host, HostSetup, prepare_host
-from releaser.hosts.portage_config import FETCHCOMMAND, portage_env
+from releaser.hosts.local_root import portage_env
+from releaser.hosts.portage_config import FETCHCOMMAND
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox.sshd import SSHD
 

@@ -12,7 +12,7 @@ from releaser.cli import main
 from releaser.config import load_config
 from releaser.errors import UsageError
 from releaser.hosts import portage_commands as portage_tools
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox import world
 

@@ -23,7 +23,7 @@ from releaser.cli import main
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.node import connect
 from releaser.hosts.runner import LocalRunner
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, kill_9_when, wait_for_orphaned_emerges

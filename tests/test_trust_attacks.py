@@ -24,7 +24,7 @@ from releaser.cli import main
 from releaser.errors import OverlayTrustError, PortageError
 from releaser.hosts import portage_commands
 from releaser.hosts.node import connect
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 from releaser.hosts.runner import LocalRunner
 from releaser.trust.ancestry import SYNCED_REF
 from releaser.trust.keys import Keyring

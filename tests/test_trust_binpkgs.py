@@ -14,7 +14,7 @@ import pytest
 
 from releaser.cli import main
 from releaser.hosts import portage_commands
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 from releaser.hosts.runner import LocalRunner
 from releaser.trust.keys import Keyring
 

@@ -15,7 +15,7 @@ import pytest
 from releaser.cli import main
 from releaser.deploy.rollout import INSTALLED, ROLLED_BACK, SKIPPED, NodeOutcome, still_on_withdrawn
 from releaser.hosts import portage_commands as portage_tools
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 from releaser.hosts.runner import LocalRunner
 
 from .sandboxes import Sandbox, add_migration

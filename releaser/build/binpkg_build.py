@@ -27,6 +27,7 @@ from releaser.central import overlay
 from releaser.errors import PublishError
 from releaser.files import file_digest, write_atomic
 from releaser.hosts import portage_commands, portage_config
+from releaser.hosts.local_root import portage_env, prepare_local_root
 from releaser.hosts.runner import LocalRunner
 
 BUILD_OVERLAY = "releaser-binpkg"  # any name: the package does not record it
@@ -90,10 +91,10 @@ def _package_in_scratch_root(scratch: Path, release: Release, release_dir: Path,
         root=scratch / "root",
         repos=[portage_config.RepoSpec(name=BUILD_OVERLAY, location=tree)],
         profile=portage_config.ProfileSpec(repo=BUILD_OVERLAY))
-    portage_config.prepare_local_root(spec)
+    prepare_local_root(spec)
     spec.distdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tarball, spec.distdir / tarball.name)
-    runner = LocalRunner(env=portage_config.portage_env(spec.root))
+    runner = LocalRunner(env=portage_env(spec.root))
     portage_commands.package(runner, pkg / release.ebuild["name"])
     return _built(spec.pkgdir, release.cpv)
 

@@ -8,7 +8,7 @@ to it, without a Portage configuration root or an ``ebuild`` process.
 distfiles only its ebuild names.
 
 Portage needs a configuration root naming the overlay; ``write_manifest``
-makes a throw-away one (``portage_config.prepare_local_root``) so that
+makes a throw-away one (``local_root.prepare_local_root``) so that
 ``ebuild FILE manifest`` can run on a build folder or on a fresh clone of an
 environment's overlay.
 With Portage's default ``assume-digests`` feature, the DIST entries of other
@@ -27,6 +27,7 @@ from releaser.files import write_atomic
 
 from releaser.central import overlay
 from releaser.hosts import portage_config
+from releaser.hosts.local_root import portage_env, prepare_local_root
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.runner import LocalRunner
 
@@ -36,12 +37,12 @@ def write_manifest(overlay_dir: Path, ebuild: Path, distdir: Path) -> Path:
     name = overlay.repo_name(overlay_dir)
     with tempfile.TemporaryDirectory(prefix="releaser-portage-") as tmp:
         root = Path(tmp) / "root"
-        portage_config.prepare_local_root(portage_config.NodeRootSpec(
+        prepare_local_root(portage_config.NodeRootSpec(
             root=root,
             repos=[portage_config.RepoSpec(name=name, location=Path(overlay_dir).absolute())],
             profile=portage_config.ProfileSpec(repo=name),
         ))
-        runner = LocalRunner(env=portage_config.portage_env(root))
+        runner = LocalRunner(env=portage_env(root))
         portage_tools.manifest(runner, ebuild, distdir=distdir)
     return ebuild.parent / "Manifest"
 

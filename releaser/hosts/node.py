@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from releaser.hosts import portage_commands as portage_tools
-from releaser.hosts.portage_config import portage_env
+from releaser.hosts.local_root import portage_env
 from releaser.config import Config, NodeConfig
 from releaser.errors import NodeError
 from releaser.hosts.health import FROM_OPERATOR, OPERATOR, HealthResult, NodeTransport, check_health

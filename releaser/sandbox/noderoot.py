@@ -41,10 +41,10 @@ from pathlib import Path
 
 from releaser.errors import SandboxError
 from releaser.files import write_atomic
-from releaser.hosts.portage_config import (DEFAULT_FEATURES, FETCHCOMMAND, HELPER_BIN,
-                                           PORTAGE_PREFIX, RESUMECOMMAND, BinhostSpec,
-                                           NodeRootSpec, ProfileSpec, RepoSpec, RootLayout,
-                                           host_config_files, portage_env)
+from releaser.hosts.local_root import HELPER_BIN, PORTAGE_PREFIX, RootLayout, portage_env
+from releaser.hosts.portage_config import (DEFAULT_FEATURES, FETCHCOMMAND, RESUMECOMMAND,
+                                           BinhostSpec, NodeRootSpec, ProfileSpec, RepoSpec,
+                                           host_config_files)
 
 #: The accounts database of a bare root: root alone, as a fresh host has it (plus
 #: what the host's packages add).  ``useradd --prefix ROOT`` adds the app's.
@@ -65,7 +65,7 @@ def state_dirs(spec: NodeRootSpec) -> list[Path]:
 def create_node_root(spec: NodeRootSpec, *, global_config: Path | None = None) -> None:
     """Lay out (or refresh) ``spec.root`` as a Gentoo node's ``/``.
 
-    ``global_config``: see ``portage_config.prepare_local_root``.  Safe to run
+    ``global_config``: see ``local_root.prepare_local_root``.  Safe to run
     again on an existing node: configuration is rewritten, state (vdb,
     packages, distfiles, overlay clones) is left alone.
 

@@ -79,7 +79,7 @@ from releaser.sandbox import rc_update
 from releaser.sandbox.distserver import pid_alive, process_cmdline, terminate_pid
 from releaser.errors import UsageError, last_line
 from releaser.files import write_atomic
-from releaser.hosts.portage_config import HELPER_BIN
+from releaser.hosts.local_root import HELPER_BIN
 from releaser.hosts.services import check_service_name
 
 #: Inside a node root: the services the stand-in knows.
