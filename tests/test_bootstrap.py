@@ -20,7 +20,8 @@ from releaser.cli import main
 from releaser.config import load_config
 from releaser.errors import ConfigError
 from releaser.hosts import portage_commands as portage_tools
-from releaser.hosts.bootstrap import Host, HostSetup, prepare_host
+from releaser.hosts.bootstrap import prepare_host
+from releaser.hosts.host_probe import Host, HostSetup
 from releaser.hosts.local_root import portage_env
 from releaser.hosts.portage_config import FETCHCOMMAND
 from releaser.hosts.runner import LocalRunner
@@ -288,7 +289,7 @@ def gentoo_facts(**changes) -> dict:
 
 
 def production_setup():
-    from releaser.hosts.bootstrap import Account
+    from releaser.hosts.host_probe import Account
 
     return HostSetup(env="production", repo="releaser-production",
                      sync_uri="ssh://git@central.example/srv/releaser/overlays/production.git",

@@ -147,7 +147,8 @@ def test_bootstrap_gives_a_gentoo_host_only_its_environment_s_key(tmp_path):
     repos.conf entry makes Portage verify every synced head against it."""
     from dataclasses import replace
 
-    from releaser.hosts.bootstrap import Host, prepare_host
+    from releaser.hosts.bootstrap import prepare_host
+    from releaser.hosts.host_probe import Host
 
     from .test_bootstrap import RecordingHost, gentoo_facts, production_setup
 

@@ -115,8 +115,8 @@ def _check_node(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis"
 def _bootstrap_state(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis") -> bool:
     """host bootstrap's dry run on the node: True when prepared and passing its preflight."""
     from releaser.doctor import Finding
-    from releaser.hosts.bootstrap import CHANGED, PLANNED, REFUSED, HostSetup, prepare_host
-    from releaser.hosts.host_probe import Host
+    from releaser.hosts.bootstrap import CHANGED, PLANNED, REFUSED, prepare_host
+    from releaser.hosts.host_probe import Host, HostSetup
 
     try:
         setup = HostSetup.from_config(config, env)
