@@ -112,10 +112,18 @@ def _lxc_net_up(config: Config, address: str, progress) -> None:
     if Path(f"/sys/class/net/{LXC_BRIDGE}").exists():
         raise SandboxError(f"{LXC_BRIDGE} exists without {address}: [central] distfiles_url "
                            f"must name this machine's address on the boxes' bridge")
-    done = subprocess.run([LXC_NET, "start"], capture_output=True, text=True)
-    if done.returncode != 0 or not _has_address(address):
+    # lxc-net start undoes itself on any failure (its own "stop force"), and a
+    # firewall or dnsmasq step can fail once while another process holds the
+    # firewall; one more try after that clean-up, then the reason it gave.
+    for _ in range(2):
+        done = subprocess.run([LXC_NET, "start"], capture_output=True, text=True)
+        if done.returncode == 0 and _has_address(address):
+            break
+    else:
+        said = " / ".join(line.strip() for line in (done.stderr + done.stdout).splitlines()
+                          if line.strip())[-300:]
         raise SandboxError(f"{LXC_NET} start did not give {LXC_BRIDGE} {address}: "
-                           f"{last_line(done.stderr, done.stdout)}")
+                           f"{said or 'no output'}")
     (state_dir(config) / "lxc-net.started").write_text("started by releaser sandbox vagrant\n")
     progress(f"{LXC_BRIDGE} up at {address} ({LXC_NET} start)")
 
