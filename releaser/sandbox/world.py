@@ -41,6 +41,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import subprocess
 import platform
 import socket
 from dataclasses import dataclass
@@ -520,6 +521,16 @@ def _sandbox_trust(directory: Path, nodes: dict[str, int]):
     return TrustConfig(gnupghome=home)
 
 
+def _stop_keyring_agent(home: Path, progress) -> None:
+    """Stop the gpg-agent that signing started for the sandbox's keyring: each one
+    left behind keeps inotify instances (128 per user by default) and a process."""
+    if home.is_dir():
+        done = subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            progress("keyring agent stopped")
+
+
 def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
     """Stop everything ``init_sandbox`` (and later runs) started under ``directory``.
 
@@ -534,6 +545,7 @@ def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
     if not state_file.exists():
         raise UsageError(f"{directory} holds no sandbox ({STATE} not found)")
     state = json.loads(state_file.read_text())
+    _stop_keyring_agent(directory / "gnupg", progress)
     if state.get("hosts") == "lxc":
         from releaser.sandbox import lxc_world
 
