@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from releaser.errors import UsageError
 from releaser.hosts.health import HealthResult, check_health
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - stdlib hook
-        state = self.server.state
-        state["hits"] += 1
-        answers = state["answers"]
-        code, body = answers[min(state["hits"], len(answers)) - 1]
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
+from tests.health_server import scripted_health_server
 
 
 @pytest.fixture
 def app():
     """A server whose successive answers are ``state["answers"]`` (the last one repeats)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.state = {"hits": 0, "answers": [(200, {"status": "ok", "version": "1.0.0", "schema": "current"})]}
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.state, f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
-    server.server_close()
+    with scripted_health_server() as (state, url):
+        yield state, url
 
 
 def _free_port() -> int:

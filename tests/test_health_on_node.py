@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from releaser.hosts import health, health_fetch
 from releaser.hosts.health import NodeTransport, check_health
 from releaser.hosts.node import Node
 from releaser.hosts.runner import CommandResult, LocalRunner
+from tests.health_server import scripted_health_server
 
 URL = "http://127.0.0.1:9101/health"
 
@@ -178,34 +177,15 @@ def test_a_dead_process_ends_the_check_on_the_node_too(monkeypatch):
 
 # --- the real program, through a real LocalRunner ----------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - stdlib hook
-        code, body = self.server.answer
-        raw = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.answer = (200, OK)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}/health"
-    httpd.shutdown()
-    httpd.server_close()
+    """The scripted health server answering OK (``state["answers"]`` to change it)."""
+    with scripted_health_server((200, OK)) as (state, url):
+        yield state, url
 
 
 def test_the_program_runs_on_a_real_local_node(server, monkeypatch):
-    httpd, url = server
+    state, url = server
     # the node's environment may say anything about proxies and PYTHONPATH: ignored
     runner = LocalRunner(host="node1", env={"http_proxy": "http://127.0.0.1:9/",
                                             "PYTHONPATH": "/nonexistent"})
@@ -213,7 +193,7 @@ def test_the_program_runs_on_a_real_local_node(server, monkeypatch):
     result = check_health(url, expect_version="1.1.0", timeout=5, transport=transport)
     assert result.ok and result.app_schema_version == 3
     assert result.detail == f"{url} on node1 is healthy: version 1.1.0, schema current"
-    httpd.answer = (503, {"status": "error", "database": {"error": "disk I/O error"}})
+    state["answers"] = [(503, {"status": "error", "database": {"error": "disk I/O error"}})]
     result = check_health(url, expect_version=None, timeout=0, transport=transport)
     assert result.status_code == 503 and result.detail.endswith("(status error: disk I/O error)")
 
