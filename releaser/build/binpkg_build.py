@@ -81,12 +81,7 @@ def _package_in_scratch_root(scratch: Path, release: Release, release_dir: Path,
                              tarball: Path) -> tuple[Path, dict]:
     """Run ``ebuild ... package`` in a throw-away root; the gpkg and its index record."""
     tree = scratch / "overlay"
-    overlay.init_overlay(tree, BUILD_OVERLAY)
-    overlay.add_category(tree, release.category)
-    pkg = tree / release.category / release.name
-    pkg.mkdir(parents=True)
-    for name in (release.ebuild["name"], "metadata.xml", "Manifest"):
-        shutil.copyfile(release_dir / name, pkg / name)
+    pkg = overlay.one_release_overlay(tree, BUILD_OVERLAY, release, release_dir)
     spec = portage_config.NodeRootSpec(
         root=scratch / "root",
         repos=[portage_config.RepoSpec(name=BUILD_OVERLAY, location=tree)],

@@ -32,6 +32,7 @@ These functions only touch files; committing and pushing is the git module's job
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import datetime, timezone
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -116,6 +117,23 @@ def _copy_tree(source: Traversable, dest: Path, variables: dict[str, str]) -> No
             target.write_text(template.render(variables), encoding="utf-8")
         else:
             (dest / entry.name).write_bytes(entry.read_bytes())
+
+
+def one_release_overlay(dest: Path, name: str, release, release_dir: Path) -> Path:
+    """A fresh overlay ``name`` at ``dest`` holding only ``release`` (its ebuild, metadata.xml
+    and Manifest, copied from ``release_dir``); the package's folder.
+
+    What a Portage tool run on one release alone needs (``ebuild ... package`` for a binary
+    package, ``pkgcheck scan`` for the gate): the release exactly as it will be published,
+    with nothing else of the environment's overlay around it.
+    """
+    init_overlay(dest, name)
+    add_category(dest, release.category)
+    pkg = dest / release.category / release.name
+    pkg.mkdir(parents=True)
+    for file_name in (release.ebuild["name"], "metadata.xml", "Manifest"):
+        shutil.copyfile(release_dir / file_name, pkg / file_name)
+    return pkg
 
 
 def repo_name(overlay_dir: Path) -> str:

@@ -60,12 +60,7 @@ def _lay_out(release_dir: Path, dest: Path) -> str:
     from releaser.central import overlay
 
     release = load_release(release_dir / "release.json")
-    overlay.init_overlay(dest, OVERLAY_NAME)
-    overlay.add_category(dest, release.category)
-    pkg = dest / release.category / release.name
-    pkg.mkdir(parents=True)
-    for name in (release.ebuild["name"], "metadata.xml", "Manifest"):
-        shutil.copyfile(release_dir / name, pkg / name)
+    overlay.one_release_overlay(dest, OVERLAY_NAME, release, release_dir)
     return release.ebuild["name"]
 
 
