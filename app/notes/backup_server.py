@@ -31,7 +31,7 @@ from typing import Any
 
 from .db import MARIADB, POSTGRESQL, Connection, Target, open_database
 from .errors import DumpError, NotesError
-from .files import fsync_path, sha256
+from .files import sha256, write_atomically
 from .store import snapshot
 
 #: A dump or a restore of a large database can take long; a hung one must not hang forever.
@@ -47,18 +47,8 @@ def dump(target: Target, out: Path) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DumpError(f"cannot create directory {out.parent}: {exc.strerror or exc}") from None
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        source = _dump_postgresql(target, tmp) if target.backend == POSTGRESQL \
-            else _dump_mariadb(target, tmp)
-        fsync_path(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(out.parent)
+    source = write_atomically(out, lambda tmp: _dump_postgresql(target, tmp)
+                              if target.backend == POSTGRESQL else _dump_mariadb(target, tmp))
     report = verify_dump(out, target)
     if source is not None and (source["tables"], source["schema_version"]) != \
             (report["tables"], report["schema_version"]):

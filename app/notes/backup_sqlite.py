@@ -18,14 +18,14 @@ import os
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .db import SQLITE, Connection, DatabaseError, Target, connect
 from .errors import DatabaseUnavailable, DumpError
-from .files import fsync_path, sha256
+from .files import sha256, write_atomically
 from .store import snapshot
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -47,7 +47,7 @@ def dump(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> P
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DumpError(f"cannot create directory {out.parent}: {exc.strerror or exc}") from None
-    _write_atomically(out, lambda tmp: _backup_copy(source, tmp, source_is_dump=False))
+    write_atomically(out, lambda tmp: _backup_copy(source, tmp, source_is_dump=False))
     return out
 
 
@@ -117,7 +117,7 @@ def restore(
         _copy_ownership(tmp, target)
 
     with _exclusive_lock(target, lock_timeout):
-        _write_atomically(target, build)
+        write_atomically(target, build)
     return {**info, "database": str(target)}
 
 
@@ -139,21 +139,6 @@ def _backup_copy(source: Path, destination: Path, *, source_is_dump: bool) -> No
         raise DumpError(f"{label} {source}: cannot copy: {exc}") from None
     finally:
         src.close()
-
-
-def _write_atomically(target: Path, fill: Callable[[Path], None]) -> None:
-    """Create a temp file next to target, let fill(tmp) write it, fsync, rename, fsync the dir."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        fill(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(target.parent)
 
 
 def _check_header(path: Path, size: int) -> None:
