@@ -165,8 +165,10 @@ def publish_next(sb: Sandbox, number: int) -> str:
     return built.release.version
 
 
-def side_by_side(base: Path, n: int, runs: int, figures: Figures, playbook: Path) -> None:
-    """``runs`` rounds on ``n`` nodes: releaser promote, then the playbook, each a new version."""
+def side_by_side(base: Path, n: int, runs: int, figures: Figures, playbook: Path,
+                 logs: Path) -> None:
+    """``runs`` rounds on ``n`` nodes: releaser promote, then the playbook, each a new version
+    (its inventory and log kept under ``logs``)."""
     sb = Sandbox(base / f"n{n}", {ENV: n}, ssh=True)
     try:
         assert promote(sb.config, ENV).ok  # 1.0.0: the first install, not measured
@@ -181,7 +183,7 @@ def side_by_side(base: Path, n: int, runs: int, figures: Figures, playbook: Path
             number += 1
             version = publish_next(sb, number)
             figures.add(f"fleet {n}: ansible playbook",
-                        run_playbook(sb, version, base / f"n{n}-ansible", playbook))
+                        run_playbook(sb, version, logs / f"n{n}-ansible", playbook))
             check_nodes(sb, version)
             number += 1
     finally:
@@ -192,6 +194,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="keep the inventories and playbook logs here (default: dropped)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     playbook = ansible_playbook()
@@ -199,7 +203,7 @@ def main() -> int:
     figures = Figures()
     with tempfile.TemporaryDirectory(prefix="releaser-peer-bench-") as tmp:
         for n in sizes:
-            side_by_side(Path(tmp), n, args.runs, figures, playbook)
+            side_by_side(Path(tmp), n, args.runs, figures, playbook, args.logs or Path(tmp))
             print(f"  fleet of {n} done, load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print("\nsamples:")
