@@ -6,7 +6,8 @@ as PID 1, sshd on port 22, Portage at its real paths and its own address on
 the sandbox's bridge; nodes sync the overlays from the central repository
 over the network (git smart HTTP) and fetch distfiles over HTTP.  The tests
 run in file order and build on each other: bootstrap (again, dry, refused),
-promote 1.0.0, a reboot that OpenRC brings the app back from, upgrade staging to 1.1.0 with backups, production to 1.1.0
+promote 1.0.0 (signed: a host refuses an unsigned or foreign-signed overlay
+commit, verified by its own Portage, gemato and gpg), a reboot that OpenRC brings the app back from, upgrade staging to 1.1.0 with backups, production to 1.1.0
 while a host's sshd is stopped, a bad 1.2.0 rolled back by itself on
 staging, an on-call rollback with the database, and ``sandbox down``.
 
@@ -17,7 +18,9 @@ not releaser's SSH): ``rc-status``, ``ps``, the vdb, repos.conf, the clone.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -34,10 +37,11 @@ from releaser.hosts.node import connect
 from releaser.hosts.services import runlevel_services
 from releaser.processes import pid_alive
 from releaser.sandbox import lxc
-from releaser.errors import UsageError
+from releaser.errors import OverlayTrustError, UsageError
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox.distserver import read_pidfile, start_server, stop_server
 from releaser.sandbox.world import SandboxNode, default_app, init_sandbox, render_config
+from releaser.trust.keys import NODE_KEYS_DIR, Keyring
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox, add_migration
@@ -203,6 +207,73 @@ def test_promote_staging_then_production_runs_the_app_under_openrc(fleet):
         address = fleet.state["nodes"][host]["address"]
         assert f"{address} \"POST /git/" in log  # git fetches (upload-pack)
         assert f"{address} \"GET /notes-1.0.0.tar.gz" in log  # Portage's fetch
+
+
+def overlay_head(sb: Sandbox, host: str, env: str) -> str:
+    return on(sb, host, "git", "-C", f"/var/db/repos/releaser-{env}", "rev-parse",
+              "HEAD").strip()
+
+
+def push_attack(sb: Sandbox, env: str, work: Path, gnupghome: Path | None) -> str:
+    """A commit pushed straight into the central bare overlay, as anyone with write access
+    to the central repository could: unsigned, or signed with ``gnupghome``'s key for
+    ``env`` (not the release key); returns its id."""
+    bare = sb.central / "overlays" / f"{env}.git"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    (work / "profiles" / "attacker").write_text("echo owned\n")
+    git(work, "add", "-A")
+    sign, env_vars = [], {**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x",
+                          "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": "x@x"}
+    if gnupghome is not None:
+        sign = [f"-S{Keyring(gnupghome).active(env)}"]
+        env_vars["GNUPGHOME"] = str(gnupghome)
+    subprocess.run(["git", "-C", str(work), "commit", "-q", *sign, "-m", "attack"], check=True,
+                   env=env_vars)
+    git(work, "push", "-q", "origin", "HEAD:main")
+    return git(work, "rev-parse", "HEAD")
+
+
+@slow
+def test_overlays_are_signed_and_a_host_refuses_a_commit_the_release_key_did_not_sign(
+        fleet, tmp_path):
+    """Signed by default, as the directory sandbox: every promote's commit carries the
+    environment's release key, and the host's own Portage (gemato and gpg from its image)
+    refuses an unsigned commit or one signed by another key, keeping its overlay and app."""
+    env, host = "staging", "staging-1"
+    keyring = Keyring(fleet.config.trust.gnupghome)
+    bare = fleet.central / "overlays" / f"{env}.git"
+    good = git(bare, "rev-parse", "main")
+    signed = subprocess.run(["git", "-C", str(bare), "log", "-1", "--format=%G? %GF", "main"],
+                            capture_output=True, text=True, check=True,
+                            env={**os.environ, "GNUPGHOME": str(keyring.home)}).stdout.split()
+    assert signed == ["G", keyring.active(env)]
+    repo = on(fleet, host, "cat", f"/etc/portage/repos.conf/releaser-{env}.conf")
+    assert "sync-git-verify-commit-signature = yes" in repo
+    assert f"sync-openpgp-key-path = {NODE_KEYS_DIR}/{env}.asc" in repo
+    assert not any(e.setting == "unsigned-overlay" for e in fleet.config.exceptions)
+
+    other = tmp_path / "other-gnupg"
+    Keyring(other).init(env)  # a key named like the release key, but not it
+    config = load_config(fleet.config_path)
+    node = connect(config, config.environment(env).nodes[0])
+    try:
+        for n, (gnupghome, kind) in enumerate([(None, "unsigned"), (other, "untrusted")]):
+            planted = push_attack(fleet, env, tmp_path / f"attack-{n}", gnupghome)
+            try:
+                with pytest.raises(OverlayTrustError) as refused:
+                    node.sync(f"releaser-{env}")
+            finally:
+                git(bare, "update-ref", "refs/heads/main", good)
+            assert refused.value.kind == kind, refused.value
+            assert overlay_head(fleet, host, env) == good != planted
+            assert installed(fleet, host) == ["1.0.0"]
+            assert served(fleet, host)["version"] == "1.0.0"
+        node.sync(f"releaser-{env}")  # the release key's head again: taken
+    finally:
+        node.close()
+        subprocess.run(["gpgconf", "--homedir", str(other), "--kill", "gpg-agent"],
+                       capture_output=True)
+    assert overlay_head(fleet, host, env) == good
 
 
 def pid1_started(sb: Sandbox, host: str) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releaser.errors import SandboxError, last_line
-from releaser.sandbox import lxc_image
+from releaser.sandbox import artifact_cache
 
 #: Seconds a started container has to answer on port 22.
 BOOT_TIMEOUT = 60.0
@@ -174,7 +174,7 @@ def create_container(image: Path, container: Container, bridge: Bridge,
     (home / "config").write_text(CONFIG.format(
         hostname=container.hostname, rootfs=rootfs, bridge=bridge.name,
         address=container.address, gateway=bridge.gateway))
-    lxc_image.unpack(image, rootfs)
+    artifact_cache.unpack(image, rootfs)
     (rootfs / "etc/hostname").write_text(container.hostname + "\n")
     (rootfs / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{container.address}\t"
                                       f"{container.hostname}\n")

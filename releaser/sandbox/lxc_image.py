@@ -4,10 +4,13 @@ What a cloud image of a Gentoo-like host would hold, and nothing releaser's
 bootstrap does: a Debian bookworm system (``debootstrap --variant=minbase``
 with an ``--include`` list, the fastest cold build), OpenRC as init, sshd,
 python3 with the app's runtime dependencies from Debian (python3-flask,
-python3-waitress), git, curl, zstd, and Portage from PyPI installed *as a
-distribution package installs it*: the wheel goes into the system Python
-(downloaded on this machine with releaser's own pip, installed in the chroot
-with ``--no-index``: the chroot has no route to PyPI), its installation type
+python3-waitress), git, curl, zstd, gnupg, and Portage and gemato from PyPI
+installed *as a distribution package installs them*: the wheels go into the
+system Python (downloaded on this machine with releaser's own pip, installed in
+the chroot with ``--no-index``: the chroot has no route to PyPI).  gemato and
+gpg are what Portage verifies a signed overlay commit with (repos.conf
+``sync-git-verify-commit-signature``, ``sync-openpgp-key-path``), as on a
+Gentoo host, where both come with Portage.  Portage's installation type is
 set to ``SYSTEM`` so it runs at the real paths with an empty EPREFIX
 (``/etc/portage``, ``/var/db/pkg``, ``/usr/share/portage/config``; ``emerge``
 and friends in ``/usr/local/bin``), exactly what Gentoo's own build
@@ -23,26 +26,23 @@ would be in the vdb.  The overlay of releaser's environment is the
 bootstrap's (``releaser host bootstrap``), never the image's.
 
 The image is keyed by everything that goes in it (``image_key``) and kept as
-an uncompressed tarball in a cache folder outside any sandbox
-(``cache_dir``: ``$RELEASER_LXC_CACHE``, else ``/var/cache/releaser-sandbox``
-as root, else ``$XDG_CACHE_HOME/releaser-sandbox``), so every later sandbox
-only unpacks it per host.
+an uncompressed tarball in the sandbox's artifact cache
+(``releaser.sandbox.artifact_cache``), so every later sandbox only unpacks it
+per host.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import importlib.metadata
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from releaser.errors import SandboxError, last_line
+from releaser.errors import SandboxError
 from releaser.hosts.portage_config import (NodeRootSpec, ProfileSpec, RepoSpec,
                                            render_host_make_conf)
+from releaser.sandbox.artifact_cache import cache_dir, digest, ensure, run
 
 SUITE = "bookworm"
 #: Where debootstrap takes Debian from; ``$RELEASER_LXC_MIRROR`` overrides it.
@@ -50,9 +50,12 @@ MIRROR = "http://deb.debian.org/debian"
 #: What the image holds beyond minbase: init, sshd, the app's runtime, Portage's tools.
 INCLUDE = ("openrc", "openssh-server", "python3", "python3-pip", "python3-flask",
            "python3-waitress", "git", "curl", "zstd", "bzip2", "procps", "iproute2", "pax-utils",
-           "ca-certificates")
+           "ca-certificates", "gnupg")
+#: Python distributions from PyPI the image's system Python gets, at releaser's own versions:
+#: Portage, and gemato, which Portage verifies signed overlay commits with.
+WHEELS = ("portage", "gemato")
 #: Raised whenever what the steps below put in the image changes (part of the key).
-IMAGE_REVISION = 3
+IMAGE_REVISION = 4
 #: The Debian packages the stand-in profile declares as provided, by Gentoo name.
 PROVIDED = {"dev-python/flask": "python3-flask", "dev-python/waitress": "python3-waitress"}
 #: The stand-in ``::gentoo`` profile a host's make.profile points at.
@@ -104,28 +107,24 @@ UseDNS no
 """
 
 
-def cache_dir() -> Path:
-    """Where built images are kept (see the module docstring)."""
-    if os.environ.get("RELEASER_LXC_CACHE"):
-        return Path(os.environ["RELEASER_LXC_CACHE"])
-    if os.geteuid() == 0:
-        return Path("/var/cache/releaser-sandbox")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "releaser-sandbox"
-
-
-def portage_version() -> str:
-    """The Portage the hosts get: the one releaser itself runs, so both speak alike."""
-    import portage
-
-    return portage.VERSION
+def wheel_versions() -> dict[str, str]:
+    """The version of each of ``WHEELS``: the one installed with releaser (setup.py), so
+    the hosts' Portage and releaser's own speak alike."""
+    versions = {}
+    for name in WHEELS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise SandboxError(f"{name}, one of releaser's requirements (setup.py), is not "
+                               "installed: the hosts' image takes its version; reinstall "
+                               "releaser (scripts/bootstrap)") from None
+    return versions
 
 
 def image_key() -> str:
     """A short digest of everything that goes into the image."""
-    what = {"suite": SUITE, "mirror": mirror(), "include": INCLUDE, "portage": portage_version(),
-            "revision": IMAGE_REVISION}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"suite": SUITE, "mirror": mirror(), "include": INCLUDE,
+                   "wheels": wheel_versions(), "revision": IMAGE_REVISION})
 
 
 def mirror() -> str:
@@ -134,78 +133,57 @@ def mirror() -> str:
 
 def ensure_image(progress=lambda _m: None) -> Path:
     """The cached image tarball, built first if missing (SandboxError if it cannot be)."""
+    return ensure(cache_dir(), "rootfs", image_key(), ".tar", _build, progress,
+                  label="base root filesystem")
+
+
+def _build(work: Path, tarball: Path) -> None:
+    """The image (see the module docstring), as an uncompressed tarball at ``tarball``."""
     cache = cache_dir()
-    tarball = cache / f"rootfs-{image_key()}.tar"
-    if tarball.is_file():
-        progress(f"base root filesystem: cached {tarball}")
-        return tarball
-    cache.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="build-", dir=cache) as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        progress(f"base root filesystem: debootstrap {SUITE} (first time only)")
-        # The .deb files are kept: a rebuild (another IMAGE_REVISION) downloads nothing again.
-        debs = cache / "debs"
-        debs.mkdir(exist_ok=True)
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
-              f"--cache-dir={debs}", SUITE, str(rootfs), mirror()], "debootstrap", timeout=1800)
-        _install_portage(rootfs, _wheel(cache))
-        _configure(rootfs)
-        partial = tarball.with_suffix(".tar.partial")
-        _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], "tar")
-        partial.rename(tarball)
-    for old in cache.glob("rootfs-*.tar"):  # images of other contents: never used again
-        if old != tarball:
-            old.unlink(missing_ok=True)
-    progress(f"base root filesystem: built {tarball} in {time.monotonic() - started:.0f} s")
-    return tarball
+    rootfs = work / "rootfs"
+    # The .deb files are kept: a rebuild (another IMAGE_REVISION) downloads nothing again.
+    debs = cache / "debs"
+    debs.mkdir(exist_ok=True)
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+         f"--cache-dir={debs}", SUITE, str(rootfs), mirror()], "debootstrap", timeout=1800)
+    _install_wheels(rootfs, [_wheel(cache, name, version)
+                             for name, version in wheel_versions().items()])
+    _make_portage_a_system_install(rootfs)
+    _configure(rootfs)
+    run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], "tar")
 
 
-def unpack(tarball: Path, rootfs: Path) -> None:
-    """One host's root filesystem from the image."""
-    rootfs.mkdir(parents=True, exist_ok=False)
-    _run(["tar", "--numeric-owner", "-C", str(rootfs), "-xf", str(tarball)], "tar")
-
-
-def _run(argv: list[str], what: str, *, timeout: float = 600) -> str:
-    """Run a command of the image build on this machine; SandboxError with its last line."""
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SandboxError(f"{what}: {exc}") from None
-    if done.returncode != 0:
-        raise SandboxError(f"{what} exited {done.returncode}: "
-                           f"{last_line(done.stderr, done.stdout)}")
-    return done.stdout
-
-
-def _wheel(cache: Path) -> Path:
-    """Portage's wheel, downloaded once with releaser's own pip (which reaches PyPI)."""
+def _wheel(cache: Path, name: str, version: str) -> Path:
+    """A pure-Python wheel from PyPI, downloaded once with releaser's own pip."""
     import sys
 
     wheels = cache / "wheels"
-    name = f"portage-{portage_version()}-py3-none-any.whl"
-    if not (wheels / name).is_file():
+    wheel = wheels / f"{name}-{version}-py3-none-any.whl"
+    if not wheel.is_file():
         wheels.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        f"portage=={portage_version()}", "-d", str(wheels)],
+                        f"{name}=={version}", "-d", str(wheels)],
                        check=False, capture_output=True, text=True)
-    if not (wheels / name).is_file():
-        raise SandboxError(f"could not download {name} into {wheels} with pip")
-    return wheels / name
+    if not wheel.is_file():
+        raise SandboxError(f"could not download {wheel.name} into {wheels} with pip")
+    return wheel
 
 
-def _install_portage(rootfs: Path, wheel: Path) -> None:
-    """Portage into the image's system Python, then made a system installation."""
+def _install_wheels(rootfs: Path, wheels: list[Path]) -> None:
+    """The wheels into the image's system Python, from files (the chroot has no network)."""
     drop = rootfs / "tmp/releaser-wheels"
     drop.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(wheel, drop / wheel.name)
-    _run(["chroot", str(rootfs), "python3", "-m", "pip", "install", "-q",
-          "--break-system-packages", "--no-index", "--no-deps", "--no-warn-script-location",
-          f"/tmp/releaser-wheels/{wheel.name}"], "pip install portage in the image")
+    for wheel in wheels:
+        shutil.copy2(wheel, drop / wheel.name)
+    run(["chroot", str(rootfs), "python3", "-m", "pip", "install", "-q",
+         "--break-system-packages", "--no-index", "--no-deps", "--no-warn-script-location",
+         *(f"/tmp/releaser-wheels/{wheel.name}" for wheel in wheels)],
+        "pip install in the image")
     shutil.rmtree(drop)
+
+
+def _make_portage_a_system_install(rootfs: Path) -> None:
+    """What Gentoo's own build substitutes into Portage (see the module docstring)."""
     package = rootfs / "usr/local/lib/python3.11/dist-packages/portage"
     _substitute(package / "installation.py", {
         'if "MODULE" == "MODULE":': 'if "SYSTEM" == "MODULE":',
@@ -229,7 +207,7 @@ def _substitute(path: Path, replacements: dict[str, str]) -> None:
 
 def _debian_version(rootfs: Path, package: str) -> str:
     """The upstream version of a Debian package installed in the image (``2.2.2``)."""
-    out = _run(["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Version}", package],
+    out = run(["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Version}", package],
                f"dpkg-query {package}")
     return out.split(":")[-1].split("-")[0].split("+")[0]
 
@@ -277,7 +255,7 @@ def _gentoo_standin(rootfs: Path) -> None:
     repo = rootfs / GENTOO_REPO
     profile = repo / "profiles" / PROFILE
     profile.mkdir(parents=True)
-    python = _run(["chroot", str(rootfs), "python3", "-c",
+    python = run(["chroot", str(rootfs), "python3", "-c",
                    "import platform; print(platform.python_version())"], "python3").strip()
     provided = [f"dev-lang/python-{python}"] + [
         f"{cp}-{_debian_version(rootfs, deb)}" for cp, deb in sorted(PROVIDED.items())]

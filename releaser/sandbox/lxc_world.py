@@ -16,6 +16,12 @@ machine (its OS image, hostname, sshd host key, root's authorized key);
 everything releaser needs on it is then done by ``releaser host bootstrap``
 over SSH, the same code that prepares a real host.
 
+Signed like the directory sandbox: with ``trust`` (the default of ``sandbox
+init``; ``--unsigned`` documents an exception instead) every overlay commit is
+signed with its environment's release key from the keyring in ``DIR/gnupg``,
+the bootstrap gives each host that key alone, and Portage on the host (gemato
+and gpg are in the image) refuses any commit that key did not sign.
+
 Under DIR, besides releaser.toml and central/: ``sandbox.json`` records the
 bridge, the containers and the HTTP server, so ``sandbox down`` removes
 exactly those and nothing else; ``ssh/`` holds the client key and the
@@ -45,8 +51,11 @@ HOSTS_KEY = "lxc"
 
 
 def build(directory: Path, app: AppConfig, nodes: dict[str, int], overlays: dict[str, str],
-          progress) -> Path:
+          progress, trust=None) -> Path:
     """Make the LXC world under ``directory`` (see the module docstring); its releaser.toml.
+
+    ``trust``: the ``TrustConfig`` of the sandbox's keyring (``world.sandbox_trust``),
+    None for unsigned overlays under a documented exception.
 
     ``sandbox.json`` is written first and kept current, so a failure part way
     is undone by ``down`` (the caller runs it) from what was really made.
@@ -66,7 +75,8 @@ def build(directory: Path, app: AppConfig, nodes: dict[str, int], overlays: dict
     save()
     progress(f"bridge {bridge.name}: {bridge.gateway}/24")
 
-    central = CentralRepository(LocalRunner(host="central"), str(directory / "central"))
+    central = CentralRepository(LocalRunner(host="central"), str(directory / "central"),
+                                trust=trust)
     central.init()
     for env in ordered(nodes):
         overlay_git.ensure_overlay(central, env, overlays[env])
@@ -109,7 +119,7 @@ def build(directory: Path, app: AppConfig, nodes: dict[str, int], overlays: dict
     config_path = directory / "releaser.toml"
     config_path.write_text(render_config(
         app, server.url, made, overlays=overlays,
-        sync_uri=f"{server.url}{distserver.GIT_PREFIX}{{env}}.git"))
+        sync_uri=f"{server.url}{distserver.GIT_PREFIX}{{env}}.git", trust=trust))
     bootstrap_all(config_path, progress)
     return config_path
 

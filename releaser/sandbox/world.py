@@ -155,10 +155,10 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
 
     ``trust``: a ``[trust]`` table with a keyring in ``directory/gnupg`` holding a
     release key per environment: signed overlays that nodes verify (releaser.trust),
-    as everywhere by default.  False (``sandbox init --unsigned``): releaser.toml
-    documents an ``unsigned-overlay`` exception instead (``render_config``).  An LXC
-    sandbox is unsigned that way for now: its image has no gemato for Portage to
-    verify with.
+    as everywhere by default, whatever ``hosts`` (the LXC hosts' image has gnupg and
+    gemato, which Portage verifies with).  False (``sandbox init --unsigned``):
+    releaser.toml documents an ``unsigned-overlay`` exception instead
+    (``render_config``).
 
     ``overlays``: the repository name of some environments' overlays (the
     ``overlay`` setting written to releaser.toml); the others get the
@@ -190,7 +190,7 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
             raise UsageError("--hosts lxc: its hosts are always reached over SSH and keep "
                              "their image's Portage; --ssh and stock binpkgs are for "
                              "--hosts dir")
-        return _init_lxc(directory, app, nodes, names, progress)
+        return _init_lxc(directory, app, nodes, names, progress, trust)
     if db != "sqlite" and hosts != "dir":
         raise UsageError(f"--db {db}: a database server is for --hosts dir")
     provided = provided_packages() + dbserver.driver_provided(db)
@@ -199,7 +199,7 @@ def init_sandbox(directory: Path, app: AppConfig, nodes: dict[str, int] | None =
     directory.mkdir(parents=True, exist_ok=True)
     world = _World(directory, ssh, stock_binpkgs, provided, names)
     world.db = db
-    world.trust = _sandbox_trust(directory, nodes) if trust else None
+    world.trust = sandbox_trust(directory, nodes) if trust else None
     try:
         return world.build(app, nodes, progress)
     except BaseException as exc:
@@ -216,13 +216,14 @@ HOSTS = ("dir", "lxc")
 
 
 def _init_lxc(directory: Path, app: AppConfig, nodes: dict[str, int],
-              overlays: dict[str, str], progress) -> Path:
+              overlays: dict[str, str], progress, trust: bool) -> Path:
     """An LXC sandbox; a failure part way takes down what was made (``down_sandbox``)."""
     from releaser.sandbox import lxc_world
 
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return lxc_world.build(directory, app, nodes, overlays, progress)
+        return lxc_world.build(directory, app, nodes, overlays, progress,
+                               sandbox_trust(directory, nodes) if trust else None)
     except BaseException as exc:
         if (directory / STATE).exists():
             try:
@@ -509,7 +510,7 @@ def unsigned_exception(environments: list[str]) -> list[str]:
             'owner = "releaser sandbox"', f"expires = {expires.isoformat()}", ""]
 
 
-def _sandbox_trust(directory: Path, nodes: dict[str, int]):
+def sandbox_trust(directory: Path, nodes: dict[str, int]):
     """A keyring in ``directory/gnupg`` with a release key for every environment."""
     from releaser.config.trust import TrustConfig
     from releaser.trust.keys import Keyring
@@ -521,7 +522,7 @@ def _sandbox_trust(directory: Path, nodes: dict[str, int]):
     return TrustConfig(gnupghome=home)
 
 
-def _stop_keyring_agent(home: Path, progress) -> None:
+def stop_keyring_agent(home: Path, progress) -> None:
     """Stop the gpg-agent that signing started for the sandbox's keyring: each one
     left behind keeps inotify instances (128 per user by default) and a process."""
     if home.is_dir():
@@ -545,7 +546,7 @@ def down_sandbox(directory: Path, progress=lambda _m: None) -> None:
     if not state_file.exists():
         raise UsageError(f"{directory} holds no sandbox ({STATE} not found)")
     state = json.loads(state_file.read_text())
-    _stop_keyring_agent(directory / "gnupg", progress)
+    stop_keyring_agent(directory / "gnupg", progress)
     if state.get("hosts") == "lxc":
         from releaser.sandbox import lxc_world
 
