@@ -53,6 +53,8 @@ PLAYBOOK = PEER / "site.yml"
 ANSIBLE_CFG = PEER / "ansible.cfg"
 VENV = BENCH / ".venv-ansible"
 ENV = "staging"
+#: How the peer's callback (ansible_peer/callback_plugins/peer_timing.py) gives a task's time.
+TIMING = "PEER-TIMING "
 
 
 def ansible_playbook() -> Path:
@@ -109,8 +111,10 @@ def inventory(sb: Sandbox, env: str = ENV) -> dict:
     }}}
 
 
-def run_playbook(sb: Sandbox, version: str, work: Path, playbook: Path) -> float:
-    """Run the peer for ``version`` on the sandbox's nodes; its wall time (inventory not timed)."""
+def run_playbook(sb: Sandbox, version: str, work: Path, playbook: Path,
+                 profile: dict[str, list[float]]) -> float:
+    """Run the peer for ``version`` on the sandbox's nodes; its wall time (inventory not
+    timed).  Each task's wall time (its callback's PEER-TIMING lines) goes to ``profile``."""
     work.mkdir(parents=True, exist_ok=True)
     inv = work / "inventory.yml"
     inv.write_text(yaml.safe_dump(inventory(sb), sort_keys=False))
@@ -138,6 +142,10 @@ def run_playbook(sb: Sandbox, version: str, work: Path, playbook: Path) -> float
         tail = log.read_text().splitlines()[-30:]
         raise AssertionError(f"playbook for {version} failed ({done.returncode}):\n"
                              + "\n".join(tail))
+    for line in log.read_text().splitlines():
+        if line.startswith(TIMING):
+            spent, name = line[len(TIMING):].split(" ", 1)
+            profile.setdefault(name, []).append(float(spent))
     return seconds
 
 
@@ -166,9 +174,10 @@ def publish_next(sb: Sandbox, number: int) -> str:
 
 
 def side_by_side(base: Path, n: int, runs: int, figures: Figures, playbook: Path,
-                 logs: Path) -> None:
+                 logs: Path) -> list[str]:
     """``runs`` rounds on ``n`` nodes: releaser promote, then the playbook, each a new version
-    (its inventory and log kept under ``logs``)."""
+    (its inventory and log kept under ``logs``).  Returns the playbook's per-task profile."""
+    profile: dict[str, list[float]] = {}
     sb = Sandbox(base / f"n{n}", {ENV: n}, ssh=True)
     try:
         assert promote(sb.config, ENV).ok  # 1.0.0: the first install, not measured
@@ -183,11 +192,15 @@ def side_by_side(base: Path, n: int, runs: int, figures: Figures, playbook: Path
             number += 1
             version = publish_next(sb, number)
             figures.add(f"fleet {n}: ansible playbook",
-                        run_playbook(sb, version, logs / f"n{n}-ansible", playbook))
+                        run_playbook(sb, version, logs / f"n{n}-ansible", playbook,
+                                     profile))
             check_nodes(sb, version)
             number += 1
     finally:
         sb.down()
+    rows = sorted(((sum(v) / runs, k) for k, v in profile.items()), reverse=True)
+    return [f"  playbook per task at {n} nodes (wall, all batches):",
+            *(f"    {t:6.3f}s  {k}" for t, k in rows)]
 
 
 def main() -> int:
@@ -201,9 +214,11 @@ def main() -> int:
     playbook = ansible_playbook()
     print(f"load average at start: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
     figures = Figures()
+    profiles: list[str] = []
     with tempfile.TemporaryDirectory(prefix="releaser-peer-bench-") as tmp:
         for n in sizes:
-            side_by_side(Path(tmp), n, args.runs, figures, playbook, args.logs or Path(tmp))
+            profiles += side_by_side(Path(tmp), n, args.runs, figures, playbook,
+                                     args.logs or Path(tmp))
             print(f"  fleet of {n} done, load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print("\nsamples:")
@@ -214,6 +229,7 @@ def main() -> int:
         print("  " + figures.ratio(f"releaser / ansible at {n} nodes",
                                    f"fleet {n}: releaser promote", f"fleet {n}: ansible playbook",
                                    "target <= 1.0x"))
+    print("\n".join(profiles))
     return 0
 
 
