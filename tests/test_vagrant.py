@@ -24,6 +24,8 @@ import pytest
 from releaser.config import load_config
 from releaser.sandbox import distserver, lxc
 from releaser.sandbox.vagrant_dev import LXC_BRIDGE, state_dir
+from releaser.sandbox.world import stop_keyring_agent
+from releaser.trust.keys import Keyring
 
 from .sandboxes import make_source
 
@@ -45,6 +47,9 @@ def test_settings_and_configuration_name_the_same_boxes() -> None:
     state = state_dir(config)
     assert config.ssh.identity_file == state / "ssh" / "id_ed25519"
     assert 'File.join(STATE, "ssh", "id_ed25519.pub")' in (ROOT / "Vagrantfile").read_text()
+    # Signed like every environment, with a keyring of the checkout's own (made by prepare).
+    assert config.trust.signs(env.name) and not config.exceptions
+    assert config.trust.gnupghome == state / "gnupg"
 
 
 def test_prepare_refuses_a_central_the_boxes_cannot_reach(tmp_path: Path) -> None:
@@ -98,6 +103,7 @@ def dev(tmp_path: Path):
     for name in state["made"] | _made_by_vagrant(tmp_path / "dotvagrant"):
         lxc.destroy(name)
     distserver.stop_server(config.parent / ".state" / "distserver.pid")
+    stop_keyring_agent(config.parent / ".state" / "gnupg", lambda _m: None)
     if (config.parent / ".state" / "lxc-net.started").exists():
         subprocess.run(["/usr/libexec/lxc/lxc-net", "stop"], capture_output=True)
 
@@ -134,7 +140,9 @@ def test_dev_box_built_booted_promoted_and_destroyed(dev) -> None:
         assert f"Bringing machine '{name}' up with 'lxc' provider" in up
     dev["made"] = _made_by_vagrant(Path(env["VAGRANT_DOTFILE_PATH"]))
     assert len(dev["made"]) == len(SETTINGS["boxes"]) and all(map(lxc.running, dev["made"]))
-    assert re.search(r"dev-1: 8 change\(s\)", up), up  # host bootstrap, by the trigger
+    assert re.search(r"dev-1: 9 change\(s\)", up), up  # host bootstrap, by the trigger
+    # ...which gave each box development's release key, the only key its Portage accepts
+    assert up.count("created /etc/portage/releaser/keys/development.asc") == 2, up
 
     # A developer's uncommitted change: a dirty build, which development takes.
     readme = dev["source"] / "app" / "README.md"
@@ -149,6 +157,17 @@ def test_dev_box_built_booted_promoted_and_destroyed(dev) -> None:
     body = json.loads(health[health.index("{"):health.rindex("}") + 1])
     assert body["status"] == "ok" and body["version"] == version
     assert body["database"]["backend"] == "sqlite"
+    # The overlay commit the boxes took is signed by development's release key, which
+    # `vagrant up` made (prepare), and the boxes' Portage verifies it.
+    keyring = Keyring(load_config(config).trust.gnupghome)
+    bare = config.parent / ".state" / "central" / "overlays" / "development.git"
+    signed = subprocess.run(["git", "-C", str(bare), "log", "-1", "--format=%G? %GF", "main"],
+                            capture_output=True, text=True, check=True,
+                            env={**os.environ, "GNUPGHOME": str(keyring.home)}).stdout.split()
+    assert signed == ["G", keyring.active("development")]
+    repo = _run(["vagrant", "ssh", "dev-1", "-c",
+                 "cat /etc/portage/repos.conf/releaser-development.conf"], env)
+    assert "sync-git-verify-commit-signature = yes" in repo, repo
     status = _run(["vagrant", "ssh", "dev-2", "-c", "rc-status --all"], env)
     assert re.search(r"^\s*notes\s+\[\s*started\s*\]", status, re.M), status
 

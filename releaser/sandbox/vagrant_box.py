@@ -23,7 +23,9 @@ the Vagrantfile gives those) and ``rootfs.tar.gz``, whose members carry the
 
 The box is keyed by everything in it (``box_key``: the image's key, the
 insecure key, sudo's version, ``BOX_REVISION``) and kept next to the image in
-``lxc_image.cache_dir()``; a rebuild happens only when one of those changes.
+the sandbox's artifact cache (``releaser.sandbox.artifact_cache``); a rebuild
+happens only when one of those changes.  The image carries gnupg and gemato,
+so a box verifies the development overlay's signed commits as every host does.
 ``vagrant box add`` is skipped too when the Vagrant home already holds the
 box of that key (``added.json`` in the Vagrant home records it).
 """
@@ -31,18 +33,16 @@ box of that key (``added.json`` in the Vagrant home records it).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 from releaser.errors import SandboxError, last_line
 from releaser.sandbox import lxc_image
+from releaser.sandbox.artifact_cache import cache_dir, digest, ensure, run, unpack
 
 #: The name the Vagrantfile's LXC provider uses (``vagrant/settings.json``).
 BOX_NAME = "releaser/dev-lxc"
@@ -89,7 +89,7 @@ def insecure_key() -> str:
 
 def sudo_version() -> str:
     """The version of Debian's sudo this machine's apt would download."""
-    out = lxc_image._run(["apt-cache", "policy", "sudo"], "apt-cache policy sudo")
+    out = run(["apt-cache", "policy", "sudo"], "apt-cache policy sudo")
     for line in out.splitlines():
         if line.strip().startswith("Candidate:"):
             version = line.split(":", 1)[1].strip()
@@ -100,42 +100,29 @@ def sudo_version() -> str:
 
 def box_key() -> str:
     """A short digest of everything that goes into the box."""
-    what = {"image": lxc_image.image_key(), "insecure_key": insecure_key(),
-            "sudo": sudo_version(), "revision": BOX_REVISION}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"image": lxc_image.image_key(), "insecure_key": insecure_key(),
+                   "sudo": sudo_version(), "revision": BOX_REVISION})
 
 
 def ensure_box(progress=lambda _m: None) -> Path:
     """The cached box file, built first if missing (SandboxError if it cannot be)."""
-    cache = lxc_image.cache_dir() / "vagrant"
-    box = cache / f"dev-lxc-{box_key()}.box"
-    if box.is_file():
-        progress(f"box: cached {box}")
-        return box
-    image = lxc_image.ensure_image(progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="box-", dir=cache) as tmp:
-        work = Path(tmp)
+    key = box_key()
+
+    def build(work: Path, box: Path) -> None:
         rootfs = work / "rootfs"
-        lxc_image.unpack(image, rootfs)
+        unpack(lxc_image.ensure_image(progress), rootfs)
         _customize(rootfs, work)
         progress("box: packing rootfs.tar.gz")
-        lxc_image._run(["tar", "--numeric-owner", "--use-compress-program=gzip -1", "-C",
-                        str(work), "-cf", str(work / "rootfs.tar.gz"), "./rootfs"],
-                       "tar rootfs", timeout=1200)
+        run(["tar", "--numeric-owner", "--use-compress-program=gzip -1", "-C", str(work),
+             "-cf", str(work / "rootfs.tar.gz"), "./rootfs"], "tar rootfs", timeout=1200)
         (work / "lxc-config").write_text(LXC_CONFIG)
         (work / "metadata.json").write_text(json.dumps(
-            {"provider": "lxc", "version": "1.0.0", "built-on": box.stem}) + "\n")
-        partial = box.with_suffix(".box.partial")
-        lxc_image._run(["tar", "-C", str(work), "-cf", str(partial), "metadata.json",
-                        "lxc-config", "rootfs.tar.gz"], "tar box", timeout=600)
-        partial.rename(box)
-    for old in cache.glob("dev-lxc-*.box"):  # boxes of other contents: never used again
-        if old != box:
-            old.unlink(missing_ok=True)
-    progress(f"box: built {box} in {time.monotonic() - started:.0f} s")
-    return box
+            {"provider": "lxc", "version": "1.0.0", "built-on": f"dev-lxc-{key}"}) + "\n")
+        run(["tar", "-C", str(work), "-cf", str(box), "metadata.json", "lxc-config",
+             "rootfs.tar.gz"], "tar box", timeout=600)
+
+    return ensure(cache_dir() / "vagrant", "dev-lxc", key, ".box", build, progress,
+                  label="box")
 
 
 def _customize(rootfs: Path, work: Path) -> None:
@@ -143,20 +130,20 @@ def _customize(rootfs: Path, work: Path) -> None:
     a halt."""
     debs = work / "debs"
     debs.mkdir()
-    lxc_image._run(["sh", "-c", f"cd {_quote(debs)} && apt-get download -q sudo"],
+    run(["sh", "-c", f"cd {_quote(debs)} && apt-get download -q sudo"],
                    "apt-get download sudo")
     drop = rootfs / "tmp/releaser-debs"
     shutil.copytree(debs, drop)
-    lxc_image._run(["chroot", str(rootfs), "sh", "-c", "dpkg -i /tmp/releaser-debs/*.deb"],
+    run(["chroot", str(rootfs), "sh", "-c", "dpkg -i /tmp/releaser-debs/*.deb"],
                    "dpkg -i sudo in the box")
     shutil.rmtree(drop)
-    lxc_image._run(["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash",
+    run(["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash",
                     "vagrant"], "useradd vagrant")
     ssh = rootfs / "home/vagrant/.ssh"
     ssh.mkdir(mode=0o700)
     (ssh / "authorized_keys").write_text(insecure_key() + "\n")
     (ssh / "authorized_keys").chmod(0o600)
-    lxc_image._run(["chroot", str(rootfs), "chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"],
+    run(["chroot", str(rootfs), "chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"],
                    "chown vagrant")
     sudoers = rootfs / "etc/sudoers.d/vagrant"
     sudoers.write_text(SUDOERS)

@@ -9,14 +9,19 @@ configuration alone:
   key for every node and the ``known_hosts`` file pinning them (``[ssh]
   known_hosts``): the box's provisioner installs both, so the first SSH
   connection of ``releaser host bootstrap`` is already verified, as in the
-  LXC sandbox; the central repository (``[central] path``) and every
-  environment's overlay in it; with ``lxc_net``, LXC's bridge (``lxc-net
+  LXC sandbox; a release key for every environment that has none yet
+  (``releaser keys init ENV`` into ``[trust] gnupghome``, ``.state/gnupg``:
+  the boxes verify signed overlays as every host does, and a developer's
+  key is made on the first ``vagrant up``, with nothing to do by hand); the
+  central repository (``[central] path``) and every environment's overlay in
+  it, its first commit signed; with ``lxc_net``, LXC's bridge (``lxc-net
   start``, recorded so ``down`` stops only what it started); with ``serve``,
   the HTTP server on the bridge address (``[central] distfiles_url``) that
   serves the distfiles and the overlays by git's smart HTTP, as the LXC
   sandbox's does.  Idempotent, under a lock: Vagrant may run the triggers of
   several boxes at once.
-* ``down``: stops the HTTP server, and LXC's bridge if ``prepare`` started it.
+* ``down``: stops the HTTP server, the keyring's gpg-agent (signing started it),
+  and LXC's bridge if ``prepare`` started it.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from urllib.parse import urlsplit
 from releaser.central import overlay_git
 from releaser.central.repository import CentralRepository
 from releaser.config import Config
-from releaser.errors import SandboxError, UsageError, last_line
+from releaser.errors import KeyringError, SandboxError, UsageError, last_line
 from releaser.hosts.runner import LocalRunner
 from releaser.sandbox import distserver
 from releaser.sandbox.sshd import generate_client_key, write_known_hosts
+from releaser.trust.keys import Keyring
 
 #: The folder next to the configuration that holds the boxes' operator-side state.
 STATE = ".state"
@@ -87,7 +93,9 @@ def prepare(config: Config, *, lxc_net: bool = False, serve: bool = False,
                 pinned.append((node.address, node.port, generate_client_key(
                     key, comment=f"root@{node.name}")))
         write_known_hosts(config.ssh.known_hosts, pinned)
-        central = CentralRepository(LocalRunner(host="central"), str(config.central.path))
+        _release_keys(config, progress)
+        central = CentralRepository(LocalRunner(host="central"), str(config.central.path),
+                                    trust=config.trust)
         if central.init():
             progress(f"central repository {config.central.path} created")
         for env in config.environments.values():
@@ -97,6 +105,21 @@ def prepare(config: Config, *, lxc_net: bool = False, serve: bool = False,
             _lxc_net_up(config, address, progress)
         if serve:
             _serve(config, address, port, progress)
+
+
+def _release_keys(config: Config, progress) -> None:
+    """``releaser keys init ENV`` for every signed environment without a release key."""
+    if config.trust is None:
+        return
+    keyring = Keyring(config.trust.gnupghome)
+    for env in config.environments:
+        if not config.trust.signs(env):
+            continue
+        try:
+            keyring.active(env)
+        except KeyringError:
+            fpr = keyring.init(env)
+            progress(f"release key of {env} made in {keyring.home} ({fpr})")
 
 
 def _has_address(address: str) -> bool:
@@ -140,10 +163,14 @@ def _serve(config: Config, address: str, port: int, progress) -> None:
 
 
 def down(config: Config, progress=lambda _m: None) -> None:
-    """Stop the HTTP server, and LXC's bridge if ``prepare`` started it."""
+    """Stop the HTTP server, the keyring's agent, and LXC's bridge if ``prepare`` started it."""
+    from releaser.sandbox.world import stop_keyring_agent
+
     with _locked(config):
         if distserver.stop_server(state_dir(config) / "distserver.pid"):
             progress("central HTTP server stopped")
+        if config.trust is not None:
+            stop_keyring_agent(config.trust.gnupghome, progress)
         marker = state_dir(config) / "lxc-net.started"
         if marker.exists():
             done = subprocess.run([LXC_NET, "stop"], capture_output=True, text=True)
