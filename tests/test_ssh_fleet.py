@@ -172,6 +172,8 @@ def test_failed_init_leaves_no_process_behind(tmp_path):
     config = directory / "sshd" / "central" / "sshd_config"
     assert config.exists()  # the central sshd had been started...
     assert not [pid for pid in _pids() if f"-f {config}" in _cmdline(pid)]  # ...and stopped
+    # and so was the agent of its keyring, started by making the release key
+    assert not [pid for pid in _pids() if f"--homedir {directory / 'gnupg'} " in _cmdline(pid)]
     assert not (directory / "distserver.pid").exists()
     assert not (directory / STATE).exists()
 

@@ -388,6 +388,8 @@ class _World:
         bootstrap_all(config_path, progress)
 
     def undo(self) -> None:
+        if self.trust is not None:  # key generation and signing started its agent
+            stop_keyring_agent(self.trust.gnupghome, lambda _m: None)
         if self.databases is not None:
             dbserver.stop_sandbox_databases(self.databases.to_state())
         try:
