@@ -407,8 +407,8 @@ def sandbox() -> None:
 @click.option("--unsigned", is_flag=True,
               help="Unsigned overlays, written into DIRECTORY/releaser.toml as an "
                    "unsigned-overlay exception (default: a [trust] keyring in DIRECTORY/gnupg "
-                   "with a release key per environment, verified by every node; README: "
-                   "Trust).  --hosts lxc is unsigned so for now.")
+                   "with a release key per environment, verified by every node, --hosts lxc "
+                   "too; README: Trust).")
 @click.pass_obj
 def sandbox_init(obj: _Context, directory: Path, nodes_spec: str, source: Path | None,
                  ssh: bool, hosts: str, db: str, unsigned: bool) -> None:
