@@ -25,6 +25,7 @@ from releaser.hosts.host_probe import Host, HostSetup
 from releaser.hosts.local_root import portage_env
 from releaser.hosts.portage_config import FETCHCOMMAND
 from releaser.hosts.runner import LocalRunner
+from releaser.hosts.transfer import PLACE_SCRIPT
 from releaser.sandbox.sshd import SSHD
 
 from .conftest import write_config
@@ -314,8 +315,8 @@ def test_a_gentoo_host_gets_the_same_steps_at_its_real_paths():
 
     def placed(path):  # transfer.place_file: a temporary name beside it, renamed over it
         folder, tmp = path.rsplit("/", 1)[0], f"{path.rsplit('/', 1)[0]}/TMP"
-        return [["mkdir", "-p", "--", folder], ["put", tmp], ["sync", "--", tmp],
-                ["chmod", "0644", "--", tmp], ["mv", "-f", "--", tmp, path]]
+        return [["put", tmp], ["sh", "-c", PLACE_SCRIPT, "releaser-place", folder, tmp, path,
+                               "0644", "", "", "put"]]
 
     def owned(path):
         return [["mkdir", "-p", "--", path], ["chown", "998:998", "--", path],

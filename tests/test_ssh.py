@@ -421,3 +421,54 @@ def test_start_replaces_daemon_left_by_earlier_run(request, tmp_path, client_key
     request.addfinalizer(again.stop)
     again.start()
     assert not _alive(old.pid) and again.running and again.pid != old.pid
+
+
+# --------------------------------------------------------------------------
+# one connection per host per run
+# --------------------------------------------------------------------------
+
+
+def test_a_pool_hands_out_one_runner_per_host_and_closes_it(fleet, known_hosts, client_key):
+    from releaser.hosts.ssh import runner_for, shared_connections
+
+    def spec(name):
+        return HostSpec(address=fleet[name].address, port=fleet[name].port,
+                        identity_file=client_key[0], known_hosts=known_hosts, name=name)
+
+    assert runner_for(spec("node1")) is not runner_for(spec("node1"))  # no pool: no sharing
+    with shared_connections():
+        first = runner_for(spec("node1"))
+        with shared_connections():  # a nested run shares the outer pool
+            assert runner_for(spec("node1")) is first
+        assert runner_for(spec("node2")) is not first
+        with ThreadPoolExecutor(4) as pool:  # the fleet's workers: channels side by side
+            outputs = list(pool.map(lambda i: runner_for(spec("node1")).run(
+                ["sh", "-c", "sleep 0.2; echo $1", "sh", str(i)]).stdout, range(8)))
+        assert outputs == [f"{i}\n" for i in range(8)]
+        connection = first._conn
+        first.close()  # a user's close leaves the pool's connection open
+        assert first._conn is connection and connection.is_connected
+    assert first._conn is None  # the pool closed it with the run
+    assert first.run(["true"]).ok  # and a later use reconnects
+
+
+def test_put_makes_a_folder_once_and_again_once_it_was_removed(node1, tmp_path):
+    made = []
+    original = node1.run
+
+    def run(argv, **kwargs):
+        if argv[0] == "mkdir":
+            made.append(argv[-1])
+        return original(argv, **kwargs)
+
+    node1.run = run
+    local = tmp_path / "a.txt"
+    local.write_text("a\n")
+    folder = f"{tmp_path}/remote-once"
+    node1.put(local, f"{folder}/a.txt")
+    node1.put(local, f"{folder}/b.txt")
+    assert made == [folder]
+    original(["rm", "-r", "--", folder])
+    node1.put(local, f"{folder}/c.txt")
+    assert made == [folder, folder]
+    assert original(["cat", f"{folder}/c.txt"]).stdout == "a\n"

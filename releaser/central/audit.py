@@ -77,12 +77,25 @@ class AuditLog:
         """Append ``events`` in one write; return the bytes written (0 for none)."""
         return self._write("".join(encode(e) for e in events))
 
-    def _write(self, data: str) -> int:
+    def append_step(self, events: list[dict]) -> tuple[list[str], str] | None:
+        """The append of ``events`` as ``(argv, input)`` (None for none), for a caller
+        that runs it in the same command as a write of its own (the ledger's state).
+
+        The ``dd`` reads exactly its bytes of stdin (``iflag=fullblock``,
+        ``count=1``), so whatever follows on that stdin is left to the next command.
+        """
+        return self._step("".join(encode(e) for e in events))
+
+    def _step(self, data: str) -> tuple[list[str], str] | None:
         if not data:
-            return 0
-        self.central.runner.run(
-            ["dd", f"of={self.path}", "oflag=append", "conv=notrunc,fsync", f"bs={len(data)}",
-             "count=1", "iflag=fullblock", "status=none"], input=data)
+            return None
+        return (["dd", f"of={self.path}", "oflag=append", "conv=notrunc,fsync", f"bs={len(data)}",
+                 "count=1", "iflag=fullblock", "status=none"], data)
+
+    def _write(self, data: str) -> int:
+        step = self._step(data)
+        if step is not None:
+            self.central.runner.run(step[0], input=step[1])
         return len(data)
 
     def end_torn_line(self) -> bool:

@@ -30,7 +30,8 @@ from typing import Callable
 from releaser.build import versions as versioning
 from releaser.central.audit import Actor, AuditLog, now
 from releaser.central.repository import CentralRepository
-from releaser.errors import ReleaserError
+from releaser.errors import CommandError, ReleaserError
+from releaser.hosts.transfer import CORRUPT, NOT_PLACED
 
 #: A release's state in one environment.
 PUBLISHED, HEALTHY, FAILED, WITHDRAWN = "published", "healthy", "failed", "withdrawn"
@@ -101,15 +102,23 @@ class Ledger:
             self._flush()
 
     def _flush(self) -> None:
+        """The events, then the state if it changed, in one command (one round trip
+        to an SSH central): the state's write runs only once the append succeeded."""
         pending, self._pending = self._pending, []
+        append = self.log.append_step(pending)
         try:
-            self.log.append(pending)
-        except BaseException:
-            self._pending[:0] = pending  # kept for the next save: an event is never dropped
+            if self._dirty:
+                self.central.write_json(self.path, self.data, first=append)
+                self._dirty = False
+            elif append is not None:
+                self.central.runner.run(append[0], input=append[1])
+        except CommandError as exc:
+            if append is not None and exc.returncode not in (NOT_PLACED, CORRUPT):
+                self._pending[:0] = pending  # not appended: kept for the next save
             raise
-        if self._dirty:
-            self.central.write_json(self.path, self.data)
-            self._dirty = False
+        except BaseException:
+            self._pending[:0] = pending  # outcome unknown: an event is never dropped
+            raise
 
     def _changed(self) -> None:
         self._dirty = True

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 from releaser.errors import CentralMissing, CommandError, CorruptCopy, PublishError, UsageError
 from releaser.files import Digests
 from releaser.hosts.runner import LocalRunner, Runner
-from releaser.hosts.transfer import host_digest, host_size, place_file
+from releaser.hosts.transfer import Step, host_digest, host_size, place_file, place_text
 
 if TYPE_CHECKING:
     from releaser.config import Config
@@ -50,15 +49,16 @@ STALE_TEMPORARY_MINUTES = 60
 
 
 def _central_runner(config: "Config") -> Runner:
-    """A local runner, or an SSH runner with the configured pinned trust."""
+    """A local runner, or an SSH runner with the configured pinned trust (the run's
+    shared one within ``releaser.hosts.ssh.shared_connections``)."""
     if config.central.address is None:
         return LocalRunner(host="central")
     # Imported here: paramiko/fabric are only needed when there is an SSH host.
-    from releaser.hosts.ssh import HostSpec, SSHRunner
+    from releaser.hosts.ssh import HostSpec, runner_for
 
-    return SSHRunner(HostSpec.configured(config.ssh, address=config.central.address,
-                                         port=config.central.port, name="central",
-                                         where=str(config.path)))
+    return runner_for(HostSpec.configured(config.ssh, address=config.central.address,
+                                          port=config.central.port, name="central",
+                                          where=str(config.path)))
 
 
 @dataclass
@@ -108,15 +108,10 @@ class CentralRepository:
             return None
         return result.stdout
 
-    def write_text(self, path: str, text: str) -> None:
-        """Write ``text`` to ``path`` atomically (temporary name, fsync, rename)."""
-        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as fh:
-            fh.write(text)
-            local = Path(fh.name)
-        try:
-            self.put_file(local, path)
-        finally:
-            local.unlink(missing_ok=True)
+    def write_text(self, path: str, text: str, *, first: Step | None = None) -> None:
+        """Write ``text`` to ``path`` atomically (temporary name, fsync, rename), in one
+        command; ``first``: a command run before it (``transfer.place_text``)."""
+        place_text(self.runner, text, path, first=first)
 
     def put_file(self, local: Path, path: str) -> None:
         place_file(self.runner, local, path)
@@ -125,8 +120,8 @@ class CentralRepository:
         text = self.read_text(path)
         return default if text is None else json.loads(text)
 
-    def write_json(self, path: str, data) -> None:
-        self.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    def write_json(self, path: str, data, *, first: Step | None = None) -> None:
+        self.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", first=first)
 
     def listdir(self, path: str) -> list[str]:
         result = self.runner.run(["ls", "-1", "--", path], check=False)

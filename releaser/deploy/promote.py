@@ -41,7 +41,7 @@ from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.deploy.reinstall import sync_nodes
 from releaser.central.lock import EnvironmentLock
-from releaser.hosts.node import connect
+from releaser.hosts.node import connect, shared_connections
 from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, PLANNED, ROLLED_BACK, SKIPPED, UNCHANGED, NodeOutcome,
                       NodeRollout, still_on_withdrawn)
 from releaser.central.publish import PublishOutcome, ReleaseFiles, load_published, publish
@@ -111,7 +111,17 @@ def promote(config: Config, env_name: str, *, ref: str = "HEAD", version: str | 
     """Build or take the release, publish it, roll it out; ``stop`` once set (an
     operator's SIGINT, ``releaser.deploy.interrupts``) starts no further node.
     ``reason``: the operator's why, on every event the run records; ``gate``: the
-    build passes the quality gate (``releaser.gate``) before anything is published."""
+    build passes the quality gate (``releaser.gate``) before anything is published.
+    Each SSH host (central, every node) is connected once for the whole run."""
+    with shared_connections(config):
+        return _promote(config, env_name, ref=ref, version=version, dry_run=dry_run,
+                        progress=progress, stop=stop, reason=reason, gate=gate,
+                        **policy_overrides)
+
+
+def _promote(config: Config, env_name: str, *, ref: str, version: str | None, dry_run: bool,
+             progress: Progress, stop: threading.Event | None, reason: str | None,
+             gate: bool, **policy_overrides) -> PromoteReport:
     started = time.monotonic()
     actor = Actor.here(reason)
     env = config.environment(env_name)

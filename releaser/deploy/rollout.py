@@ -97,23 +97,23 @@ class FleetReport:
 
 @contextlib.contextmanager
 def worker_central(central: CentralRepository) -> Iterator[CentralRepository]:
-    """``central`` over a connection of this worker thread's own, closed afterwards.
+    """``central`` for a worker thread: the run's shared connection, or one of its own.
 
-    An SSHRunner serves one thread at a time, and a failed command closes its
-    connection (releaser.hosts.ssh): shared by the fleet's worker threads, one
-    node's error would cut the transfers of the others.  A LocalRunner holds
-    no connection and is shared as it is.
+    Within ``shared_connections`` (a promote) the workers share the run's one
+    connection to the central host, each command on a channel of its own.
+    Outside it, a worker gets a connection of its own, closed afterwards.  A
+    LocalRunner holds no connection and is shared as it is.
     """
     if isinstance(central.runner, LocalRunner):
         yield central
         return
-    from releaser.hosts.ssh import SSHRunner
+    from releaser.hosts.ssh import SSHRunner, runner_for
 
     if not isinstance(central.runner, SSHRunner):
         raise TypeError(f"no per-thread connection for a {type(central.runner).__name__}")
-    own = SSHRunner(central.runner.spec)
+    own = runner_for(central.runner.spec)
     try:
-        yield CentralRepository(own, central.root)
+        yield central if own is central.runner else CentralRepository(own, central.root)
     finally:
         own.close()
 
@@ -211,7 +211,8 @@ class NodeRollout:
         else:
             self._phase(node, out, "sync", lambda: node.sync(self.env.overlay), portage=True)
             self._phase(node, out, "secrets",
-                        lambda: deliver_secrets(self.config, self.env.name, node))
+                        lambda: deliver_secrets(self.config, self.env.name, node,
+                                                self.release.commit))
             backups = (self._phase(node, out, "backup", lambda: self._backup(node, out.before))
                        if out.before is not None else {})
             self._attempt(node, out, backups)

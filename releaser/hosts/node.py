@@ -9,6 +9,7 @@ because ``portageq`` takes the root as an argument.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from releaser.hosts import portage_commands as portage_tools
@@ -103,9 +104,22 @@ class Node:
         return None
 
     def close(self) -> None:
+        """Close the node's connection (one of a pool stays open until the run ends)."""
         close = getattr(self.runner, "close", None)
         if close:
             close()
+
+
+def shared_connections(config: Config) -> contextlib.AbstractContextManager:
+    """A block within which each SSH host of ``config`` is connected once
+    (``releaser.hosts.ssh.shared_connections``); nothing to share without SSH hosts."""
+    central = getattr(config, "central", None)
+    if (central is None or central.address is None) and all(
+            n.is_local for env in config.environments.values() for n in env.nodes):
+        return contextlib.nullcontext()
+    from releaser.hosts import ssh  # paramiko/fabric: only when there is an SSH host
+
+    return ssh.shared_connections()
 
 
 def connect(config: Config, node: NodeConfig) -> Node:
@@ -113,9 +127,9 @@ def connect(config: Config, node: NodeConfig) -> Node:
     if node.is_local:
         return Node(node, LocalRunner(host=node.name, env=portage_env(node.root)),
                     str(node.root), trust=OverlayTrust.of(config, node.name, str(node.root)))
-    from releaser.hosts.ssh import HostSpec, SSHRunner
+    from releaser.hosts.ssh import HostSpec, runner_for
 
     spec = HostSpec.configured(config.ssh, address=node.address, port=node.port,
                                name=node.name, where=str(config.path))
     root = str(node.root or "/")
-    return Node(node, SSHRunner(spec), root, trust=OverlayTrust.of(config, node.name, root))
+    return Node(node, runner_for(spec), root, trust=OverlayTrust.of(config, node.name, root))

@@ -56,7 +56,8 @@ class Runner(Protocol):
         """
 
     def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to a path on the host."""
+        """Copy a local file to a path on the host, making its folder if need be
+        (``transfer.place_file`` relies on it)."""
 
     def get(self, remote: str, local: Path) -> None:
         """Copy a file on the host to a local path."""

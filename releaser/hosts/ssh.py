@@ -33,6 +33,7 @@ the remote process, and no use of the local terminal.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -45,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import fabric
 import paramiko
@@ -206,19 +207,25 @@ class SSHRunner:
 
     The connection opens on first use and is reused; a connection that died
     in between (host rebooted, sshd restarted) is reopened before a command
-    is sent, never after.  One SSHRunner per host; use it from one thread at a
-    time.  Many SSHRunners may run in parallel threads (the fleet fan-out):
-    they share nothing.
+    is sent, never after.  Commands from several threads run side by side,
+    each on a channel of its own over the one connection (paramiko's
+    Transport multiplexes them); file transfers take turns on its one SFTP
+    session.  Within ``shared_connections`` every user of a host gets the
+    same runner (``runner_for``), so a run connects to each host once.
     """
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, *, shared: bool = False) -> None:
         self.spec = spec
         self.host = spec.label
+        #: Handed out by a ConnectionPool: ``close`` leaves it to the pool.
+        self.shared = shared
         self._lock = threading.RLock()
         # One SFTP session per connection, and paramiko's SFTPClient is not
         # thread-safe: transfers from worker threads take turns.
         self._transfer_lock = threading.Lock()
         self._conn: fabric.Connection | None = None
+        #: Folders ``put`` made on the host (``_make_dir``); a set's add is atomic.
+        self._made_dirs: set[str] = set()
 
     # -- connection --------------------------------------------------------
 
@@ -347,16 +354,26 @@ class SSHRunner:
                 self._conn.client.close()
                 self._conn = None
 
-    def close(self) -> None:
-        """Close the SFTP session and the connection (reopened on next use)."""
+    def _reset(self) -> None:
+        """Close the SFTP session and the connection (reopened on next use): the link
+        broke or stalled, so it is closed for every user of this runner."""
         with self._lock:
             self._discard()
+
+    def close(self) -> None:
+        """Close the SFTP session and the connection (reopened on next use).
+
+        A runner of a pool (``shared_connections``) stays open for the pool's
+        other users: the pool closes it when the run ends.
+        """
+        if not self.shared:
+            self._reset()
 
     def __enter__(self) -> "SSHRunner":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._reset()
 
     def _open_session(self) -> paramiko.Channel:
         """A fresh session channel, reconnecting once if the old link died.
@@ -368,7 +385,7 @@ class SSHRunner:
             try:
                 return conn.transport.open_session(timeout=self.spec.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                self.close()
+                self._reset()
                 if attempt == 2:
                     raise UnreachableError(f"host {self.host} ({self.spec.where}): "
                                            f"cannot open a session: {exc}") from exc
@@ -417,7 +434,7 @@ class SSHRunner:
             stdout = out.decode("utf-8", errors="replace")
             stderr = err.decode("utf-8", errors="replace")
             if stalled:
-                self.close()
+                self._reset()
                 raise CommandError(argv, TIMEOUT_RETURNCODE, stdout,
                                    stderr + f"\nreleaser: no answer from {self.host} "
                                    f"{backstop:g}s after starting the command (timeout {timeout:g}s)",
@@ -430,11 +447,11 @@ class SSHRunner:
                 returncode = -1
                 stderr += "\nreleaser: remote command was killed by a signal"
             else:
-                self.close()
+                self._reset()
                 raise UnreachableError(f"host {self.host} ({self.spec.where}): connection lost "
                                        f"while running {argv[0]}; its outcome is unknown")
         except paramiko.SSHException as exc:
-            self.close()
+            self._reset()
             raise UnreachableError(f"host {self.host} ({self.spec.where}): SSH failure while "
                                    f"running {argv[0]}: {exc}") from exc
         finally:
@@ -511,22 +528,42 @@ class SSHRunner:
         if not name:
             raise ValueError(f"remote path {remote!r} names a directory, not a file")
         with open(local, "rb") as source:
-            if directory:
-                self.run(["mkdir", "-p", "--", directory])
-            tmp = posixpath.join(directory, f".{name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
-            sftp = self._sftp()
+            assumed = directory in self._made_dirs
+            if not assumed:
+                self._make_dir(directory)
             try:
-                with self._transfer_lock:
-                    sftp.putfo(source, tmp, file_size=os.fstat(source.fileno()).st_size,
-                               confirm=True)
-                    sftp.posix_rename(tmp, remote)
-            except OSError as exc:
-                try:
-                    sftp.remove(tmp)
-                except OSError:
-                    pass
-                raise CommandError(["sftp-put", str(local), remote], 1, "",
-                                   f"{remote}: {exc}", self.host) from exc
+                self._upload(source, local, remote)
+            except CommandError:
+                if not assumed:
+                    raise
+                # The folder this runner made earlier was removed since: once more with it.
+                self._made_dirs.discard(directory)
+                self._make_dir(directory)
+                source.seek(0)
+                self._upload(source, local, remote)
+
+    def _make_dir(self, directory: str) -> None:
+        """``mkdir -p`` once per folder and runner: a run puts many files in few folders."""
+        if directory:
+            self.run(["mkdir", "-p", "--", directory])
+            self._made_dirs.add(directory)
+
+    def _upload(self, source, local: Path, remote: str) -> None:
+        directory, name = posixpath.split(remote)
+        tmp = posixpath.join(directory, f".{name}.releaser-{uuid.uuid4().hex[:12]}.tmp")
+        sftp = self._sftp()
+        try:
+            with self._transfer_lock:
+                sftp.putfo(source, tmp, file_size=os.fstat(source.fileno()).st_size,
+                           confirm=True)
+                sftp.posix_rename(tmp, remote)
+        except OSError as exc:
+            try:
+                sftp.remove(tmp)
+            except OSError:
+                pass
+            raise CommandError(["sftp-put", str(local), remote], 1, "",
+                               f"{remote}: {exc}", self.host) from exc
 
     def get(self, remote: str, local: Path) -> None:
         """Copy ``remote`` to a local path, atomically (temporary name, then rename)."""
@@ -538,3 +575,69 @@ class SSHRunner:
             except OSError as exc:
                 raise CommandError(["sftp-get", str(remote), str(local)], 1, "",
                                    f"{remote}: {exc}", self.host) from exc
+
+
+class ConnectionPool:
+    """One SSHRunner per host (per ``HostSpec``) for the length of a run.
+
+    Why: each new connection costs a TCP and SSH handshake and a key
+    exchange (~0.1 s); a promote reaches the central host from the doctor's
+    check, the promote itself and every node's worker, and each node from
+    its plan and its rollout.  Thread-safe: the fleet's workers ask for
+    runners concurrently and share the central's.
+    """
+
+    def __init__(self) -> None:
+        self._runners: dict[HostSpec, SSHRunner] = {}
+        self._lock = threading.Lock()
+
+    def runner(self, spec: HostSpec) -> SSHRunner:
+        """The pool's runner for ``spec``, made on first ask."""
+        with self._lock:
+            runner = self._runners.get(spec)
+            if runner is None:
+                runner = self._runners[spec] = SSHRunner(spec, shared=True)
+            return runner
+
+    def close(self) -> None:
+        """Close every connection of the pool."""
+        with self._lock:
+            runners, self._runners = list(self._runners.values()), {}
+        for runner in runners:
+            runner._reset()
+
+
+_pool: ConnectionPool | None = None
+_pool_users = 0
+_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_connections() -> Iterator[ConnectionPool]:
+    """Within the block, ``runner_for`` hands out one runner per host; closed at its end.
+
+    Process-wide, so the fleet's worker threads see it too; nested or
+    concurrent blocks share one pool, closed when the last of them ends.
+    """
+    global _pool, _pool_users
+    with _pool_lock:
+        if _pool is None:
+            _pool = ConnectionPool()
+        pool = _pool
+        _pool_users += 1
+    try:
+        yield pool
+    finally:
+        with _pool_lock:
+            _pool_users -= 1
+            last = _pool_users == 0
+            if last:
+                _pool = None
+        if last:
+            pool.close()
+
+
+def runner_for(spec: HostSpec) -> SSHRunner:
+    """The runner for ``spec``: the pool's within ``shared_connections``, else a new one."""
+    pool = _pool
+    return pool.runner(spec) if pool is not None else SSHRunner(spec)
