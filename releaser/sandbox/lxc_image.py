@@ -10,7 +10,8 @@ system Python (downloaded on this machine with releaser's own pip, installed in
 the chroot with ``--no-index``: the chroot has no route to PyPI).  gemato and
 gpg are what Portage verifies a signed overlay commit with (repos.conf
 ``sync-git-verify-commit-signature``, ``sync-openpgp-key-path``), as on a
-Gentoo host, where both come with Portage.  Portage's installation type is
+Gentoo host, where Portage's default ``rsync-verify`` flag pulls both in.
+Portage's installation type is
 set to ``SYSTEM`` so it runs at the real paths with an empty EPREFIX
 (``/etc/portage``, ``/var/db/pkg``, ``/usr/share/portage/config``; ``emerge``
 and friends in ``/usr/local/bin``), exactly what Gentoo's own build
