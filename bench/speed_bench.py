@@ -212,7 +212,7 @@ def one_node(base: Path, runs: int, figures: Figures) -> list[str]:
             built = build_release(sb.config, ref="HEAD")
             publish(central, "staging", env.overlay,
                     ReleaseFiles(built.release, built.release_dir), built.tarball)
-            raw_sequence(sb, node, env, f"{number - 1}.0.0", f"{number}.0.0", figures)
+            raw_sequence(sb, node, env, "1.0.0", f"{number}.0.0", figures)  # after the rollback
             node.close()
             number += 1
         for s in source_profile.phases.get("node install", []):
