@@ -25,14 +25,17 @@ recorded as installed while emerge exits non-zero (``PortageError.phase ==
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from portage.dep import Atom, isvalidatom
 from portage.exception import InvalidAtom
+from portage.getbinpkg import PackageIndex
 from portage.util import cmp_sort_key
 from portage.versions import catpkgsplit, vercmp
 
@@ -415,35 +418,58 @@ def binpkg_path(runner: Runner, root: str | PurePosixPath, cpv: str) -> PurePosi
 
 
 #: Asks Portage's binary tree (``portage.db[EROOT]["bintree"]``) of the host's
-#: own configuration, the one emerge and quickpkg use there, about one
-#: package version.  ``list``: every package of it the PKGDIR index
-#: (``Packages``) records, the ones emerge may choose from.  ``allocate``:
-#: where Portage would put a new package of it (``getname(allocate_new=True)``:
-#: on a multi-instance host a fresh ``PF-N`` with a free build id, reserved
-#: by an empty placeholder file).  Prints one JSON line, last.
+#: own configuration, the one emerge and quickpkg use there: its PKGDIR and
+#: whether it keeps several packages per version, and about one package
+#: version, ``list``: every package of it the PKGDIR index (``Packages``)
+#: records, the ones emerge may choose from; ``allocate``: where Portage would
+#: put a new package of it (``getname(allocate_new=True)``: on a
+#: multi-instance host a fresh ``PF-N`` with a free build id, reserved by an
+#: empty placeholder file).  Prints one JSON line, last.
 _BINTREE_PROGRAM = """\
 import json, os, sys
 import portage
-from portage.getbinpkg import PackageIndex
 action, cpv = sys.argv[1:3]
 settings = portage.settings
 tree = portage.db[settings["EROOT"]]["bintree"]
 answer = {"pkgdir": tree.pkgdir,
           "multi_instance": "binpkg-multi-instance" in settings.features}
 if action == "list":
-    index = PackageIndex()
     try:
         with open(os.path.join(tree.pkgdir, "Packages"), encoding="utf-8",
                   errors="replace") as handle:
-            index.read(handle)
+            answer["index"] = handle.read()
     except FileNotFoundError:
-        pass
-    answer["paths"] = [os.path.join(tree.pkgdir, entry["PATH"]) for entry in index.packages
-                       if entry.get("CPV") == cpv and entry.get("PATH")]
+        answer["index"] = ""
 else:
     answer["path"] = tree.getname(cpv, allocate_new=True, remote_binpkg_format="gpkg")
 print(json.dumps(answer))
 """
+
+
+@dataclass(frozen=True)
+class Bintree:
+    """What a host's Portage says of its binary tree that no package operation changes."""
+
+    pkgdir: str
+    multi_instance: bool
+
+
+#: ``Bintree`` per runner (``id``), for the runner's life: one connection, one
+#: node, one phase of a run.  Asking costs a Python start and ``import
+#: portage`` on the host (~0.3 s); once PKGDIR is known, the index is one
+#: ``cat``.  Entries go when their runner is collected (``weakref.finalize``).
+_BINTREES: dict[int, Bintree] = {}
+
+
+def _remember(runner: Runner, answer: dict) -> None:
+    key = id(runner)
+    if key in _BINTREES:
+        return
+    try:
+        weakref.finalize(runner, _BINTREES.pop, key, None)
+    except TypeError:
+        return  # not weak-referenceable: never cached, asked each time
+    _BINTREES[key] = Bintree(str(answer["pkgdir"]), bool(answer["multi_instance"]))
 
 
 def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
@@ -452,11 +478,33 @@ def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
     lines = result.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
-    except (IndexError, ValueError):
+        _remember(runner, answer)
+    except (IndexError, ValueError, KeyError, TypeError):
         raise PortageError(result, getattr(runner, "host", "?"),
                            "Portage's binary tree gave no answer (is portage importable by "
                            "the host's python3?)") from None
     return answer
+
+
+def _read_index(runner: Runner, tree: Bintree) -> str:
+    """The text of ``PKGDIR/Packages`` (empty when there is none yet), by one ``cat``."""
+    path = posixpath.join(tree.pkgdir, "Packages")
+    result = runner.run(["cat", "--", path], check=False)
+    if result.returncode != 0:
+        if "No such file" in result.stderr:
+            return ""
+        raise PortageError(result, getattr(runner, "host", "?"),
+                           f"cannot read the binary package index {path}: "
+                           f"{last_line(result.stderr)}")
+    return result.stdout
+
+
+def _index_paths(pkgdir: str, index_text: str, cpv: str) -> list[PurePosixPath]:
+    """The packages of ``cpv`` a ``Packages`` index lists, read with Portage's own parser."""
+    index = PackageIndex()
+    index.read(io.StringIO(index_text))
+    return [PurePosixPath(posixpath.join(pkgdir, entry["PATH"])) for entry in index.packages
+            if entry.get("CPV") == cpv and entry.get("PATH")]
 
 
 def binpkg_paths(runner: Runner, cpv: str) -> list[PurePosixPath]:
@@ -465,9 +513,16 @@ def binpkg_paths(runner: Runner, cpv: str) -> list[PurePosixPath]:
     One at most with ``FEATURES=-binpkg-multi-instance``; any number on a
     stock host (``PKGDIR/CAT/PN/PF-N.gpkg.tar``), from which emerge takes
     the newest by build time.  A file copied into PKGDIR by hand is listed
-    only after ``fix_binpkg_index``.
+    only after ``fix_binpkg_index``.  The first question on a runner starts
+    Portage on the host (PKGDIR and the index in one answer); later ones read
+    the index alone, which every quickpkg and ``emaint binhost`` rewrites.
     """
-    return [PurePosixPath(p) for p in _ask_bintree(runner, "list", cpv)["paths"]]
+    cpv = validate_cpv(cpv)
+    known = _BINTREES.get(id(runner))
+    if known is None:
+        answer = _ask_bintree(runner, "list", cpv)
+        return _index_paths(str(answer["pkgdir"]), str(answer.get("index", "")), cpv)
+    return _index_paths(known.pkgdir, _read_index(runner, known), cpv)
 
 
 def allocate_binpkg_path(runner: Runner, cpv: str) -> PurePosixPath:
@@ -515,6 +570,7 @@ __all__ = [
     "EMERGE_BASE",
     "EmergeResult",
     "FailureReport",
+    "Bintree",
     "allocate_binpkg_path",
     "binpkg_path",
     "binpkg_paths",
