@@ -20,12 +20,15 @@ is finished by running it again.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from releaser import backup
 from releaser.backup import compat
@@ -97,6 +100,9 @@ class RollbackPlan:
     restore_db: bool
     nodes: list[NodePlan] = field(default_factory=list)
     asked: str | None = None  # the --to version, None for "the previous healthy one"
+    #: The digest of the ledger's state the plan was made from (``ledger_digest``):
+    #: unchanged, no releaser run touched the environment since.
+    ledger_state: str | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -184,12 +190,20 @@ def choose_target(ledger: Ledger, cp_name: str, to: str | None) -> tuple[str | N
     raise UsageError(f"{ledger.env} has no earlier healthy version than {current} to roll back to")
 
 
+def ledger_digest(ledger: Ledger) -> str:
+    """A digest of the ledger's state: every promote and rollback changes it (each node's
+    journal entry is stamped), so an equal digest means none ran in between."""
+    text = json.dumps(ledger.data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def plan_rollback(config: Config, central: CentralRepository, env_name: str, *,
                   to: str | None = None, restore_db: bool = False) -> RollbackPlan:
     env = config.environment(env_name)
     ledger = Ledger.load(central, env_name)
     bad, target = choose_target(ledger, config.app.name, to)
-    plan = RollbackPlan(env_name, config.app.cp, bad, target, restore_db, asked=to)
+    plan = RollbackPlan(env_name, config.app.cp, bad, target, restore_db, asked=to,
+                        ledger_state=ledger_digest(ledger))
     target_cpv = f"{config.app.cp}-{target}"
     for node_cfg in env.nodes:
         np = NodePlan(node_cfg.name, None, target, target_schema=ledger.schema_of(target))
@@ -213,11 +227,8 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
     np.current = node.installed_version(app.cp)
     if np.noop and not restore_db:
         return
-    if binpkg_on_node(node, target_cpv):
-        np.binpkg = "node"
-    elif backup.find_binpkg(central, env.name, target_cpv):
-        np.binpkg = "central"
-    else:
+    np.binpkg = _binpkg_source(node, central, env.name, target_cpv)
+    if np.binpkg is None:
         np.problems.append(f"no binary package of {target_cpv} on the node or the central store")
     health = node.health(None, timeout=3.0)
     np.db_schema = health.db_schema_version
@@ -239,12 +250,64 @@ def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, targ
         np.warnings.append(restore_loss(dump, np.loses))
     elif env.database and np.current is not None:
         np.warnings.append(f"no verified dump of the database taken while {np.target} ran")
-    if np.dump is None and restore_db:
-        np.problems.append("--restore-db asked, but there is no verified dump to restore")
+    _check_dump(np, restore_db)
     if not np.noop:
         verdict = compat.assess(stats, np.db_schema, np.target_schema, dump, write_marks(stats))
         np.verdict, np.since, np.compat = verdict.verdict, verdict.since, \
             verdict.describe(np.target)
+
+
+def _binpkg_source(node: Node, central, env: str, target_cpv: str) -> str | None:
+    """Where the target's binary package is: "node", "central", or None (nowhere)."""
+    if binpkg_on_node(node, target_cpv):
+        return "node"
+    return "central" if backup.find_binpkg(central, env, target_cpv) else None
+
+
+def _check_dump(np: NodePlan, restore_db: bool) -> None:
+    if np.dump is None and restore_db:
+        np.problems.append("--restore-db asked, but there is no verified dump to restore")
+
+
+def recheck_plan(config: Config, central: CentralRepository, shown: RollbackPlan,
+                 opened: dict[str, Node]) -> RollbackPlan:
+    """``shown`` with what its decisions rest on read again, the cheap way.
+
+    For a plan whose ledger state is still the environment's (no promote or
+    rollback ran since, ``ledger_digest``): per node only what can change
+    without the ledger knowing, by hand: the version it runs, where the
+    target's package is, the dump a restore would use.  The database's
+    schema and the health answer are not asked again: only a release
+    changes them, and a release changes the ledger.  A node with problems in
+    ``shown`` keeps them (it is skipped or refused as shown).  The nodes
+    connected for it are left open in ``opened`` for the rollback to use.
+    """
+    env = config.environment(shown.env)
+    target_cpv = f"{shown.cp}-{shown.target}"
+    plan = replace(shown, nodes=[])
+    for old in shown.nodes:
+        np = replace(old, problems=list(old.problems), warnings=list(old.warnings))
+        plan.nodes.append(np)
+        if old.problems:
+            continue
+        try:
+            node = opened[np.node] = connect(config, next(n for n in env.nodes
+                                                         if n.name == np.node))
+            np.current = node.installed_version(config.app.cp)
+            if np.noop and not shown.restore_db:
+                np.binpkg = None
+                continue
+            np.binpkg = _binpkg_source(node, central, env.name, target_cpv)
+        except ReleaserError as exc:
+            np.problems.append(str(exc))
+            continue
+        if np.binpkg is None:
+            np.problems.append(f"no binary package of {target_cpv} on the node or the "
+                               "central store")
+        dump = backup.latest_dump(central, env.name, np.node, version=shown.target)
+        np.dump = dump.to_dict() if dump is not None else None
+        _check_dump(np, shown.restore_db)
+    return plan
 
 
 def execute_rollback(config: Config, central: CentralRepository, plan: RollbackPlan, *,
@@ -261,18 +324,26 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
     rolled back from is neither withdrawn nor masked until a run finishes.
 
     The plan was made before the lock was taken: another run may have changed
-    the environment since.  It is made again under the lock, and any
+    the environment since.  It is checked again under the lock (made again
+    when the ledger changed, ``recheck_plan`` when it did not), and any
     difference in what it would do refuses the rollback, so what runs (and
     the version masked, the ledger's current one) is what was confirmed.
     """
     started = time.monotonic()
     env = config.environment(plan.env)
     _refuse_problems(plan, force_reason)
+    opened: dict[str, Node] = {}
     with EnvironmentLock(central, plan.env, f"rollback {plan.env} to {plan.target}",
                          lease=config.central.lock_lease), \
-            Notifier(env.notify, plan.env, "rollback") as notifier:
-        shown, plan = plan, plan_rollback(config, central, plan.env, to=plan.asked,
-                                          restore_db=plan.restore_db)
+            Notifier(env.notify, plan.env, "rollback") as notifier, \
+            _closing(opened):
+        ledger = Ledger.load(central, plan.env, Actor.here(reason or force_reason))
+        shown = plan
+        if plan.ledger_state is not None and plan.ledger_state == ledger_digest(ledger):
+            plan = recheck_plan(config, central, shown, opened)
+        else:
+            plan = plan_rollback(config, central, plan.env, to=plan.asked,
+                                 restore_db=plan.restore_db)
         changes = plan.changes_since(shown)
         if changes:
             raise RollbackRefused(f"{plan.env} changed since the rollback plan was made: "
@@ -280,7 +351,6 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
                                   "rollback again to see the new plan")
         _refuse_problems(plan, force_reason)
         report = RollbackReport(plan)
-        ledger = Ledger.load(central, plan.env, Actor.here(reason or force_reason))
         ledger.event("rollback-start", target=plan.target, bad=plan.bad,
                      restore_db=plan.restore_db, force=force_reason,
                      nodes=[n.node for n in plan.nodes])
@@ -293,7 +363,7 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
         for n in skipped:
             report.nodes.append(NodeOutcome(n.node, FAILED, before=n.current, after=n.current,
                                             phase="plan", detail="; ".join(n.problems)))
-        work = _NodeRollback(config, env, central, plan, ledger, progress)
+        work = _NodeRollback(config, env, central, plan, ledger, progress, opened=opened)
         policy = RolloutPolicy(concurrency=concurrency or env.policy.concurrency,
                                max_fail="100%")
         run = run_stages(plan_stages(todo, policy), work, policy=policy,
@@ -333,6 +403,18 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
     report.warnings += notifier.problems()
     report.seconds = time.monotonic() - started
     return report
+
+
+@contextlib.contextmanager
+def _closing(opened: dict[str, Node]) -> Iterator[None]:
+    """Close the nodes left in ``opened`` (connected by ``recheck_plan``, not taken by
+    a node's rollback) on the way out."""
+    try:
+        yield
+    finally:
+        for node in list(opened.values()):
+            node.close()
+        opened.clear()
 
 
 def _refuse_problems(plan: RollbackPlan, force_reason: str | None) -> None:
@@ -379,6 +461,8 @@ class _NodeRollback:
     progress: Progress
     #: A server database the environment's nodes share is restored once per rollback.
     shared: "_SharedRestore" = field(default_factory=lambda: _SharedRestore())
+    #: Nodes already connected (``recheck_plan``), taken by their node's rollback.
+    opened: dict[str, Node] = field(default_factory=dict)
     #: The hooks around this call's node (set by ``_work``).
     _hooks: NodeHooks | None = field(default=None, init=False, repr=False)
 
@@ -394,7 +478,7 @@ class _NodeRollback:
         node = None
         self._hooks = NodeHooks(self.env, node_cfg, "rollback", self.plan.target)
         try:
-            node = connect(self.config, node_cfg)
+            node = self.opened.pop(node_cfg.name, None) or connect(self.config, node_cfg)
             out.before = node.installed_version(app.cp)
             on_target = versioning.same(out.before, self.plan.target)
             if on_target and not self.plan.restore_db:

@@ -1,0 +1,100 @@
+"""What a rollback asks a node, and the check under the lock that the plan still holds.
+
+One story on one sandbox node (module-scoped, tests in file order): 1.0.0,
+then 2.0.0 (its backup asks Portage's binary tree once), a plan whose node
+changed before it ran is refused, and the rollback asks the bintree at most
+once per node per phase and does not plan again under the lock when no run
+touched the environment since the plan.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+
+from releaser.central.repository import CentralRepository
+from releaser.deploy import promote as promote_mod
+from releaser.deploy import rollback
+from releaser.errors import RollbackRefused
+from releaser.hosts import portage_commands as portage_tools
+from releaser.hosts.runner import LocalRunner
+from releaser.sandbox import noderoot
+
+from .sandboxes import Sandbox, add_migration
+
+ENV, NODE, CP = "staging", "staging-1", "www-apps/notes"
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    sandbox = Sandbox(tmp_path_factory.mktemp("recheck"), {ENV: 1})
+    assert promote_mod.promote(sandbox.config, ENV).ok
+    add_migration(sandbox.source, "v2.0.0", number=2)
+    yield sandbox
+    sandbox.down()
+
+
+@pytest.fixture
+def bintree_asks(monkeypatch) -> Counter:
+    """How often Portage's binary tree is asked (a Python start on the node), per host."""
+    asks: Counter = Counter()
+    real = portage_tools._ask_bintree
+
+    def counting(runner, action, cpv):
+        asks[getattr(runner, "host", "?")] += 1
+        return real(runner, action, cpv)
+
+    monkeypatch.setattr(portage_tools, "_ask_bintree", counting)
+    return asks
+
+
+def central(sb: Sandbox) -> CentralRepository:
+    return CentralRepository(LocalRunner(), str(sb.central))
+
+
+def installed(sb: Sandbox) -> str | None:
+    runner = LocalRunner(env=noderoot.portage_env(sb.node_root(NODE)))
+    return portage_tools.installed_version(runner, str(sb.node_root(NODE)), CP)
+
+
+def test_a_promote_backup_asks_the_bintree_once(sb, bintree_asks):
+    assert promote_mod.promote(sb.config, ENV).ok
+    assert installed(sb) == "2.0.0"
+    # the node's packages listed, quickpkg's before and after: one Portage start
+    assert bintree_asks[NODE] == 1, bintree_asks
+
+
+def test_a_node_that_changed_since_the_plan_is_refused(sb):
+    plan = rollback.plan_rollback(sb.config, central(sb), ENV, to="1.0.0")
+    assert [(n.current, n.binpkg) for n in plan.nodes] == [("2.0.0", "node")]
+    # meanwhile, by hand: the node loses its own package of the target
+    package = sb.node_root(NODE) / "var/cache/binpkgs/www-apps/notes-1.0.0.gpkg.tar"
+    kept = package.with_name("kept")
+    shutil.move(package, kept)
+    try:
+        with pytest.raises(RollbackRefused, match=r"changed since the rollback plan was made: "
+                           r"staging-1 changed \(runs 2.0.0, was 2.0.0; package central, "
+                           r"was node\)"):
+            rollback.execute_rollback(sb.config, central(sb), plan)
+    finally:
+        shutil.move(kept, package)
+    assert installed(sb) == "2.0.0"
+
+
+def test_a_rollback_asks_the_bintree_once_per_node_and_does_not_plan_again(
+        sb, bintree_asks, monkeypatch):
+    plan = rollback.plan_rollback(sb.config, central(sb), ENV, to="1.0.0")
+    assert bintree_asks[NODE] == 1, bintree_asks
+    planned = []
+    real_plan_node = rollback._plan_node
+    monkeypatch.setattr(rollback, "_plan_node",
+                        lambda *a, **k: planned.append(a) or real_plan_node(*a, **k))
+    report = rollback.execute_rollback(sb.config, central(sb), plan)
+    assert report.ok, report.to_dict()
+    assert installed(sb) == "1.0.0"
+    # the check under the lock, the backup of 2.0.0 and the install of 1.0.0: one
+    # Portage start on the node; no health or database question asked again
+    assert bintree_asks[NODE] == 2, bintree_asks
+    assert planned == []
