@@ -18,7 +18,7 @@ import pytest
 from releaser.cli import main
 from releaser.hosts.runner import LocalRunner
 from releaser.trust.secrets import SecretStore, check_name
-from releaser.errors import UsageError
+from releaser.errors import GitError, UsageError
 
 from .conftest import commit_all, git
 from .sandboxes import Sandbox
@@ -179,3 +179,92 @@ def test_secrets_edit_reencrypts_only_a_change(tmp_path, app_repo):
     assert store.path("staging", "api_key").read_bytes() == encrypted
     assert git(app_repo, "log", "--format=%s", "-1") == "secrets: staging/api_key (encrypted)"
     assert git(app_repo, "status", "--porcelain") == ""
+
+
+def test_a_store_at_a_commit_reads_what_that_commit_holds(tmp_path, app_repo):
+    from releaser.config import load_config
+    from releaser.trust.keys import Keyring
+
+    from .conftest import write_config
+
+    extra = '[environments.staging]\nnodes = []\n[trust]\ngnupghome = "gnupg"\n'
+    config = load_config(write_config(tmp_path / "releaser.toml", app_repo, extra=extra))
+    Keyring(config.trust.gnupghome).init("staging")
+    store = SecretStore(config)
+    before = git(app_repo, "rev-parse", "HEAD")
+    store.set("staging", "api_key", API_KEY)
+    first = git(app_repo, "rev-parse", "HEAD")
+    store.set("staging", "api_key", DB_PASSWORD)
+    store.set("staging", "db_password", DB_PASSWORD)
+    at_first = SecretStore(config, commit=first)
+    assert at_first.names("staging") == ["api_key"]
+    assert at_first.get("staging", "api_key") == API_KEY
+    assert SecretStore(config, commit=before).names("staging") == []
+    with pytest.raises(UsageError, match="has no secret db_password at commit"):
+        at_first.get("staging", "db_password")
+    with pytest.raises(UsageError, match="read-only"):
+        at_first.set("staging", "api_key", "x")
+    for bad in ("HEAD", "main", first[:12], "--output=/tmp/x", first + "\n"):
+        with pytest.raises(UsageError, match="not a full commit id"):
+            SecretStore(config, commit=bad)
+    with pytest.raises(GitError, match="cannot read the secrets at commit"):
+        SecretStore(config, commit="0" * 40).names("staging")
+
+
+@pytest.mark.slow
+def test_rollback_puts_back_the_secrets_of_the_release_it_returns_to(tmp_path, monkeypatch,
+                                                                    capsys):
+    """1.1.0 ships one api_key, 2.0.0 another: promote reads each from its release's commit,
+    and rolling back to 1.1.0 puts 1.1.0's value back, through stdin only."""
+    sb = Sandbox(tmp_path, {"staging": 1}, trust=True)
+    cli = ["-c", str(sb.config_path)]
+    secret = sb.node_root("staging-1") / "etc" / "notes" / "secrets" / "api_key"
+    argvs = record_argvs(monkeypatch)
+    try:
+        assert set_secret(sb, monkeypatch, "api_key", API_KEY) == 0
+        git(sb.source, "tag", "v1.1.0")
+        assert main([*cli, "promote", "staging", "--ref", "v1.1.0"]) == 0
+        assert secret.read_text() == API_KEY
+        assert set_secret(sb, monkeypatch, "api_key", DB_PASSWORD) == 0
+        (sb.source / "app" / "VERSION_NOTE").write_text("2.0.0\n")
+        commit_all(sb.source, "2.0.0")
+        git(sb.source, "tag", "v2.0.0")
+        assert main([*cli, "promote", "staging", "--ref", "v2.0.0"]) == 0
+        assert secret.read_text() == DB_PASSWORD
+        # An edit in the working tree, never committed, is never delivered.
+        encrypted = sb.source / "secrets" / "staging" / "api_key.gpg"
+        encrypted.write_text("not what any release holds\n")
+        assert main([*cli, "rollback", "staging", "--yes"]) == 0
+        printed = capsys.readouterr()
+        assert "staging is back on 1.1.0" in printed.out, printed.out
+        assert not leaks((printed.out + printed.err).encode())
+    finally:
+        monkeypatch.undo()
+        sb.down()
+    assert secret.read_text() == API_KEY
+    assert any("install" in a and "/dev/stdin" in a for a in argvs)
+    assert not any(leaks(" ".join(a).encode()) for a in argvs)
+    for path in (tmp_path / "sandbox").rglob("*"):
+        if path.is_file() and not path.is_symlink() and path != secret \
+                and path.parent != secret.parent and ".git" not in path.parts:
+            assert not leaks(path.read_bytes()), path
+
+
+def record_argvs(monkeypatch) -> list[list[str]]:
+    """Every argv run through a LocalRunner or started as a process, from now on."""
+    argvs: list[list[str]] = []
+    real_run = LocalRunner.run
+
+    def recording_run(self, argv, **kwargs):
+        argvs.append(list(argv))
+        return real_run(self, argv, **kwargs)
+
+    monkeypatch.setattr(LocalRunner, "run", recording_run)
+    real_popen = subprocess.Popen.__init__
+
+    def recording_popen(self, args, *a, **kw):
+        argvs.append([str(x) for x in (args if isinstance(args, (list, tuple)) else [args])])
+        real_popen(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_popen)
+    return argvs

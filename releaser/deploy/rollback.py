@@ -53,6 +53,7 @@ from releaser.deploy.interrupts import interrupted_by, record_interruption
 from releaser.deploy.rollout import (FleetReport, FAILED, INSTALLED, SKIPPED, UNCHANGED, NodeOutcome,
                                      worker_central)
 from releaser.hosts.services import OpenRC
+from releaser.trust.secrets import deliver_for, has_secrets
 
 Progress = Callable[[str], None]
 
@@ -488,6 +489,10 @@ class _NodeRollback:
                     out.status, out.after = UNCHANGED, out.before
                     out.detail = f"already runs {self.plan.target} and is healthy: nothing to do"
                     return out
+            commit = self._secrets_commit(node)
+            if commit is not None:
+                self._step(node, out, "secrets", lambda: deliver_for(
+                    self.config, self.env.name, node, commit))
             if out.before and not on_target:
                 self._step(node, out, "backup", lambda: backup.backup_package(
                     node, self.central, self.env.name, f"{app.cp}-{out.before}"))
@@ -537,6 +542,17 @@ class _NodeRollback:
         result = step()
         self.ledger.journal(node.name, phase=f"rollback:{phase}", target=self.plan.target)
         return result
+
+    def _secrets_commit(self, node: Node) -> str | None:
+        """The commit whose secrets the node gets back: the target release's (the ledger
+        records it), or None when there is nothing to deliver.  A release recorded
+        without a commit leaves the node the secrets it has, and says so."""
+        commit = (self.ledger.release(self.plan.target) or {}).get("commit")
+        if commit is None:
+            self.progress(f"{node.name}: secrets: no commit recorded for {self.plan.target}: "
+                          "the node keeps the secrets it has")
+            return None
+        return commit if has_secrets(self.config, self.env.name, commit) else None
 
     def _restore_db(self, node: Node) -> None:
         if not self.env.database.is_server:
