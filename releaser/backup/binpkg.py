@@ -37,6 +37,7 @@ from __future__ import annotations
 import posixpath
 import threading
 import uuid
+from pathlib import PurePosixPath
 
 from portage.versions import catsplit, cpv_getkey, cpv_getversion
 
@@ -180,11 +181,11 @@ def _known_digests(entry: dict | None, node_name: str) -> set[str]:
 def _node_package(node: Node, cpv: str, entry: dict | None) -> tuple[dict, bool]:
     """The node's package of ``cpv`` as a ``nodes`` record, and whether quickpkg made it now."""
     known = _known_digests(entry, node.name)
-    node_path = next((p for p in node_binpkg_paths(node, cpv)
-                      if _node_copy_verifies(node, p, cpv, known)), None)
+    listed = node_binpkg_paths(node, cpv)
+    node_path = next((p for p in listed if _node_copy_verifies(node, p, cpv, known)), None)
     made = node_path is None
     if made:
-        node_path = _quickpkg(node, cpv)
+        node_path = _quickpkg(node, cpv, listed)
     sha512 = host_digest(node.runner, node_path, "sha512")
     if sha512 is None:
         raise BackupError(f"{node.name}: quickpkg reported {node_path}, which does not exist")
@@ -204,9 +205,12 @@ def _check_running(node: Node, cpv: str) -> None:
                           f"{running or 'no version'} of {cpv_getkey(cpv)}")
 
 
-def _quickpkg(node: Node, cpv: str) -> str:
+def _quickpkg(node: Node, cpv: str, listed: list[str]) -> str:
+    """quickpkg ``cpv``; ``listed``: the node's packages of it just read (what is new
+    after quickpkg is its package)."""
     try:
-        path = str(portage_tools.quickpkg(node.runner, cpv, include_config=True))
+        path = str(portage_tools.quickpkg(node.runner, cpv, include_config=True,
+                                          before=[PurePosixPath(p) for p in listed]))
     except (NodeError, *COPY_FAILURES) as exc:
         raise BackupError(f"{node.name}: quickpkg of {cpv} failed: {exc}") from exc
     if not _is_valid_gpkg(node, path, cpv):

@@ -373,7 +373,8 @@ def _vdb_version(entry: str, category: str, name: str) -> str | None:
 
 
 def quickpkg(runner: Runner, cpv: str, *, include_config: bool = True,
-             timeout: float | None = None) -> PurePosixPath:
+             timeout: float | None = None,
+             before: list[PurePosixPath] | None = None) -> PurePosixPath:
     """Make a binary package of the installed ``cpv``; return its path on the host.
 
     ``include_config`` (default) packs the real contents of CONFIG_PROTECTed
@@ -381,10 +382,11 @@ def quickpkg(runner: Runner, cpv: str, *, include_config: bool = True,
     rollback from that package would wipe the node's configuration.
     The path is the one Portage's PKGDIR index gives the new package:
     ``PKGDIR/CAT/PF.gpkg.tar`` with ``FEATURES=-binpkg-multi-instance``,
-    a new ``PKGDIR/CAT/PN/PF-N.gpkg.tar`` on a stock host.
+    a new ``PKGDIR/CAT/PN/PF-N.gpkg.tar`` on a stock host.  ``before``: the
+    ``binpkg_paths`` of ``cpv`` the caller has just read (else read here).
     """
     cpv = validate_cpv(cpv)
-    before = set(binpkg_paths(runner, cpv))
+    before = set(binpkg_paths(runner, cpv) if before is None else map(PurePosixPath, before))
     argv = ["quickpkg", f"--include-config={'y' if include_config else 'n'}", "=" + cpv]
     result = _run(runner, argv, timeout=timeout)
     text = "\n".join(_clean_lines(result.stdout + "\n" + result.stderr))
