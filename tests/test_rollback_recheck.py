@@ -1,10 +1,11 @@
 """What a rollback asks a node, and the check under the lock that the plan still holds.
 
-One story on one sandbox node (module-scoped, tests in file order): 1.0.0,
-then 2.0.0 (its backup asks Portage's binary tree once), a plan whose node
-changed before it ran is refused, and the rollback asks the bintree at most
-once per node per phase and does not plan again under the lock when no run
-touched the environment since the plan.
+One story on one SSH sandbox node (module-scoped, tests in file order):
+1.0.0, then 2.0.0 (its backup asks Portage's binary tree once), a plan whose
+node changed before it ran is refused, and the rollback asks the bintree at
+most once per node per phase, does not plan again under the lock when no run
+touched the environment since the plan, and connects to the node once (the
+check, the node's rollback and the sync after the mask share it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pytest
 from releaser.central.repository import CentralRepository
 from releaser.deploy import promote as promote_mod
 from releaser.deploy import rollback
+from releaser.central.ledger import Ledger
 from releaser.errors import RollbackRefused
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.runner import LocalRunner
+from releaser.hosts.ssh import SSHRunner
 from releaser.sandbox import noderoot
 
 from .sandboxes import Sandbox, add_migration
@@ -29,7 +32,7 @@ ENV, NODE, CP = "staging", "staging-1", "www-apps/notes"
 
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory):
-    sandbox = Sandbox(tmp_path_factory.mktemp("recheck"), {ENV: 1})
+    sandbox = Sandbox(tmp_path_factory.mktemp("recheck"), {ENV: 1}, ssh=True)
     assert promote_mod.promote(sandbox.config, ENV).ok
     add_migration(sandbox.source, "v2.0.0", number=2)
     yield sandbox
@@ -51,7 +54,7 @@ def bintree_asks(monkeypatch) -> Counter:
 
 
 def central(sb: Sandbox) -> CentralRepository:
-    return CentralRepository(LocalRunner(), str(sb.central))
+    return CentralRepository.from_config(sb.config)
 
 
 def installed(sb: Sandbox) -> str | None:
@@ -85,16 +88,27 @@ def test_a_node_that_changed_since_the_plan_is_refused(sb):
 
 def test_a_rollback_asks_the_bintree_once_per_node_and_does_not_plan_again(
         sb, bintree_asks, monkeypatch):
-    plan = rollback.plan_rollback(sb.config, central(sb), ENV, to="1.0.0")
+    repository = central(sb)
+    plan = rollback.plan_rollback(sb.config, repository, ENV, to="1.0.0")
     assert bintree_asks[NODE] == 1, bintree_asks
-    planned = []
+    planned, connected = [], Counter()
     real_plan_node = rollback._plan_node
     monkeypatch.setattr(rollback, "_plan_node",
                         lambda *a, **k: planned.append(a) or real_plan_node(*a, **k))
-    report = rollback.execute_rollback(sb.config, central(sb), plan)
+    real_connection = SSHRunner._new_connection
+
+    def counting_connection(self):
+        connected[self.host] += 1
+        return real_connection(self)
+
+    monkeypatch.setattr(SSHRunner, "_new_connection", counting_connection)
+    report = rollback.execute_rollback(sb.config, repository, plan)
     assert report.ok, report.to_dict()
     assert installed(sb) == "1.0.0"
     # the check under the lock, the backup of 2.0.0 and the install of 1.0.0: one
     # Portage start on the node; no health or database question asked again
     assert bintree_asks[NODE] == 2, bintree_asks
     assert planned == []
+    # ... and one connection to it, the sync after the mask included
+    assert any(e["kind"] == "mask-synced" for e in Ledger.load(repository, ENV).events())
+    assert connected[NODE] == 1, connected

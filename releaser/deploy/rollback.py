@@ -46,7 +46,7 @@ from releaser.central.ledger import Ledger
 from releaser.central.masking import mask_version
 from releaser.central.lock import EnvironmentLock
 from releaser.deploy.notify import Notifier
-from releaser.hosts.node import Node, connect
+from releaser.hosts.node import Node, connect, shared_connections
 from releaser.deploy.hooks import POST_NODE, PRE_NODE, NodeHooks
 from releaser.deploy.reinstall import binpkg_on_node, reinstall_package, sync_nodes
 from releaser.deploy.interrupts import interrupted_by, record_interruption
@@ -330,6 +330,17 @@ def execute_rollback(config: Config, central: CentralRepository, plan: RollbackP
     difference in what it would do refuses the rollback, so what runs (and
     the version masked, the ledger's current one) is what was confirmed.
     """
+    with shared_connections(config):
+        return _execute(config, central, plan, force_reason=force_reason, progress=progress,
+                        concurrency=concurrency, stop=stop, reason=reason)
+
+
+def _execute(config: Config, central: CentralRepository, plan: RollbackPlan, *,
+             force_reason: str | None, progress: Progress, concurrency: int | None,
+             stop: threading.Event | None, reason: str | None) -> RollbackReport:
+    """``execute_rollback`` with each SSH host connected once for the run: the check
+    under the lock, each node's rollback and the sync after the mask share a node's
+    connection (and what its Portage said of its binary tree)."""
     started = time.monotonic()
     env = config.environment(plan.env)
     _refuse_problems(plan, force_reason)
