@@ -121,12 +121,14 @@ def test_shell_metacharacters_are_refused_before_any_command(sb, capsys, args):
     assert not Path("/tmp/releaser-pwned").exists()
 
 
-def test_each_worker_reaches_central_over_its_own_connection(sb, capsys, monkeypatch, tmp_path):
-    """A central connection that fails in one worker does not cut another's command.
+def test_a_worker_closing_central_does_not_cut_another_workers_command(sb, capsys, monkeypatch,
+                                                                       tmp_path):
+    """Workers share the run's one connection to central (releaser.hosts.ssh's pool):
+    one worker's ``close`` of it does not take another's command down.
 
     staging-2 runs a command on central that lasts until staging-1 has closed
-    its connection to central, as SSHRunner does when a command fails there.
-    Shared by both workers, that connection would take staging-2's command down.
+    its central runner; the pool keeps the connection for the run, so
+    staging-2's command, on a channel of the same connection, finishes.
     """
     import time
 
@@ -198,3 +200,32 @@ def test_an_install_whose_postinst_failed_is_rolled_back(tmp_path, capsys):
         assert health_version(local, "staging-1") == "1.0.0"
     finally:
         local.down()
+
+
+def test_the_runlevel_is_asked_for_until_the_ledger_says_the_service_is_there(tmp_path):
+    """rc-update runs at a node's first install and at each upgrade until the service is
+    in the default runlevel; then the ledger says so and upgrades ask the host no more."""
+    from types import SimpleNamespace
+
+    from releaser.deploy.rollout import NodeOutcome, NodeRollout
+
+    central = CentralRepository(LocalRunner(host="central"), str(tmp_path / "central"))
+    central.init()
+    ledger = Ledger.load(central, "staging")
+    asked = []
+    node = SimpleNamespace(name="web1", enable=lambda service: asked.append(service) or True)
+    config = SimpleNamespace(app=SimpleNamespace(contract=SimpleNamespace(service="notes")))
+    rollout = NodeRollout(config, None, None, central, ledger, lambda _line: None)
+
+    def healthy(before):
+        out = NodeOutcome("web1", "installed", before=before, detail="healthy on 2.0.0")
+        rollout._enable_at_boot(node, out)
+        return out
+
+    assert healthy(None).detail.endswith("notes starts at boot (default runlevel)")
+    ledger.save()
+    assert Ledger.load(central, "staging").at_boot("web1") == "notes"
+    assert healthy("1.0.0").detail == "healthy on 2.0.0" and asked == ["notes"]
+    healthy(None)  # a first install (a host rebuilt under the same name): asked again
+    assert asked == ["notes", "notes"]
+    assert [e["node"] for e in ledger.events("service_enabled")] == ["web1", "web1"]

@@ -577,3 +577,36 @@ def test_the_stand_in_keeps_the_runlevel_where_openrc_reads_it(node: Node):
     assert node.runner.run(["rc-update", "del", "notes"], check=False).ok
     assert not link.is_symlink() and OpenRC().enabled(node.runner, "notes") is False
     assert node.runner.run(["rc-update", "del", "notes"], check=False).returncode == 1
+
+
+def test_a_restart_given_the_process_read_before_asks_no_status_first(installed: Node):
+    """The rollout read the process before its install: the restart spares that question,
+    and still refuses a restart that left that very process serving."""
+    manager = OpenRC()
+    manager.start(installed.runner, "notes")
+    old = manager.process(installed.runner, "notes", str(installed.root))
+    asked = []
+    original = installed.runner.run
+
+    def run(argv, **kwargs):
+        asked.append(list(argv))
+        return original(argv, **kwargs)
+
+    installed.runner.run = run
+    new = manager.restart_process(installed.runner, "notes", str(installed.root), before=old)
+    assert asked[0] == ["rc-service", "notes", "restart"]
+    assert new != old and not pid_alive(old.pid)
+    with pytest.raises(NodeError, match="the same process still runs .*was not restarted"):
+        OpenRC(command=("true",)).restart_process(installed.runner, "notes",
+                                                  str(installed.root), before=new)
+
+
+def test_still_runs_is_one_read_of_the_process_and_knows_a_reused_pid(installed: Node):
+    manager = OpenRC()
+    manager.start(installed.runner, "notes")
+    process = manager.process(installed.runner, "notes", str(installed.root))
+    assert manager.still_runs(installed.runner, process)
+    assert not manager.still_runs(installed.runner,
+                                  ServiceProcess(process.pid, process.started + 1))
+    manager.stop(installed.runner, "notes")
+    assert not manager.still_runs(installed.runner, process)

@@ -226,6 +226,17 @@ class Ledger:
     def node(self, name: str) -> dict:
         return self.data["nodes"].get(name, {})
 
+    def at_boot(self, node: str) -> str | None:
+        """The service the rollout put in ``node``'s default runlevel, or None."""
+        return self.node(node).get("at_boot")
+
+    def set_at_boot(self, node: str, service: str) -> None:
+        """``service`` is in ``node``'s default runlevel (written with the next save):
+        later rollouts need not ask the host again."""
+        with self._lock:
+            self.data["nodes"].setdefault(node, {})["at_boot"] = service
+            self._changed()
+
     # --- a node's attempt: the intent written before its install ---------------
     def begin_attempt(self, node: str, *, target: str, before: str | None, backups: dict,
                       process: dict | None = None) -> None:

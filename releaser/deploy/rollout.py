@@ -51,7 +51,7 @@ from releaser.deploy.hooks import PRE_NODE, POST_NODE, NodeHooks
 from releaser.deploy.reinstall import reinstall_version
 from releaser.hosts.health import HealthResult
 from releaser.hosts.node import Node, connect
-from releaser.hosts.services import DEFAULT_RUNLEVEL, ServiceProcess
+from releaser.hosts.services import DEFAULT_RUNLEVEL, NOT_READ, NotRead, ServiceProcess
 from releaser.build.release import Release
 from releaser.hosts.runner import LocalRunner
 
@@ -220,12 +220,16 @@ class NodeRollout:
     # --- the attempt: intent, install, restart, health ------------------------------
     def _attempt(self, node: Node, out: NodeOutcome, backups: dict) -> None:
         """Journal the intent, then install, restart and check the target."""
-        process = self._process_or_none(node) if out.before is not None else None
+        process = self._process_before(node, out.before)
         self.ledger.begin_attempt(node.name, target=self.release.version, before=out.before,
-                                  backups=backups, process=_as_dict(process))
-        self._install_and_check(node, out, install=True)
+                                  backups=backups,
+                                  process=_as_dict(None if process is NOT_READ else process))
+        self._install_and_check(node, out, install=True, before=process)
 
-    def _install_and_check(self, node: Node, out: NodeOutcome, *, install: bool) -> None:
+    def _install_and_check(self, node: Node, out: NodeOutcome, *, install: bool,
+                           before: ServiceProcess | None | NotRead = NOT_READ) -> None:
+        """``before``: the service process read before this install (the restart must
+        replace it), or NOT_READ."""
         release, app = self.release, self.config.app
         if install:
             try:
@@ -235,7 +239,8 @@ class NodeRollout:
                 return
             self.ledger.note_attempt(node.name, installed=True)
         try:
-            process = self._phase(node, out, "restart", lambda: node.restart(app.contract.service))
+            process = self._phase(node, out, "restart", lambda: node.restart(
+                app.contract.service, before=before if install else NOT_READ))
         except NodeError as exc:
             # The new version is installed but does not start: same as unhealthy.
             out.detail = f"restart failed: {exc}"
@@ -300,15 +305,21 @@ class NodeRollout:
         it (a progress line and a ``service_enabled`` event).  A failure fails
         the node, healthy as it is: a host that would come back from a reboot
         without its app is not done; the next promote finds it healthy and
-        tries again.
+        tries again.  Once the service is in the runlevel the ledger says so
+        (``at_boot``), and later upgrades ask the host no more (a service an
+        operator removes from the runlevel by hand stays removed); a first
+        install (a host rebuilt under the same name) always asks.
         """
         service = self.config.app.contract.service
+        if out.before is not None and self.ledger.at_boot(node.name) == service:
+            return
         try:
             added = node.enable(service)
         except NodeError as exc:
             out.status, out.phase = FAILED, "enable"
             out.detail += f"; but it would not start at boot: {exc}"
             return
+        self.ledger.set_at_boot(node.name, service)
         if added:
             self.progress(f"{node.name}: enable: {service} added to the default runlevel")
             self.ledger.event("service_enabled", node=node.name, service=service,
@@ -460,12 +471,15 @@ class NodeRollout:
                 out.status, out.phase = FAILED, POST_NODE
 
     # --- helpers ---------------------------------------------------------------------
-    def _process_or_none(self, node: Node) -> ServiceProcess | None:
-        """The service process running now, for the journal; None if it cannot be told."""
+    def _process_before(self, node: Node, installed: str | None) -> ServiceProcess | None | NotRead:
+        """The service process before the install: None when the app is not installed
+        (nothing of it can run), NOT_READ when it cannot be told."""
+        if installed is None:
+            return None
         try:
             return node.service_process(self.config.app.contract.service)
         except NodeError:
-            return None
+            return NOT_READ
 
     def _backup(self, node: Node, version: str) -> dict:
         """Back up the running ``version``; what was taken, for the journal."""

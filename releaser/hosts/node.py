@@ -18,7 +18,7 @@ from releaser.config import Config, NodeConfig
 from releaser.errors import NodeError
 from releaser.hosts.health import FROM_OPERATOR, OPERATOR, HealthResult, NodeTransport, check_health
 from releaser.hosts.runner import LocalRunner, Runner
-from releaser.hosts.services import OpenRC, ServiceProcess
+from releaser.hosts.services import NOT_READ, OpenRC, ServiceProcess, NotRead
 from releaser.trust.ancestry import OverlayTrust, verified_sync
 
 
@@ -65,9 +65,11 @@ class Node:
         result = self.runner.run(["cat", "--", path], check=False)
         return result.stdout.strip() or None if result.ok else None
 
-    def restart(self, service: str) -> ServiceProcess:
-        """Restart ``service``; its new process (NodeError if the init system did not replace it)."""
-        return OpenRC().restart_process(self.runner, service, self.root)
+    def restart(self, service: str,
+                before: ServiceProcess | None | NotRead = NOT_READ) -> ServiceProcess:
+        """Restart ``service``; its new process (NodeError if the init system did not replace
+        it).  ``before``: the process read before the install, when the caller has it."""
+        return OpenRC().restart_process(self.runner, service, self.root, before=before)
 
     def enable(self, service: str) -> bool:
         """Make the host start ``service`` at boot (its default runlevel); True if this added it."""
@@ -91,7 +93,13 @@ class Node:
                             timeout=timeout, process_gone=gone, transport=transport)
 
     def _gone(self, service: str, started: ServiceProcess) -> str | None:
-        """Why ``started`` no longer runs ``service``, or None while it does (or cannot be told)."""
+        """Why ``started`` no longer runs ``service``, or None while it does (or cannot be told).
+
+        Asked at every poll of a health check: one read of the process's
+        ``/proc`` entry while it runs; the init system is asked only to say why not.
+        """
+        if OpenRC().still_runs(self.runner, started):
+            return None
         try:
             now = self.service_process(service)
         except NodeError:

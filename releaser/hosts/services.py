@@ -70,6 +70,16 @@ STATUS_CRASHED = 32
 LOG_LINES = 3
 
 
+class NotRead:
+    """``restart_process``'s ``before`` when the caller did not read it."""
+
+    def __repr__(self) -> str:
+        return "NOT_READ"
+
+
+NOT_READ = NotRead()
+
+
 @dataclass(frozen=True)
 class ServiceProcess:
     """The process the init system runs for a service.
@@ -226,14 +236,29 @@ class OpenRC:
             return None
         return ServiceProcess(pid, started)
 
-    def restart_process(self, runner: Runner, service: str, root: str = "/") -> ServiceProcess:
+    def still_runs(self, runner: Runner, process: ServiceProcess) -> bool:
+        """True while ``process`` (that pid, started at that tick, not a zombie) runs.
+
+        One read of ``/proc/PID/stat``: the question a health check asks at each
+        poll, where the full ``process`` (a ``status`` too) would cost most.
+        """
+        stat = runner.run(["cat", "--", f"/proc/{int(process.pid)}/stat"], check=False)
+        return stat.ok and _start_time(stat.stdout) == process.started \
+            and _state(stat.stdout) != "Z"
+
+    def restart_process(self, runner: Runner, service: str, root: str = "/", *,
+                        before: ServiceProcess | None | NotRead = NOT_READ) -> ServiceProcess:
         """Restart ``service`` and return its new process.
 
         NodeError if the restart fails, if nothing runs afterwards, or if the
         process running afterwards is the one that ran before: the init system
-        said "restarted" but the old code still serves.
+        said "restarted" but the old code still serves.  ``before``: the
+        process the caller read before it installed the new code (None: none
+        ran); that one must be gone, and asking again (a ``status``, the
+        dearest question on a host) is spared.
         """
-        before = self.process(runner, service, root)
+        if before is NOT_READ:
+            before = self.process(runner, service, root)
         self.restart(runner, service, root)
         after = self.process(runner, service, root)
         if after is None:
@@ -286,6 +311,12 @@ def _first_int(text: str) -> int | None:
     return int(words[0]) or None
 
 
+def _state(stat: str) -> str | None:
+    """Field 3 (state: R, S, Z...) of a ``/proc/PID/stat`` line, or None."""
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] if fields else None
+
+
 def _start_time(stat: str) -> int | None:
     """Field 22 (starttime) of a ``/proc/PID/stat`` line, or None.
 
@@ -317,6 +348,6 @@ def _last_line(result: CommandResult) -> str:
     return last_line(result.stderr, result.stdout)
 
 
-__all__ = ["DEFAULT_RUNLEVEL", "LOG_LINES", "OpenRC", "ServiceManager", "ServiceProcess",
-           "check_service_name", "runlevel_services",
+__all__ = ["DEFAULT_RUNLEVEL", "LOG_LINES", "NOT_READ", "OpenRC", "ServiceManager",
+           "ServiceProcess", "check_service_name", "runlevel_services",
            "STATUS_CRASHED", "STATUS_STOPPED"]
