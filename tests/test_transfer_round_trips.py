@@ -4,6 +4,7 @@ ledger at each node's phase.  Counted through a runner at the project's seam."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from releaser.central.audit import Actor
+from releaser.central.audit import APPEND_SCRIPT, Actor
 from releaser.central.ledger import Ledger
 from releaser.central.repository import CentralRepository
 from releaser.errors import CommandError, CorruptCopy
 from releaser.hosts.runner import LocalRunner
-from releaser.hosts.transfer import FIRST_FAILED, place_file, place_text
+from releaser.hosts.transfer import FIRST_FAILED, host_digest, place_file, place_text
 
 
 @dataclass
@@ -86,7 +87,7 @@ def test_a_node_journal_appends_and_rewrites_the_state_in_one_command(central):
     assert len(central.runner.sent) == 1
     ledger.event("release-note", version="1.0.0")
     ledger.save()  # events only: the one append, the state untouched
-    assert len(central.runner.sent) == 2 and central.runner.sent[-1][0] == "dd"
+    assert len(central.runner.sent) == 2 and central.runner.sent[-1][2] == APPEND_SCRIPT
     again = Ledger.load(central, "staging")
     assert again.node("staging-1")["phase"] == "backup"
     assert [e["kind"] for e in again.events()] == ["node", "release-note"]
@@ -115,3 +116,14 @@ def test_the_first_command_must_read_ascii_only(central):
     with pytest.raises(ValueError, match="ASCII"):
         place_text(central.runner, "x", central.path("ledger", "x.json"),
                    first=(["true"], "é"))
+
+
+def test_a_digest_or_its_absence_is_one_command(tmp_path):
+    runner = RecordingRunner()
+    present = tmp_path / "notes-1.0.0.tar.gz"
+    present.write_bytes(b"tarball")
+    assert host_digest(runner, str(present), "sha512") == hashlib.sha512(b"tarball").hexdigest()
+    assert host_digest(runner, str(tmp_path / "absent"), "sha512") is None
+    assert len(runner.sent) == 2
+    with pytest.raises(CommandError, match=r"sha512sum -- .*exited 1"):
+        host_digest(runner, str(tmp_path), "sha512")  # there, but no file to read

@@ -15,7 +15,8 @@ the holder still records), so lines never interleave.  Nothing is interpolated
 into a shell: the path is an argv element, the events travel on stdin.
 
 A line torn by a power loss mid-write is skipped when read, and the next
-load ends it (``end_torn_line``), so the events after it stay whole.
+append ends it first (``APPEND_SCRIPT``, in the same command: no round trip
+of its own), so the events after it stay whole.
 
 Every event says who (``user``, ``host``), when (``at``), what (``kind`` and
 its facts), why (``why``: the operator's ``--reason``, or what forced a takeover) and, where it
@@ -59,6 +60,16 @@ class Actor:
         return stamp
 
 
+#: POSIX sh, run as ``sh -c APPEND_SCRIPT releaser-append LOG NBYTES``: end a last
+#: line a power loss cut short (so the new events start a line of their own), then
+#: append exactly NBYTES of stdin in one ``write(2)`` with ``O_APPEND`` and fsync.
+APPEND_SCRIPT = """\
+log=$1 n=$2
+if [ -s "$log" ] && [ -n "$(tail -c 1 -- "$log")" ]; then printf '\\n' >> "$log" || exit 1; fi
+exec dd of="$log" oflag=append conv=notrunc,fsync bs="$n" count=1 iflag=fullblock status=none
+"""
+
+
 def encode(event: dict) -> str:
     """One event as one line: compact, ASCII only (a byte count is a character count)."""
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
@@ -89,23 +100,13 @@ class AuditLog:
     def _step(self, data: str) -> tuple[list[str], str] | None:
         if not data:
             return None
-        return (["dd", f"of={self.path}", "oflag=append", "conv=notrunc,fsync", f"bs={len(data)}",
-                 "count=1", "iflag=fullblock", "status=none"], data)
+        return ["sh", "-c", APPEND_SCRIPT, "releaser-append", self.path, str(len(data))], data
 
     def _write(self, data: str) -> int:
         step = self._step(data)
         if step is not None:
             self.central.runner.run(step[0], input=step[1])
         return len(data)
-
-    def end_torn_line(self) -> bool:
-        """End a last line a power loss cut short, so the next event starts a line of its
-        own (the torn one is skipped when read).  True when one was ended."""
-        last = self.central.runner.run(["tail", "-c", "1", "--", self.path], check=False)
-        if last.ok and last.stdout and not last.stdout.endswith("\n"):
-            self._write("\n")
-            return True
-        return False
 
     def read(self, *, last: int | None = None) -> list[dict]:
         """The events, oldest first (only the ``last`` N when given).

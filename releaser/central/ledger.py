@@ -73,7 +73,6 @@ class Ledger:
         data = central.read_json(ledger.path, None) or {}
         if "events" in data:
             data = ledger._migrate(data)
-        ledger.log.end_torn_line()
         ledger.data = data
         for key in ("releases", "nodes"):
             data.setdefault(key, {})

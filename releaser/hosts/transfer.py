@@ -76,18 +76,30 @@ def temp_name(path: str) -> str:
                           f".{posixpath.basename(path)}.partial-{uuid.uuid4().hex[:12]}")
 
 
+#: Exit status of ``DIGEST_SCRIPT`` for a file that is not there.
+ABSENT = 84
+#: POSIX sh, run as ``sh -c DIGEST_SCRIPT releaser-digest SUM PATH``: the digest of
+#: PATH, or exit ``ABSENT`` when there is none (one command, where "no such file"
+#: must not be told from a failing read by a message that depends on the locale).
+DIGEST_SCRIPT = f"""\
+[ -e "$2" ] || exit {ABSENT}
+exec "$1" -- "$2"
+"""
+
+
 def host_digest(runner: Runner, path: str, algo: str) -> str | None:
     """The ``algo`` (sha256, sha512, blake2b) digest of a file on the host; None if absent.
 
     CommandError when the file exists but cannot be read.
     """
-    result = runner.run([_sum(algo), "--", path], check=False)
+    result = runner.run(["sh", "-c", DIGEST_SCRIPT, "releaser-digest", _sum(algo), path],
+                        check=False)
     if result.ok:
         return result.stdout.split()[0]
-    if runner.run(["test", "-e", path], check=False).ok:
-        raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
-                           runner.host)
-    return None
+    if result.returncode == ABSENT:
+        return None
+    raise CommandError([_sum(algo), "--", path], result.returncode, result.stdout,
+                       result.stderr, runner.host)
 
 
 def _sum(algo: str) -> str:
@@ -165,5 +177,5 @@ def _remove_quietly(runner: Runner, tmp: str) -> None:
         pass
 
 
-__all__ = ["CORRUPT", "FIRST_FAILED", "NOT_PLACED", "PLACE_SCRIPT", "Step", "host_digest",
-           "host_size", "place_file", "place_text", "temp_name"]
+__all__ = ["ABSENT", "CORRUPT", "DIGEST_SCRIPT", "FIRST_FAILED", "NOT_PLACED", "PLACE_SCRIPT",
+           "Step", "host_digest", "host_size", "place_file", "place_text", "temp_name"]
