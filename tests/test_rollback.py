@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import urllib.request
 
 import pytest
 
+from releaser.central.repository import CentralRepository
 from releaser.sandbox import noderoot
 from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
@@ -90,6 +92,25 @@ def test_promote_of_an_older_version_is_refused_with_a_pointer_to_rollback(sb, c
     assert "releaser rollback staging --to 1.0.0" in err
     for node in NODES:
         assert installed(sb, node) == "2.0.0"
+
+
+def test_the_plan_asks_the_nodes_at_once(sb, monkeypatch):
+    """Each node's questions (Portage, health, the database) take ~1 s: a fleet's plan
+    asks its nodes in parallel.  Planned one after the other, the barrier breaks."""
+    from releaser.deploy import rollback_plan
+
+    barrier = threading.Barrier(len(NODES), timeout=60)
+    real = rollback_plan._plan_node
+
+    def together(node, *args):
+        barrier.wait()  # threading.BrokenBarrierError if the other node never comes
+        return real(node, *args)
+
+    monkeypatch.setattr(rollback_plan, "_plan_node", together)
+    plan = rollback_plan.plan_rollback(sb.config, CentralRepository.from_config(sb.config),
+                                       "staging")
+    assert [(n.node, n.current, n.binpkg, n.problems) for n in plan.nodes] == \
+        [(node, "2.0.0", "node", []) for node in NODES]
 
 
 def test_dry_run_plans_warns_and_changes_nothing(sb, capsys):

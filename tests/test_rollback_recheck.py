@@ -2,8 +2,8 @@
 
 One story on one SSH sandbox node (module-scoped, tests in file order):
 1.0.0, then 2.0.0 (its backup asks Portage's binary tree once), a plan whose
-node changed before it ran is refused, and the rollback asks the bintree at
-most once per node per phase, does not plan again under the lock when no run
+node changed before it ran is refused, and the rollback asks the bintree once
+per node (in its plan), does not plan again under the lock when no run
 touched the environment since the plan, and connects to the node once (the
 check, the node's rollback and the sync after the mask share it).
 """
@@ -17,7 +17,7 @@ import pytest
 
 from releaser.central.repository import CentralRepository
 from releaser.deploy import promote as promote_mod
-from releaser.deploy import rollback
+from releaser.deploy import rollback, rollback_plan
 from releaser.central.ledger import Ledger
 from releaser.errors import RollbackRefused
 from releaser.hosts import portage_commands as portage_tools
@@ -92,8 +92,8 @@ def test_a_rollback_asks_the_bintree_once_per_node_and_does_not_plan_again(
     plan = rollback.plan_rollback(sb.config, repository, ENV, to="1.0.0")
     assert bintree_asks[NODE] == 1, bintree_asks
     planned, connected = [], Counter()
-    real_plan_node = rollback._plan_node
-    monkeypatch.setattr(rollback, "_plan_node",
+    real_plan_node = rollback_plan._plan_node
+    monkeypatch.setattr(rollback_plan, "_plan_node",
                         lambda *a, **k: planned.append(a) or real_plan_node(*a, **k))
     real_connection = SSHRunner._new_connection
 
@@ -105,9 +105,10 @@ def test_a_rollback_asks_the_bintree_once_per_node_and_does_not_plan_again(
     report = rollback.execute_rollback(sb.config, repository, plan)
     assert report.ok, report.to_dict()
     assert installed(sb) == "1.0.0"
-    # the check under the lock, the backup of 2.0.0 and the install of 1.0.0: one
-    # Portage start on the node; no health or database question asked again
-    assert bintree_asks[NODE] == 2, bintree_asks
+    # the check under the lock, the backup of 2.0.0 and the install of 1.0.0 take
+    # PKGDIR from the plan: no Portage start on the node; no health or database
+    # question asked again
+    assert bintree_asks[NODE] == 1, bintree_asks
     assert planned == []
     # ... and one connection to it, the sync after the mask included
     assert any(e["kind"] == "mask-synced" for e in Ledger.load(repository, ENV).events())

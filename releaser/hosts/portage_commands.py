@@ -463,7 +463,14 @@ class Bintree:
 _BINTREES: dict[int, Bintree] = {}
 
 
-def _remember(runner: Runner, answer: dict) -> None:
+def known_bintree(runner: Runner) -> Bintree | None:
+    """What the runner's host said of its binary tree, if it was asked yet."""
+    return _BINTREES.get(id(runner))
+
+
+def remember_bintree(runner: Runner, tree: Bintree) -> None:
+    """Take ``tree`` as the answer of the runner's host: what another connection to the
+    same host was told earlier in the same run (a rollback's plan, for its execution)."""
     key = id(runner)
     if key in _BINTREES:
         return
@@ -471,7 +478,7 @@ def _remember(runner: Runner, answer: dict) -> None:
         weakref.finalize(runner, _BINTREES.pop, key, None)
     except TypeError:
         return  # not weak-referenceable: never cached, asked each time
-    _BINTREES[key] = Bintree(str(answer["pkgdir"]), bool(answer["multi_instance"]))
+    _BINTREES[key] = tree
 
 
 def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
@@ -480,7 +487,7 @@ def _ask_bintree(runner: Runner, action: str, cpv: str) -> dict:
     lines = result.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
-        _remember(runner, answer)
+        remember_bintree(runner, Bintree(str(answer["pkgdir"]), bool(answer["multi_instance"])))
     except (IndexError, ValueError, KeyError, TypeError):
         raise PortageError(result, getattr(runner, "host", "?"),
                            "Portage's binary tree gave no answer (is portage importable by "
@@ -520,7 +527,7 @@ def binpkg_paths(runner: Runner, cpv: str) -> list[PurePosixPath]:
     the index alone, which every quickpkg and ``emaint binhost`` rewrites.
     """
     cpv = validate_cpv(cpv)
-    known = _BINTREES.get(id(runner))
+    known = known_bintree(runner)
     if known is None:
         answer = _ask_bintree(runner, "list", cpv)
         return _index_paths(str(answer["pkgdir"]), str(answer.get("index", "")), cpv)
@@ -583,9 +590,11 @@ __all__ = [
     "explain_failure",
     "fix_binpkg_index",
     "installed_version",
+    "known_bintree",
     "manifest",
     "pkgdir",
     "quickpkg",
+    "remember_bintree",
     "sync",
     "unmerge",
     "validate_cp",
