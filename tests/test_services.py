@@ -390,8 +390,8 @@ def test_on_a_host_the_init_scripts_own_paths_are_read_at_the_real_root():
     log = "serving\n--- start\nnotes: cannot open /var/lib/notes/notes.db: permission denied\n\n"
     runner = _HostRunner({
         ("rc-service", "status"): (0, " * status: started\n", ""),
-        ("cat", "/run/notes.pid"): (0, "4242\n", ""),
-        ("cat", "/proc/4242/stat"): (0, "4242 (python3) S " + "1 " * 18 + "777 0\n", ""),
+        # the pidfile's pid, then its /proc/PID/stat, in one command (PROCESS_SCRIPT)
+        ("sh", "/run/notes.pid"): (0, "4242\n4242 (python3) S " + "1 " * 18 + "777 0\n", ""),
         # as OpenRC prints a failed start_pre: the reason, its eend, then the generic error
         ("rc-service", "restart"): (1, " * Migrating the notes database ...\n",
                                     "Traceback (most recent call last):\n"
@@ -610,3 +610,16 @@ def test_still_runs_is_one_read_of_the_process_and_knows_a_reused_pid(installed:
                                   ServiceProcess(process.pid, process.started + 1))
     manager.stop(installed.runner, "notes")
     assert not manager.still_runs(installed.runner, process)
+
+
+def test_the_pidfile_and_its_process_are_one_command_and_a_bad_pidfile_is_said(
+        installed: Node):
+    manager = OpenRC()
+    manager.start(installed.runner, "notes")
+    running = manager.process(installed.runner, "notes", str(installed.root))
+    pidfile = installed.root / "run/notes.pid"
+    assert manager._pidfile_process(installed.runner, "notes", str(installed.root)) == running
+    pidfile.write_text("*\n")  # no glob, no pid
+    with pytest.raises(NodeError, match=r"pidfile .*notes\.pid holds no pid: \*"):
+        manager._pidfile_process(installed.runner, "notes", str(installed.root))
+    pidfile.write_text(f"{running.pid}\n")

@@ -69,6 +69,19 @@ STATUS_CRASHED = 32
 #: How many of the service log's last lines a failure reason quotes.
 LOG_LINES = 3
 
+_NO_PIDFILE, _NO_PID = 90, 91
+#: POSIX sh, run as ``sh -c PROCESS_SCRIPT releaser-process PIDFILE``: the pid the
+#: pidfile holds (its first word, digits only, else exit 91; no pidfile: exit 90) on
+#: a line, then that process's ``/proc/PID/stat`` (fails when it is gone).
+PROCESS_SCRIPT = f"""\
+set -f
+text=$(cat -- "$1") || exit {_NO_PIDFILE}
+set -- $text
+case ${{1:-}} in ''|*[!0-9]*) printf '%s\\n' "$text"; exit {_NO_PID};; esac
+printf '%s\\n' "$1"
+exec cat -- "/proc/$1/stat"
+"""
+
 
 class NotRead:
     """``restart_process``'s ``before`` when the caller did not read it."""
@@ -223,14 +236,21 @@ class OpenRC:
         """
         if not self.status(runner, service):
             return None
+        return self._pidfile_process(runner, service, root)
+
+    def _pidfile_process(self, runner: Runner, service: str, root: str) -> ServiceProcess | None:
+        """The process the pidfile names, with its start tick, read in one command
+        (``PROCESS_SCRIPT``); None when it is gone.  NodeError when the pidfile
+        holds no pid."""
         pidfile = _under(root, self.pidfile, service)
-        text = runner.run(["cat", "--", pidfile], check=False)
-        pid = _first_int(text.stdout) if text.ok else None
+        result = runner.run(["sh", "-c", PROCESS_SCRIPT, "releaser-process", pidfile],
+                            check=False)
+        first, _, stat = result.stdout.partition("\n")
+        pid = None if result.returncode in (_NO_PIDFILE, _NO_PID) else _first_int(first)
         if pid is None:
             raise NodeError(f"{runner.host}: {service} is started but its pidfile {pidfile} "
-                            f"holds no pid: {_last_line(text)}")
-        stat = runner.run(["cat", "--", f"/proc/{pid}/stat"], check=False)
-        started = _start_time(stat.stdout) if stat.ok else None
+                            f"holds no pid: {_last_line(result)}")
+        started = _start_time(stat) if result.ok else None
         if started is None:
             # Exited between the two questions: as not running as can be.
             return None
@@ -260,7 +280,12 @@ class OpenRC:
         if before is NOT_READ:
             before = self.process(runner, service, root)
         self.restart(runner, service, root)
-        after = self.process(runner, service, root)
+        try:
+            # A restart that exited 0 left the service started: the pidfile it wrote
+            # names the new process (a crash since leaves no process there).
+            after = self._pidfile_process(runner, service, root)
+        except NodeError:
+            after = None
         if after is None:
             raise NodeError(f"{runner.host}: rc-service {service} restart exited 0 but "
                             f"{service} is not running{self.log_excerpt(runner, service, root)}")
