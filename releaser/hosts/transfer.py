@@ -165,8 +165,8 @@ def _finish(runner: Runner, tmp: str, path: str, *, digest: tuple[str, str] | No
     if result.returncode == CORRUPT:
         raise CorruptCopy(runner.host, path, algo, expected, result.stdout.strip() or None)
     if not result.ok:  # named for messages: the script itself says nothing to an operator
-        raise CommandError(["place", path, *first], result.returncode, result.stdout,
-                           result.stderr, runner.host)
+        raise CommandError(["place", path], result.returncode, result.stdout, result.stderr,
+                           runner.host)
 
 
 def _remove_quietly(runner: Runner, tmp: str) -> None:
