@@ -127,3 +127,18 @@ def test_a_digest_or_its_absence_is_one_command(tmp_path):
     assert len(runner.sent) == 2
     with pytest.raises(CommandError, match=r"sha512sum -- .*exited 1"):
         host_digest(runner, str(tmp_path), "sha512")  # there, but no file to read
+
+
+def test_a_phase_and_what_it_did_are_journaled_in_one_write(central):
+    ledger = Ledger.load(central, "staging", Actor("ops", "laptop", run="r1"))
+    ledger.begin_attempt("staging-1", target="2.0.0", before="1.0.0", backups={})
+    central.runner.sent.clear()
+    with ledger.batch():
+        ledger.journal("staging-1", phase="install", version="1.0.0", target="2.0.0")
+        ledger.note_attempt("staging-1", installed=True)
+        assert central.runner.sent == []  # nothing written inside the block
+    assert len(central.runner.sent) == 1
+    again = Ledger.load(central, "staging")
+    assert again.node("staging-1")["phase"] == "install"
+    assert again.attempt("staging-1")["installed"] is True
+    assert [e["kind"] for e in again.events()][-2:] == ["node", "attempt-note"]

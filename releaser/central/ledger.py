@@ -23,9 +23,10 @@ first load: its events move to the log, a copy of it stays as ``ENV.v1.json``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from releaser.build import versions as versioning
 from releaser.central.audit import Actor, AuditLog, now
@@ -55,6 +56,7 @@ class Ledger:
     _pending: list = field(default_factory=list, repr=False)
     _dirty: bool = field(default=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _batching: bool = field(default=False, repr=False)
 
     @property
     def path(self) -> str:
@@ -119,6 +121,25 @@ class Ledger:
             self._pending[:0] = pending  # outcome unknown: an event is never dropped
             raise
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes-at-once (journal, attempt notes) made in the block, as one write
+        at its end.
+
+        Why: a rollout journals a phase and notes what it did right after; one
+        write (one round trip) keeps the two together, so a run killed between
+        them cannot leave one without the other.  The ledger is held meanwhile
+        (the block does no I/O): other threads' writes wait for it.
+        """
+        with self._lock:
+            outer, self._batching = self._batching, True
+            try:
+                yield
+            finally:
+                self._batching = outer
+            if not outer:
+                self._flush()
+
     def _changed(self) -> None:
         self._dirty = True
 
@@ -133,7 +154,8 @@ class Ledger:
             entry.update(info, at=now(), by=f"{self.actor.user}@{self.actor.host}")
             self.event("node", node=node, **info)
             self._changed()
-            self._flush()
+            if not self._batching:
+                self._flush()
 
     # --- releases ------------------------------------------------------------
     def spelling(self, version: str) -> str | None:
@@ -285,7 +307,8 @@ class Ledger:
             change(self.data["nodes"].setdefault(node, {}))
             self.event(kind, node=node, **info)
             self._changed()
-            self._flush()
+            if not self._batching:
+                self._flush()
 
     # --- events --------------------------------------------------------------
     def event(self, kind: str, **info) -> None:

@@ -179,7 +179,9 @@ class NodeRollout:
         return out
 
     def _phase(self, node: Node, out: NodeOutcome, phase: str, step: Callable[[], T],
-               portage: bool = False) -> T:
+               portage: bool = False, note: Callable[[T], dict] | None = None) -> T:
+        """Run ``step`` as ``phase`` and journal it; ``note``: what to add to the node's
+        attempt from its result, written with the journal in one write."""
         if not self._hooks.drained:
             out.phase = PRE_NODE  # a failure leaves the node untouched
             if self._hooks.before_change(out.before):
@@ -190,8 +192,11 @@ class NodeRollout:
         result = step()
         if portage:
             out.portage_seconds += time.monotonic() - t0
-        self.ledger.journal(node.name, phase=phase, version=out.before,
-                            target=self.release.version)
+        with self.ledger.batch():
+            self.ledger.journal(node.name, phase=phase, version=out.before,
+                                target=self.release.version)
+            if note is not None:
+                self.ledger.note_attempt(node.name, **note(result))
         return result
 
     def _run(self, node: Node, out: NodeOutcome) -> None:
@@ -233,21 +238,21 @@ class NodeRollout:
         release, app = self.release, self.config.app
         if install:
             try:
-                self._phase(node, out, "install", lambda: self._install(node), portage=True)
+                self._phase(node, out, "install", lambda: self._install(node), portage=True,
+                            note=lambda _merged: {"installed": True})
             except NodeError as exc:
                 self._after_failed_install(node, out, exc)
                 return
-            self.ledger.note_attempt(node.name, installed=True)
         try:
             process = self._phase(node, out, "restart", lambda: node.restart(
-                app.contract.service, before=before if install else NOT_READ))
+                app.contract.service, before=before if install else NOT_READ),
+                note=lambda started: {"process": _as_dict(started)})
         except NodeError as exc:
             # The new version is installed but does not start: same as unhealthy.
             out.detail = f"restart failed: {exc}"
             out.after = node.installed_version(release.cp)
             self._after_failure(node, out)
             return
-        self.ledger.note_attempt(node.name, process=_as_dict(process))
         health = self._health(node, out, release.version, process)
         out.after = node.installed_version(release.cp)
         if health.ok:
