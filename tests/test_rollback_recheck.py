@@ -113,3 +113,22 @@ def test_a_rollback_asks_the_bintree_once_per_node_and_does_not_plan_again(
     # ... and one connection to it, the sync after the mask included
     assert any(e["kind"] == "mask-synced" for e in Ledger.load(repository, ENV).events())
     assert connected[NODE] == 1, connected
+
+
+def test_the_command_plans_and_rolls_back_on_one_connection_per_host(sb, monkeypatch):
+    """``releaser rollback --yes``: the plan and the rollback share the run's connections."""
+    from releaser.cli import main
+
+    add_migration(sb.source, "v3.0.0", number=3)  # 2.0.0 is masked since its rollback
+    assert promote_mod.promote(sb.config, ENV).ok
+    connected: Counter = Counter()
+    real_connection = SSHRunner._new_connection
+
+    def counting_connection(self):
+        connected[self.host] += 1
+        return real_connection(self)
+
+    monkeypatch.setattr(SSHRunner, "_new_connection", counting_connection)
+    assert main(["-c", str(sb.config_path), "rollback", ENV, "--to", "1.0.0", "--yes"]) == 0
+    assert installed(sb) == "1.0.0"
+    assert connected[NODE] == 1 and set(connected.values()) == {1}, connected

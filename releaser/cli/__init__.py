@@ -163,6 +163,18 @@ def promote(obj: _Context, env: str, ref: str, version: str | None, dry_run: boo
 def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: bool,
              dry_run: bool, force_reason: str | None, as_json: bool, reason: str | None) -> None:
     """Put ENV back on the previous healthy version (or --to), from binary packages."""
+    from releaser.hosts.node import shared_connections
+
+    config = obj.changing(env)
+    reason = _reason(reason)
+    # One connection per host for the plan and the rollback: a dropped idle
+    # connection (a long confirmation) is opened again on its next command.
+    with shared_connections(config):
+        _rollback(config, env, to, restore_db, yes, dry_run, force_reason, as_json, reason)
+
+
+def _rollback(config, env: str, to: str | None, restore_db: bool, yes: bool, dry_run: bool,
+              force_reason: str | None, as_json: bool, reason: str | None) -> None:
     import sys as _sys
 
     from releaser.errors import UsageError
@@ -171,8 +183,6 @@ def rollback(obj: _Context, env: str, to: str | None, restore_db: bool, yes: boo
     from releaser.cli.report import print_rollback, print_rollback_plan
     from releaser.deploy.rollback import execute_rollback, plan_rollback
 
-    config = obj.changing(env)
-    reason = _reason(reason)
     central = CentralRepository.from_config(config)
     plan = plan_rollback(config, central, env, to=to, restore_db=restore_db)
     if not as_json:
