@@ -429,7 +429,7 @@ def test_start_replaces_daemon_left_by_earlier_run(request, tmp_path, client_key
 
 
 def test_a_pool_hands_out_one_runner_per_host_and_closes_it(fleet, known_hosts, client_key):
-    from releaser.hosts.ssh import runner_for, shared_connections
+    from releaser.hosts.ssh_pool import runner_for, shared_connections
 
     def spec(name):
         return HostSpec(address=fleet[name].address, port=fleet[name].port,

@@ -50,11 +50,12 @@ STALE_TEMPORARY_MINUTES = 60
 
 def _central_runner(config: "Config") -> Runner:
     """A local runner, or an SSH runner with the configured pinned trust (the run's
-    shared one within ``releaser.hosts.ssh.shared_connections``)."""
+    shared one within ``releaser.hosts.ssh_pool.shared_connections``)."""
     if config.central.address is None:
         return LocalRunner(host="central")
     # Imported here: paramiko/fabric are only needed when there is an SSH host.
-    from releaser.hosts.ssh import HostSpec, runner_for
+    from releaser.hosts.ssh import HostSpec
+    from releaser.hosts.ssh_pool import runner_for
 
     return runner_for(HostSpec.configured(config.ssh, address=config.central.address,
                                           port=config.central.port, name="central",

@@ -107,7 +107,8 @@ def worker_central(central: CentralRepository) -> Iterator[CentralRepository]:
     if isinstance(central.runner, LocalRunner):
         yield central
         return
-    from releaser.hosts.ssh import SSHRunner, runner_for
+    from releaser.hosts.ssh import SSHRunner
+    from releaser.hosts.ssh_pool import runner_for
 
     if not isinstance(central.runner, SSHRunner):
         raise TypeError(f"no per-thread connection for a {type(central.runner).__name__}")

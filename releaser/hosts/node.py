@@ -120,14 +120,14 @@ class Node:
 
 def shared_connections(config: Config) -> contextlib.AbstractContextManager:
     """A block within which each SSH host of ``config`` is connected once
-    (``releaser.hosts.ssh.shared_connections``); nothing to share without SSH hosts."""
+    (``releaser.hosts.ssh_pool.shared_connections``); nothing to share without SSH hosts."""
     central = getattr(config, "central", None)
     if (central is None or central.address is None) and all(
             n.is_local for env in config.environments.values() for n in env.nodes):
         return contextlib.nullcontext()
-    from releaser.hosts import ssh  # paramiko/fabric: only when there is an SSH host
+    from releaser.hosts import ssh_pool  # paramiko/fabric: only when there is an SSH host
 
-    return ssh.shared_connections()
+    return ssh_pool.shared_connections()
 
 
 def connect(config: Config, node: NodeConfig) -> Node:
@@ -135,7 +135,8 @@ def connect(config: Config, node: NodeConfig) -> Node:
     if node.is_local:
         return Node(node, LocalRunner(host=node.name, env=portage_env(node.root)),
                     str(node.root), trust=OverlayTrust.of(config, node.name, str(node.root)))
-    from releaser.hosts.ssh import HostSpec, runner_for
+    from releaser.hosts.ssh import HostSpec
+    from releaser.hosts.ssh_pool import runner_for
 
     spec = HostSpec.configured(config.ssh, address=node.address, port=node.port,
                                name=node.name, where=str(config.path))

@@ -33,7 +33,6 @@ the remote process, and no use of the local terminal.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -46,7 +45,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import fabric
 import paramiko
@@ -210,8 +209,8 @@ class SSHRunner:
     is sent, never after.  Commands from several threads run side by side,
     each on a channel of its own over the one connection (paramiko's
     Transport multiplexes them); file transfers take turns on its one SFTP
-    session.  Within ``shared_connections`` every user of a host gets the
-    same runner (``runner_for``), so a run connects to each host once.
+    session.  Within ``releaser.hosts.ssh_pool.shared_connections`` every
+    user of a host gets the same runner, so a run connects to each host once.
     """
 
     def __init__(self, spec: HostSpec, *, shared: bool = False) -> None:
@@ -354,7 +353,7 @@ class SSHRunner:
                 self._conn.client.close()
                 self._conn = None
 
-    def _reset(self) -> None:
+    def disconnect(self) -> None:
         """Close the SFTP session and the connection (reopened on next use): the link
         broke or stalled, so it is closed for every user of this runner."""
         with self._lock:
@@ -363,17 +362,17 @@ class SSHRunner:
     def close(self) -> None:
         """Close the SFTP session and the connection (reopened on next use).
 
-        A runner of a pool (``shared_connections``) stays open for the pool's
+        A runner of a pool (``releaser.hosts.ssh_pool``) stays open for the pool's
         other users: the pool closes it when the run ends.
         """
         if not self.shared:
-            self._reset()
+            self.disconnect()
 
     def __enter__(self) -> "SSHRunner":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._reset()
+        self.disconnect()
 
     def _open_session(self) -> paramiko.Channel:
         """A fresh session channel, reconnecting once if the old link died.
@@ -385,7 +384,7 @@ class SSHRunner:
             try:
                 return conn.transport.open_session(timeout=self.spec.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                self._reset()
+                self.disconnect()
                 if attempt == 2:
                     raise UnreachableError(f"host {self.host} ({self.spec.where}): "
                                            f"cannot open a session: {exc}") from exc
@@ -434,7 +433,7 @@ class SSHRunner:
             stdout = out.decode("utf-8", errors="replace")
             stderr = err.decode("utf-8", errors="replace")
             if stalled:
-                self._reset()
+                self.disconnect()
                 raise CommandError(argv, TIMEOUT_RETURNCODE, stdout,
                                    stderr + f"\nreleaser: no answer from {self.host} "
                                    f"{backstop:g}s after starting the command (timeout {timeout:g}s)",
@@ -447,11 +446,11 @@ class SSHRunner:
                 returncode = -1
                 stderr += "\nreleaser: remote command was killed by a signal"
             else:
-                self._reset()
+                self.disconnect()
                 raise UnreachableError(f"host {self.host} ({self.spec.where}): connection lost "
                                        f"while running {argv[0]}; its outcome is unknown")
         except paramiko.SSHException as exc:
-            self._reset()
+            self.disconnect()
             raise UnreachableError(f"host {self.host} ({self.spec.where}): SSH failure while "
                                    f"running {argv[0]}: {exc}") from exc
         finally:
@@ -576,68 +575,3 @@ class SSHRunner:
                 raise CommandError(["sftp-get", str(remote), str(local)], 1, "",
                                    f"{remote}: {exc}", self.host) from exc
 
-
-class ConnectionPool:
-    """One SSHRunner per host (per ``HostSpec``) for the length of a run.
-
-    Why: each new connection costs a TCP and SSH handshake and a key
-    exchange (~0.1 s); a promote reaches the central host from the doctor's
-    check, the promote itself and every node's worker, and each node from
-    its plan and its rollout.  Thread-safe: the fleet's workers ask for
-    runners concurrently and share the central's.
-    """
-
-    def __init__(self) -> None:
-        self._runners: dict[HostSpec, SSHRunner] = {}
-        self._lock = threading.Lock()
-
-    def runner(self, spec: HostSpec) -> SSHRunner:
-        """The pool's runner for ``spec``, made on first ask."""
-        with self._lock:
-            runner = self._runners.get(spec)
-            if runner is None:
-                runner = self._runners[spec] = SSHRunner(spec, shared=True)
-            return runner
-
-    def close(self) -> None:
-        """Close every connection of the pool."""
-        with self._lock:
-            runners, self._runners = list(self._runners.values()), {}
-        for runner in runners:
-            runner._reset()
-
-
-_pool: ConnectionPool | None = None
-_pool_users = 0
-_pool_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def shared_connections() -> Iterator[ConnectionPool]:
-    """Within the block, ``runner_for`` hands out one runner per host; closed at its end.
-
-    Process-wide, so the fleet's worker threads see it too; nested or
-    concurrent blocks share one pool, closed when the last of them ends.
-    """
-    global _pool, _pool_users
-    with _pool_lock:
-        if _pool is None:
-            _pool = ConnectionPool()
-        pool = _pool
-        _pool_users += 1
-    try:
-        yield pool
-    finally:
-        with _pool_lock:
-            _pool_users -= 1
-            last = _pool_users == 0
-            if last:
-                _pool = None
-        if last:
-            pool.close()
-
-
-def runner_for(spec: HostSpec) -> SSHRunner:
-    """The runner for ``spec``: the pool's within ``shared_connections``, else a new one."""
-    pool = _pool
-    return pool.runner(spec) if pool is not None else SSHRunner(spec)
