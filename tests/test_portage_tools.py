@@ -22,6 +22,7 @@ import pytest
 
 from releaser.sandbox import noderoot
 from releaser.central import overlay
+from releaser.hosts import bintree
 from releaser.hosts import portage_commands as portage_tools
 from releaser.errors import NodeError, PortageError, UsageError
 from releaser.hosts.runner import CommandResult, LocalRunner
@@ -359,10 +360,10 @@ def test_a_stock_host_keeps_one_package_per_quickpkg_where_portage_names_it(tmp_
     where = PurePosixPath(stock.spec.pkgdir) / "www-apps" / "hello"
     assert (first, second) == (where / "hello-1.0-1.gpkg.tar", where / "hello-1.0-2.gpkg.tar")
     assert Path(first).is_file() and Path(second).is_file()
-    assert portage_tools.binpkg_paths(stock.runner, CPV) == [first, second]
-    assert portage_tools.binpkg_paths(stock.runner, "www-apps/hello-9.9") == []
+    assert bintree.binpkg_paths(stock.runner, CPV) == [first, second]
+    assert bintree.binpkg_paths(stock.runner, "www-apps/hello-9.9") == []
     # A new package goes to a free build id, reserved by an empty file.
-    reserved = portage_tools.allocate_binpkg_path(stock.runner, CPV)
+    reserved = bintree.allocate_binpkg_path(stock.runner, CPV)
     assert reserved == where / "hello-1.0-3.gpkg.tar"
     assert Path(reserved).stat().st_size == 0
     Path(reserved).unlink()

@@ -20,6 +20,7 @@ from releaser.deploy import promote as promote_mod
 from releaser.deploy import rollback, rollback_plan
 from releaser.central.ledger import Ledger
 from releaser.errors import RollbackRefused
+from releaser.hosts import bintree
 from releaser.hosts import portage_commands as portage_tools
 from releaser.hosts.runner import LocalRunner
 from releaser.hosts.ssh import SSHRunner
@@ -43,13 +44,13 @@ def sb(tmp_path_factory):
 def bintree_asks(monkeypatch) -> Counter:
     """How often Portage's binary tree is asked (a Python start on the node), per host."""
     asks: Counter = Counter()
-    real = portage_tools._ask_bintree
+    real = bintree._ask_bintree
 
     def counting(runner, action, cpv):
         asks[getattr(runner, "host", "?")] += 1
         return real(runner, action, cpv)
 
-    monkeypatch.setattr(portage_tools, "_ask_bintree", counting)
+    monkeypatch.setattr(bintree, "_ask_bintree", counting)
     return asks
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from releaser.central.repository import CentralRepository
 from releaser.sandbox import noderoot
+from releaser.hosts import bintree
 from releaser.hosts import portage_commands as portage_tools
 from releaser.cli import main
 from releaser.hosts.node import connect
@@ -63,7 +64,7 @@ def pkgdir(sb: Sandbox) -> Path:
 
 def packages_of(sb: Sandbox, version: str) -> list[Path]:
     """The package files of ``notes-VERSION`` Portage's PKGDIR index lists."""
-    return [Path(p) for p in portage_tools.binpkg_paths(runner(sb), f"{CP}-{version}")]
+    return [Path(p) for p in bintree.binpkg_paths(runner(sb), f"{CP}-{version}")]
 
 
 def index(sb: Sandbox) -> dict:

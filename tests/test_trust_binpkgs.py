@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from releaser.cli import main
-from releaser.hosts import portage_commands
+from releaser.hosts import bintree, portage_commands
 from releaser.hosts.local_root import portage_env
 from releaser.hosts.runner import LocalRunner
 from releaser.trust.keys import Keyring
@@ -56,7 +56,7 @@ def lose_local_packages(sb: Sandbox) -> None:
     """The node lost its own binary packages (rebuilt): only central's copy is left."""
     pkgdir = sb.node_root(NODE) / "var" / "cache" / "binpkgs" / "www-apps"
     shutil.rmtree(pkgdir, ignore_errors=True)
-    portage_commands.fix_binpkg_index(LocalRunner(env=portage_env(sb.node_root(NODE))))
+    bintree.fix_binpkg_index(LocalRunner(env=portage_env(sb.node_root(NODE))))
 
 
 def rollback(sb: Sandbox, capsys) -> tuple[int, str]:

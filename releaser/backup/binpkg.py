@@ -8,7 +8,7 @@ because a node that is later rebuilt has lost its own PKGDIR.
 node's PKGDIR (if missing) so ``emerge --usepkgonly`` can reinstall it.
 
 Where a package lives on a node is Portage's business, asked every time
-(``portage_tools.binpkg_paths``): ``PKGDIR/CAT/PF.gpkg.tar`` with
+(``bintree.binpkg_paths``): ``PKGDIR/CAT/PF.gpkg.tar`` with
 ``FEATURES=-binpkg-multi-instance`` (the sandbox), any number of
 ``PKGDIR/CAT/PN/PF-N.gpkg.tar`` on a stock Gentoo host, where every quickpkg
 adds one and emerge picks the newest by build time.  So that emerge can only
@@ -41,6 +41,7 @@ from pathlib import PurePosixPath
 
 from portage.versions import catsplit, cpv_getkey, cpv_getversion
 
+from releaser.hosts import bintree
 from releaser.hosts import portage_commands as portage_tools
 from releaser.backup.common import (COPY_FAILURES, INDEX_FORMAT, BinpkgBackup, check_component,
                                     host_digest, iso, local_scratch, pull, push, read_index,
@@ -75,7 +76,7 @@ def central_path(central: CentralRepository, env: str, cpv: str) -> str:
 def node_binpkg_paths(node: Node, cpv: str) -> list[str]:
     """Every package of ``cpv`` the node's PKGDIR index lists, as Portage names them."""
     try:
-        return [str(p) for p in portage_tools.binpkg_paths(node.runner, cpv)]
+        return [str(p) for p in bintree.binpkg_paths(node.runner, cpv)]
     except NodeError as exc:
         raise BackupError(f"{node.name}: cannot ask Portage for the binary packages of "
                           f"{cpv}: {exc}") from exc
@@ -289,7 +290,7 @@ def _place_from_central(node: Node, central: CentralRepository, env: str, cpv: s
     """Copy the central package of ``cpv`` to where Portage allocates a new one; refresh the
     index.  With ``[trust]`` only a package signed by the environment's release key."""
     try:
-        node_path = str(portage_tools.allocate_binpkg_path(node.runner, cpv))
+        node_path = str(bintree.allocate_binpkg_path(node.runner, cpv))
     except NodeError as exc:
         raise BackupError(f"{node.name}: cannot ask Portage where a package of {cpv} goes: "
                           f"{exc}") from exc
@@ -315,7 +316,7 @@ def _place_from_central(node: Node, central: CentralRepository, env: str, cpv: s
 def _refresh_pkgdir_index(node: Node) -> None:
     """Make Portage's PKGDIR ``Packages`` index describe the files really there."""
     try:
-        portage_tools.fix_binpkg_index(node.runner)
+        bintree.fix_binpkg_index(node.runner)
     except (NodeError, *COPY_FAILURES) as exc:
         raise BackupError(f"{node.name}: emaint binhost --fix failed: {reason(exc)}") from exc
 

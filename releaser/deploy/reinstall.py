@@ -16,7 +16,7 @@ from releaser import backup
 from releaser.central.repository import CentralRepository
 from releaser.config import AppConfig, Config, EnvironmentConfig
 from releaser.errors import ReleaserError
-from releaser.hosts import portage_commands as portage_tools
+from releaser.hosts import bintree
 from releaser.hosts.health import HealthResult
 from releaser.hosts.node import Node, connect
 
@@ -29,7 +29,7 @@ def binpkg_on_node(node: Node, cpv: str) -> bool:
     the rollback runs (``backup.ensure_binpkg_on_node``).
     """
     return any(node.runner.run(["test", "-f", str(path)], check=False).ok
-               for path in portage_tools.binpkg_paths(node.runner, cpv))
+               for path in bintree.binpkg_paths(node.runner, cpv))
 
 
 def reinstall_package(node: Node, central: CentralRepository, env: str, cpv: str) -> None:

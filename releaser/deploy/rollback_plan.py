@@ -28,7 +28,7 @@ from releaser.config import AppConfig, Config, EnvironmentConfig
 from releaser.deploy.reinstall import binpkg_on_node
 from releaser.deploy.rollout import worker_central
 from releaser.errors import ReleaseNotFound, ReleaserError, UsageError
-from releaser.hosts import portage_commands as portage_tools
+from releaser.hosts import bintree
 from releaser.hosts.node import Node, connect, shared_connections
 
 
@@ -80,7 +80,7 @@ class RollbackPlan:
     ledger_state: str | None = None
     #: What each node's Portage said of its binary tree (PKGDIR) while planning: the
     #: execution's connections take it instead of asking again (one Portage start).
-    bintrees: dict[str, portage_tools.Bintree] = field(default_factory=dict, repr=False,
+    bintrees: dict[str, bintree.Bintree] = field(default_factory=dict, repr=False,
                                                       compare=False)
 
     @property
@@ -178,7 +178,7 @@ def plan_rollback(config: Config, central: CentralRepository, env_name: str, *,
 
     workers = max(1, min(env.policy.concurrency, len(env.nodes)))
 
-    def plan_one(node_cfg) -> tuple[NodePlan, portage_tools.Bintree | None]:
+    def plan_one(node_cfg) -> tuple[NodePlan, bintree.Bintree | None]:
         np = NodePlan(node_cfg.name, None, target, target_schema=target_schema)
         if workers == 1:  # one thread at a time: the caller's connection serves
             return np, _plan_on(config, central, env, node_cfg, np, restore_db)
@@ -194,7 +194,7 @@ def plan_rollback(config: Config, central: CentralRepository, env_name: str, *,
 
 
 def _plan_on(config: Config, central: CentralRepository, env: EnvironmentConfig, node_cfg,
-             np: NodePlan, restore_db: bool) -> portage_tools.Bintree | None:
+             np: NodePlan, restore_db: bool) -> bintree.Bintree | None:
     """Fill ``np`` from the node; what its Portage said of its binary tree, if asked."""
     try:
         node = connect(config, node_cfg)
@@ -208,7 +208,7 @@ def _plan_on(config: Config, central: CentralRepository, env: EnvironmentConfig,
         np.problems.append(str(exc))
     finally:
         node.close()
-    return portage_tools.known_bintree(node.runner)
+    return bintree.known_bintree(node.runner)
 
 
 def _plan_node(node: Node, central, env: EnvironmentConfig, app: AppConfig, target_cpv: str,
@@ -283,7 +283,7 @@ def recheck_plan(config: Config, central: CentralRepository, shown: RollbackPlan
             node = opened[np.node] = connect(config, next(n for n in env.nodes
                                                          if n.name == np.node))
             if np.node in shown.bintrees:
-                portage_tools.remember_bintree(node.runner, shown.bintrees[np.node])
+                bintree.remember_bintree(node.runner, shown.bintrees[np.node])
             np.current = node.installed_version(config.app.cp)
             if np.noop and not shown.restore_db:
                 np.binpkg = None

@@ -55,7 +55,7 @@ ETC_PORTAGE = Path("etc/portage")
 #: binary package file per version (PKGDIR/<category>/<PF>.gpkg.tar, not
 #: Portage's default <category>/<PN>/<PF>-<N>.gpkg.tar), which keeps a local
 #: PKGDIR easy to read.  releaser never relies on it: it asks Portage where a
-#: package is (``portage_commands.binpkg_paths``), and
+#: package is (``bintree.binpkg_paths``), and
 #: ``NodeRootSpec(stock_binpkgs=True)`` leaves Portage's default, as on a
 #: stock Gentoo host (pitfall 7).  A Gentoo host with its ``portage`` user
 #: passes its own ``features``.
