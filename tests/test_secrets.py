@@ -61,21 +61,7 @@ def archive_members(path: Path) -> list[bytes]:
 @pytest.mark.slow
 def test_secrets_reach_the_node_and_nothing_else(tmp_path, monkeypatch, capsys):
     sb = Sandbox(tmp_path, {"staging": 1}, trust=True)
-    argvs: list[list[str]] = []
-    real_run = LocalRunner.run
-
-    def recording_run(self, argv, **kwargs):
-        argvs.append(list(argv))
-        return real_run(self, argv, **kwargs)
-
-    monkeypatch.setattr(LocalRunner, "run", recording_run)
-    real_popen = subprocess.Popen.__init__
-
-    def recording_popen(self, args, *a, **kw):
-        argvs.append([str(x) for x in (args if isinstance(args, (list, tuple)) else [args])])
-        real_popen(self, args, *a, **kw)
-
-    monkeypatch.setattr(subprocess.Popen, "__init__", recording_popen)
+    argvs = record_argvs(monkeypatch)
     try:
         cli = ["-c", str(sb.config_path)]
         assert set_secret(sb, monkeypatch, "api_key", API_KEY) == 0
