@@ -173,3 +173,27 @@ def test_a_missing_signing_key_and_an_expiring_or_expired_exception(tmp_path, ap
     out = capsys.readouterr().out
     assert out.startswith("NOT READY: configuration: ") and f"expired on {YESTERDAY}" in out
     assert "fix: correct it" in out
+
+
+def test_a_service_taken_out_of_the_default_runlevel_is_a_warning_with_its_fix(tmp_path,
+                                                                                 capsys):
+    """Promote adds the service to the runlevel once and asks no more: doctor finds it gone."""
+    from releaser.deploy.promote import promote
+    from releaser.hosts.runner import LocalRunner
+    from releaser.sandbox.noderoot import portage_env
+
+    sandbox = Sandbox(tmp_path, {"staging": 1})
+    try:
+        assert promote(sandbox.config, "staging").ok
+        code, lines = doctor(sandbox, capsys)
+        assert code == 0 and not any("runlevel" in x for x in lines), lines
+        runner = LocalRunner(env=portage_env(sandbox.node_root("staging-1")))
+        assert runner.run(["rc-update", "del", "notes", "default"], check=False).ok
+        code, lines = doctor(sandbox, capsys)
+        assert code == 0, lines  # a warning: the app serves, it would not come back at boot
+        [line] = [x for x in lines if "runlevel" in x]
+        assert line == ("  warning: staging-1: notes is installed but not in the default "
+                        "runlevel: it will not start at boot; fix: rc-update add notes default "
+                        "(on the node)"), lines
+    finally:
+        sandbox.down()

@@ -98,6 +98,7 @@ def _check_node(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis"
     if _bootstrap_state(config, env, node, diagnosis):
         diagnosis.passed.append(f"{node.name}: reachable, prepared ({_portage_and_disk(node)}"
                                 "; git, python3 and the app's dependencies)")
+    _runlevel(config, node, diagnosis)
     try:
         leaked = _leaked_processes(config, node)
     except ReleaserError as exc:
@@ -110,6 +111,32 @@ def _check_node(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis"
             node.name, f"process(es) of the app its init system does not know: {pids}",
             f"stop them (kill {' '.join(str(p) for p, _ in leaked)}); they hold the app's "
             "port or database against the service"))
+
+
+def _runlevel(config: "Config", node: "Node", diagnosis: "Diagnosis") -> None:
+    """An installed app whose service is not in the default runlevel does not start at boot.
+
+    Promote adds it once, on a node's first healthy install, and asks no more
+    after that (the ledger says it is there): a service taken out by hand since
+    is found here, not by the next upgrade.
+    """
+    from releaser.doctor import WARNING, Finding
+    from releaser.hosts.services import DEFAULT_RUNLEVEL, OpenRC
+
+    if node.installed_version(config.app.cp) is None:
+        return
+    service = config.app.contract.service
+    try:
+        enabled = OpenRC().enabled(node.runner, service)
+    except ReleaserError as exc:
+        diagnosis.findings.append(Finding(node.name, str(exc), "check OpenRC's rc-update on "
+                                          "the node", WARNING))
+        return
+    if not enabled:
+        diagnosis.findings.append(Finding(
+            node.name, f"{service} is installed but not in the {DEFAULT_RUNLEVEL} runlevel: it "
+            "will not start at boot", f"rc-update add {service} {DEFAULT_RUNLEVEL} (on the node)",
+            WARNING))
 
 
 def _bootstrap_state(config: "Config", env: str, node: "Node", diagnosis: "Diagnosis") -> bool:
