@@ -221,10 +221,7 @@ def main() -> int:
                                      args.logs or Path(tmp))
             print(f"  fleet of {n} done, load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
-    print("\nsamples:")
-    for name in figures.samples:
-        print("  " + figures.line(name))
-    print("\nratios (median of paired runs):")
+    figures.print_samples()
     for n in sizes:
         print("  " + figures.ratio(f"releaser / ansible at {n} nodes",
                                    f"fleet {n}: releaser promote", f"fleet {n}: ansible playbook",

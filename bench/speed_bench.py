@@ -63,6 +63,13 @@ class Figures:
         s = self.samples[name]
         return f"{name:38s} median {statistics.median(s):7.3f}s  (min {min(s):.3f}, max {max(s):.3f}, n={len(s)})"
 
+    def print_samples(self) -> None:
+        """Every sample's median, min and max, then the heading of the ratios."""
+        print("\nsamples:")
+        for name in self.samples:
+            print("  " + self.line(name))
+        print("\nratios (median of paired runs):")
+
     def ratio(self, label: str, a: str, b: str, target: str = "") -> str:
         pairs = [x / y for x, y in zip(self.samples[a], self.samples[b]) if y > 0]
         if not pairs:
@@ -259,10 +266,7 @@ def main() -> int:
             fan_out(Path(tmp), n, args.runs, figures)
             print(f"  fleet of {n} done, load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
-    print("\nsamples:")
-    for name in figures.samples:
-        print("  " + figures.line(name))
-    print("\nratios (median of paired runs):")
+    figures.print_samples()
     f = figures
     print("  " + f.ratio("releaser vs raw, one node (every command)",
                          "one node: releaser promote (source)",
