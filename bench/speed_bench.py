@@ -248,6 +248,11 @@ def fan_out(base: Path, n: int, runs: int, figures: Figures) -> None:
                 add_migration(sb.source, f"v{number}.0.0", number=number)
                 promote_timed(sb, figures, name, concurrency=concurrency)
                 number += 1
+        set_binary(sb)  # the same fleet in binhost mode, default policy
+        for _ in range(runs):
+            add_migration(sb.source, f"v{number}.0.0", number=number)
+            promote_timed(sb, figures, f"fleet {n}: default, binhost")
+            number += 1
     finally:
         sb.down()
 
@@ -277,6 +282,9 @@ def main() -> int:
     for n in sizes:
         print("  " + f.ratio(f"serial / default at {n}", f"fleet {n}: serial",
                              f"fleet {n}: default", "target >= 1.9x at 8 and 16"))
+    for n in sizes:
+        print("  " + f.ratio(f"binhost vs source promote, fleet of {n}",
+                             f"fleet {n}: default, binhost", f"fleet {n}: default"))
     print("  " + f.ratio("binhost vs source install, per node", "install: releaser, binary",
                          "install: releaser, source", "target <= 0.6x"))
     print("  " + f.ratio("binhost vs source promote, one node",
